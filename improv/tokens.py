@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +77,22 @@ def full_names(config: TokenConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
+_NAME = re.compile(r"([A-Z]+)_(-?[0-9]+)")  # ASCII digits only: "ON_²" is not a pitch
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    """("ON", 60) for "ON_60"; (name, None) for specials and anything malformed."""
+    match = _NAME.fullmatch(name)
+    return (match[1], int(match[2])) if match else (name, None)
+
+
+def quantize(ticks: float) -> int:
+    """Round half up, never below 0. Both encoders use it, so a live stream and an offline
+    encoding of the same events agree even on exact half ticks (where float noise would flip
+    Python's round-half-even)."""
+    return max(0, math.floor(ticks + 0.5 + 1e-9))
+
+
 def _prunable(name: str) -> bool:
     return name.startswith(("ON_", "OFF_", "VEL_", "P_"))
 
@@ -113,17 +131,17 @@ class Vocabulary:
 
     def fallback(self, name: str) -> str:
         """The kept token that stands in for a dropped or unknown one (module docstring)."""
-        kind, _, value = name.partition("_")
-        if kind in ("ON", "OFF", "P") and value.lstrip("-").isdigit():
-            pitch = self._nearest_pitch(kind, int(value))
+        kind, value = split_name(name)
+        if kind in ("ON", "OFF", "P") and value is not None:
+            pitch = self._nearest_pitch(kind, value)
             if pitch is not None:
                 return f"{kind}_{pitch}"
-        if kind == "VEL" and value.isdigit():
+        if kind == "VEL" and value is not None:
             kept = [int(n[4:]) for n in self.names if n.startswith("VEL_")]
             if kept:
-                return f"VEL_{min(kept, key=lambda b: (abs(b - int(value)), b))}"
+                return f"VEL_{min(kept, key=lambda b: (abs(b - value), b))}"
         if self.config.scheme == "grid":
-            return "REST" if kind != "P" else self._any_pitch(int(value))
+            return self._any_pitch(value) if kind == "P" and value is not None else "REST"
         return "UNK"
 
     def _nearest_pitch(self, kind: str, pitch: int) -> int | None:
@@ -192,8 +210,8 @@ def notes_to_names(notes: Iterable[Note], config: TokenConfig, bos: bool = True)
     tpb = config.ticks_per_beat
     events: list[tuple[int, int, int, int]] = []  # (tick, 0=off/1=on, pitch, velocity)
     for n in notes:
-        on = max(0, round(n.onset_beats * tpb))
-        off = max(on + 1, round((n.onset_beats + n.duration_beats) * tpb))
+        on = quantize(n.onset_beats * tpb)
+        off = max(on + 1, quantize((n.onset_beats + n.duration_beats) * tpb))
         events += [(on, 1, n.pitch, n.velocity), (off, 0, n.pitch, 0)]
     events.sort()
     names = ["BOS"] if bos else []
@@ -271,11 +289,7 @@ class StreamDecoder:
         self.vocab = vocab
         self.tick = 0
         self.velocity = DEFAULT_VELOCITY
-        self._actions = [self._parse(n) for n in vocab.names]
-
-    def _parse(self, name: str) -> tuple[str, int]:
-        kind, _, value = name.partition("_")
-        return (kind, int(value)) if value.isdigit() else (kind, 0)
+        self._actions = [split_name(n) for n in vocab.names]
 
     def feed(self, token_id: int) -> Action | None:
         kind, value = self._actions[token_id]
@@ -309,7 +323,7 @@ class StreamEncoder:
     def _shift(self, elapsed_beats: float) -> list[int]:
         cfg = self.vocab.config
         total = self._residual_beats + max(0.0, elapsed_beats)
-        ticks = int(round(total * cfg.ticks_per_beat))
+        ticks = quantize(total * cfg.ticks_per_beat)
         self._residual_beats = total - ticks / cfg.ticks_per_beat
         full, rest = divmod(ticks, cfg.max_shift_ticks)
         return [self._shift_ids[cfg.max_shift_ticks]] * full + ([self._shift_ids[rest]] if rest else [])

@@ -1,0 +1,188 @@
+"""One ONNX step: (token, state) -> (logits, state). The state lives here, outside the graph.
+
+LSTM: h and c go in and come out. WaveNet ("fast WaveNet generation"): the graph takes, per layer,
+that layer's input from `dilations[l]` steps ago (`past`, shape (L, C)) and returns each layer's
+input at this step (`current`); one numpy ring buffer per model keeps the history, so a step costs
+O(layers), never O(receptive field). See docs/DESIGN.md for the sidecar format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from improv.errors import ModelError
+from improv.tokens import Vocabulary
+
+FORMAT = "improv-step-model"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "bach-lstm"
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def models_dir() -> Path:
+    """Where named models live: $IMPROV_MODELS, else the repository's models/ folder."""
+    return Path(os.environ.get("IMPROV_MODELS", REPO_MODELS))
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """A model folder from a folder, its model.json / model.onnx, or a name under models/."""
+    if path is None or str(path) == "":
+        path = DEFAULT_MODEL
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not p.exists() and not p.is_absolute() and len(p.parts) == 1:
+        p = models_dir() / p
+    if not (p / "model.json").is_file():
+        known = sorted(d.name for d in models_dir().glob("*") if (d / "model.json").is_file())
+        hint = f"known models: {', '.join(known)}" if known else "train and export one with `improv train` + `improv export`"
+        raise ModelError(f"no model at {path} (no model.json there); {hint}")
+    return p
+
+
+@dataclass
+class StepState:
+    """Everything a model needs to continue a sequence. `copy()` is cheap enough per response."""
+
+    tensors: dict[str, np.ndarray]  # LSTM: {"h_in": ..., "c_in": ...}
+    history: np.ndarray | None = None  # WaveNet: (L, depth, C) ring buffer of layer inputs
+    position: int = 0  # tokens consumed so far
+
+    def copy(self) -> StepState:
+        hist = None if self.history is None else self.history.copy()
+        return StepState({k: v.copy() for k, v in self.tensors.items()}, hist, self.position)
+
+
+class StepModel:
+    """An exported step model and its sidecar, checked against each other on load."""
+
+    def __init__(self, folder: Path, meta: dict, session) -> None:
+        self.folder = folder
+        self.meta = meta
+        self.session = session
+        self.name: str = meta.get("name", folder.name)
+        self.kind: str = meta["kind"]
+        self.vocab = Vocabulary.from_dict(meta["vocabulary"])
+        self.receptive_field: int | None = meta.get("receptive_field")
+        self._token_name = meta["token_input"]
+        self._logits_name = meta["logits_output"]
+        self._state = [(s["input"], s["output"], tuple(s["shape"])) for s in meta.get("state", [])]
+        self._queues = meta.get("queues")
+        self._outputs = [self._logits_name] + [out for _, out, _ in self._state]
+        self._token = np.zeros(1, dtype=np.int64)
+        if self._queues:
+            self._outputs.append(self._queues["output"])
+            self._dilations = np.asarray(self._queues["dilations"], dtype=np.int64)
+            self._layers = np.arange(len(self._dilations))
+            self._depth = int(self._dilations.max())
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path | None = None, threads: int = 1) -> StepModel:
+        folder = resolve_model_path(path)
+        meta = _read_sidecar(folder / "model.json")
+        onnx_path = folder / meta.get("onnx_file", "model.onnx")
+        _check_hash(onnx_path, meta)
+        session = _open_session(onnx_path, threads)
+        model = cls(folder, meta, session)
+        model._check_graph(onnx_path)
+        return model
+
+    def _check_graph(self, onnx_path: Path) -> None:
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        expected_in = [self._token_name] + [i for i, _, _ in self._state]
+        expected_out = list(self._outputs)
+        if self._queues:
+            expected_in.append(self._queues["input"])
+        missing = [n for n in expected_in if n not in inputs] + [n for n in expected_out if n not in outputs]
+        if missing:
+            raise ModelError(f"{onnx_path}: graph lacks {', '.join(missing)} named in model.json; re-export the model")
+        width = outputs[self._logits_name][-1]
+        if isinstance(width, int) and width != len(self.vocab):
+            raise ModelError(
+                f"{onnx_path}: logits have {width} classes but the sidecar vocabulary has {len(self.vocab)}; "
+                "the sidecar does not belong to this model, re-export it"
+            )
+        for name, _, shape in self._state:
+            if tuple(inputs[name]) != shape:
+                raise ModelError(f"{onnx_path}: state {name} is {inputs[name]} in the graph, {list(shape)} in model.json")
+
+    # ------------------------------------------------------------------ stepping
+    def new_state(self) -> StepState:
+        tensors = {i: np.zeros(shape, dtype=np.float32) for i, _, shape in self._state}
+        history = None
+        if self._queues:
+            history = np.zeros((len(self._dilations), self._depth, self._queues["channels"]), dtype=np.float32)
+        return StepState(tensors, history)
+
+    def step(self, token: int, state: StepState) -> np.ndarray:
+        """Feed one token; returns its (V,) float32 logits and advances `state` in place."""
+        self._token[0] = token
+        feeds = {self._token_name: self._token, **state.tensors}
+        if self._queues:
+            rows = (state.position - self._dilations) % self._depth  # slot written dilations[l] steps ago
+            feeds[self._queues["input"]] = state.history[self._layers, rows]
+        results = self.session.run(self._outputs, feeds)
+        for (name, _, _), value in zip(self._state, results[1:]):
+            state.tensors[name] = value
+        if self._queues:
+            state.history[:, state.position % self._depth] = results[-1]
+        state.position += 1
+        return results[0][0]
+
+    def feed(self, tokens, state: StepState) -> np.ndarray | None:
+        """Feed many tokens; returns the logits after the last one (None if there were none)."""
+        logits = None
+        for token in tokens:
+            logits = self.step(int(token), state)
+        return logits
+
+
+def _read_sidecar(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: unreadable sidecar ({err}); re-export the model with `improv export`") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not an improv model sidecar (format {FORMAT!r} expected); re-export the model")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelError(f"{path}: format version {meta['format_version']} is newer than this improv; upgrade improv")
+    for key in ("kind", "vocabulary", "token_input", "logits_output"):
+        if key not in meta:
+            raise ModelError(f"{path}: missing {key!r}; re-export the model with `improv export`")
+    if meta["kind"] not in ("lstm", "wavenet"):
+        raise ModelError(f"{path}: unknown model kind {meta['kind']!r}; expected lstm or wavenet")
+    return meta
+
+
+def _check_hash(onnx_path: Path, meta: dict) -> None:
+    try:
+        data = onnx_path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"{onnx_path}: cannot read the model ({err.strerror}); re-export it") from err
+    expected = meta.get("onnx_sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise ModelError(f"{onnx_path}: contents do not match the sha256 in model.json (corrupt or replaced); re-export it")
+
+
+def _open_session(onnx_path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads  # one thread: a step is tiny, thread hand-offs cost more than they save
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{onnx_path}: onnxruntime cannot load it ({first}); re-export the model") from err

@@ -1,0 +1,283 @@
+"""Music files and music21 corpora -> `Piece` (notes in beats, with the part each note came from).
+
+Every parser here is a plain module-level function ``parse(path, normalize_key) -> list[Piece | Skip]``
+so that `training.pool` can run it in a worker process it is allowed to kill. A parser raises on a
+file it cannot read; the caller turns that into a one-line skip reason.
+
+Time is in beats: ``quarterLength`` for music21 scores, ``ticks / ticks_per_beat`` for MIDI (tempo
+changes are ignored on purpose: the token scheme is tempo-free). Key analysis, when asked for, is
+music21's ``score.analyze('key')`` for scores and a Krumhansl-Schmuckler correlation over a
+duration-weighted pitch-class histogram (Krumhansl-Kessler profiles, numpy, `estimate_key`) for
+MIDI files and JSB grids, where building a music21 stream just to analyse it would cost more than
+the parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from improv.errors import ConfigError, DataError
+from improv.tokens import DEFAULT_VELOCITY, Note
+
+PARSER_VERSION = 1  # bump when a parser's output changes: it is part of every cache key
+DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
+NOTE_COLUMNS = ("onset_beats", "duration_beats", "pitch", "velocity", "voice")
+
+# Krumhansl-Kessler probe-tone profiles, index 0 = tonic.
+_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    """One piece: `notes` is (N, 5) float64 with `NOTE_COLUMNS`, sorted by onset then pitch.
+
+    ``voice`` is the part index (0 = the first part of a score, which in chorales is the soprano);
+    the event scheme ignores it, the grid scheme needs it. ``key_shift`` is the transposition in
+    semitones (-6..+5) that moves the piece to C major / A minor; 0 unless key analysis ran.
+    """
+
+    name: str
+    notes: np.ndarray
+    key_shift: int = 0
+
+    def to_notes(self, transpose: int = 0) -> list[Note]:
+        """The notes as `improv.tokens.Note`, transposed by `transpose` semitones."""
+        return [Note(float(on), float(dur), int(p) + transpose, int(vel))
+                for on, dur, p, vel, _ in self.notes]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A piece or file that yielded nothing usable, and why (one line)."""
+
+    name: str
+    reason: str
+
+
+def notes_array(rows: Iterable[tuple[float, float, int, int, int]]) -> np.ndarray:
+    """Rows of (onset, duration, pitch, velocity, voice) -> sorted (N, 5) float64 array."""
+    arr = np.array(list(rows), dtype=np.float64).reshape(-1, len(NOTE_COLUMNS))
+    arr[:, 1] = np.maximum(arr[:, 1], 0.0)
+    return arr[np.lexsort((arr[:, 4], arr[:, 2], arr[:, 0]))]
+
+
+def _piece(name: str, rows: list, normalize_key: bool, key_of: Callable[[], int] | None = None) -> Piece | Skip:
+    if not rows:
+        return Skip(name, "no notes")
+    notes = notes_array(rows)
+    if not normalize_key:
+        return Piece(name, notes)
+    return Piece(name, notes, key_of() if key_of else shift_to_c(*estimate_key(notes)))
+
+
+# --------------------------------------------------------------------------- key analysis
+
+
+def estimate_key(notes: np.ndarray) -> tuple[int, str]:
+    """(tonic pitch class, 'major' | 'minor') by Krumhansl-Schmuckler on duration-weighted pitch classes."""
+    hist = np.bincount(notes[:, 2].astype(np.int64) % 12, weights=np.maximum(notes[:, 1], 1e-3), minlength=12)
+    best = (-2.0, 0, "major")
+    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
+        for tonic in range(12):
+            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1] if hist.std() > 0 else 0.0
+            best = max(best, (float(r), tonic, mode), key=lambda b: b[0])
+    return best[1], best[2]
+
+
+def shift_to_c(tonic_pc: int, mode: str) -> int:
+    """Semitones (-6..+5) that move a key to C major (or A minor for a minor key)."""
+    shift = ((0 if mode != "minor" else 9) - tonic_pc) % 12
+    return shift - 12 if shift > 5 else shift
+
+
+# --------------------------------------------------------------------------- MIDI (mido)
+
+
+def parse_midi(path: Path, normalize_key: bool = False) -> list[Piece | Skip]:
+    """A .mid file with mido: beats = ticks / ticks_per_beat, velocities kept, channel 10 dropped.
+
+    A re-struck pitch (same channel) ends the sounding note; notes left open end with their track.
+    Voices are the tracks of a type-1 file (channels otherwise), renumbered from 0 in order.
+    """
+    import mido
+
+    midi = mido.MidiFile(str(path))
+    if midi.ticks_per_beat <= 0:
+        raise ValueError(f"unsupported time division {midi.ticks_per_beat} (SMPTE)")
+    rows: list[tuple[float, float, int, int, int]] = []
+    for index, track in enumerate(midi.tracks):
+        for on, off, pitch, velocity, channel in _track_notes(track):
+            voice = index if midi.type == 1 else channel
+            rows.append((on / midi.ticks_per_beat, (off - on) / midi.ticks_per_beat, pitch, velocity, voice))
+    voices = {v: i for i, v in enumerate(sorted({r[4] for r in rows}))}
+    rows = [(*r[:4], voices[r[4]]) for r in rows]
+    return [_piece("", rows, normalize_key)]
+
+
+def _track_notes(track) -> list[tuple[int, int, int, int, int]]:
+    """(on tick, off tick, pitch, velocity, channel) for every pitched note in one track."""
+    tick, sounding, out = 0, {}, []  # sounding: (channel, pitch) -> (on tick, velocity)
+    for msg in track:
+        tick += msg.time
+        if msg.type not in ("note_on", "note_off") or msg.channel == DRUM_CHANNEL:
+            continue
+        key = (msg.channel, msg.note)
+        if key in sounding:
+            on, velocity = sounding.pop(key)
+            out.append((on, tick, msg.note, velocity, msg.channel))
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding[key] = (tick, msg.velocity)
+    out += [(on, tick, p, v, ch) for (ch, p), (on, v) in sounding.items()]
+    return out
+
+
+# --------------------------------------------------------------------------- scores (music21)
+
+
+def parse_score(path: Path, normalize_key: bool = False) -> list[Piece | Skip]:
+    """A **kern or MusicXML file with music21; an Opus gives one piece per score."""
+    from music21 import converter, stream
+
+    parsed = converter.parse(path, forceSource=True, storePickle=False)
+    scores = list(parsed.scores) if isinstance(parsed, stream.Opus) else [parsed]
+    names = [""] if len(scores) == 1 else [f"#{i + 1}" for i in range(len(scores))]
+    return [score_piece(name, s, normalize_key) for name, s in zip(names, scores)]
+
+
+def score_piece(name: str, score, normalize_key: bool = False) -> Piece | Skip:
+    """A music21 score -> Piece: ties merged, rests/grace notes/unpitched skipped, chords expanded."""
+    from music21 import chord, note, percussion
+
+    rows = []
+    score.stripTies(inPlace=True)  # in place: a copy would cost 4x the parse, and the score is ours
+    parts = list(score.parts) or [score]
+    for voice, part in enumerate(parts):
+        for el in part.flatten().notes:
+            if el.duration.isGrace or not isinstance(el, (note.Note, chord.Chord)):
+                continue
+            if isinstance(el, percussion.PercussionChord):
+                continue
+            velocity = el.volume.velocity or DEFAULT_VELOCITY
+            rows += [(float(el.offset), float(el.quarterLength), int(round(p.ps)), velocity, voice)
+                     for p in el.pitches]
+    return _piece(name, rows, normalize_key, lambda: _music21_key_shift(score))
+
+
+def _music21_key_shift(score) -> int:
+    key = score.analyze("key")
+    return shift_to_c(key.tonic.pitchClass, key.mode)
+
+
+def parse_abc(path: Path, normalize_key: bool = False) -> list[Piece | Skip]:
+    """An ABC file, one piece per tune (``X:`` block), so one bad tune does not lose the others.
+
+    Lines before the first ``X:`` are the file header and are prepended to every tune.
+    """
+    from music21 import converter, stream
+
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    header, *tunes = re.split(r"(?m)^(?=X:)", text)
+    if not tunes:
+        raise ValueError("no ABC tune (no X: line)")
+    results: list[Piece | Skip] = []
+    for i, tune in enumerate(tunes):
+        name = "" if len(tunes) == 1 else f"#{i + 1}"
+        try:
+            parsed = converter.parseData(header + tune, format="abc")
+            score = parsed.scores[0] if isinstance(parsed, stream.Opus) else parsed
+            results.append(score_piece(name, score, normalize_key))
+        except Exception as err:  # noqa: BLE001 - a tune that music21 rejects is skipped, not fatal
+            results.append(Skip(name, describe_error(err)))
+    return results
+
+
+def describe_error(err: BaseException) -> str:
+    """An exception as one short line for the skip summary."""
+    text = " ".join(str(err).split())
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+# Extension -> parser. Resolved in the parent process, so tests can register a parser for a fake
+# extension with monkeypatch and the worker receives the function itself.
+PARSERS: dict[str, Callable[[Path, bool], list[Piece | Skip]]] = {
+    ".mid": parse_midi, ".midi": parse_midi, ".krn": parse_score, ".musicxml": parse_score,
+    ".mxl": parse_score, ".xml": parse_score, ".abc": parse_abc,
+}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to parse and the name its pieces get (a tune number is appended for opus files)."""
+
+    path: Path
+    name: str
+
+
+def expand_data(paths: Sequence[Path]) -> list[Source]:
+    """Files as given; folders recursively in sorted order, keeping only known music extensions."""
+    sources: list[Source] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PARSERS)
+            sources += [Source(f, f.as_posix()) for f in files]
+        elif path.is_file():
+            sources.append(Source(path, path.as_posix()))
+        else:
+            raise DataError(f"{path}: no such file or folder; pass .mid/.krn/.musicxml/.abc files or folders")
+    return sources
+
+
+def _corpus_dir() -> Path:
+    from music21 import common
+
+    return Path(common.getCorpusFilePath())
+
+
+def _bach_chorales() -> list[Source]:
+    """The chorales of music21's Bach corpus, in Riemenschneider order, duplicates dropped."""
+    from music21 import corpus
+
+    root, seen, sources = _corpus_dir(), set(), []
+    for work in corpus.chorales.Iterator(returnType="filename"):  # 'bach/bwv269'
+        if work in seen:
+            continue
+        seen.add(work)
+        path = next((root / f"{work}{ext}" for ext in (".mxl", ".xml", ".krn") if (root / f"{work}{ext}").is_file()), None)
+        if path is not None:
+            sources.append(Source(path, f"{work}{path.suffix}"))
+    return sources
+
+
+def _abc_folder(folder: str, label: str) -> Callable[[], list[Source]]:
+    def find() -> list[Source]:
+        from music21 import corpus
+
+        paths = sorted(Path(p) for p in corpus.getPaths(fileExtensions=("abc",)) if Path(p).parent.name == folder)
+        return [Source(p, f"{label}/{p.name}") for p in paths]
+
+    return find
+
+
+CORPORA: dict[str, Callable[[], list[Source]]] = {
+    "bach": _bach_chorales,
+    "essen": _abc_folder("essenFolksong", "essen"),
+    "oneills": _abc_folder("oneills1850", "oneills"),
+    "ryans": _abc_folder("ryansMammoth", "ryans"),
+}
+
+
+def corpus_sources(name: str) -> list[Source]:
+    """The files of one corpus shipped inside music21 (nothing is downloaded)."""
+    if name not in CORPORA:
+        raise ConfigError(f"unknown corpus {name!r}; use one of {', '.join(CORPORA)}")
+    return CORPORA[name]()
