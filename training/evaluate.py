@@ -1,0 +1,214 @@
+"""Test-set evaluation of an exported step model beside smoothed n-gram baselines.
+
+The model is run exactly as the daemon runs it: through the ONNX step graph (`improv.model_step`),
+one token at a time, with a fresh state at the start of every test piece and the state carried
+through the piece. Each piece's first token is given; every later token is predicted and weighted
+equally (NLL pooled over all test tokens, in nats). The n-gram baselines (`training.ngram`, orders
+1..5) are fitted on the same train split, in the same vocabulary, and scored under the same
+conventions, so the numbers compare directly.
+
+Data: by default the settings stored in the model's sidecar (``train_config``: data, corpus,
+max_pieces, key, min_count, split_seed); options override them (giving --data or --corpus replaces
+both sources). Tokens are encoded with the model's own token config; if the data's vocabulary
+differs from the model's (e.g. other pruning), its tokens are mapped through the names into the
+model's vocabulary (with the vocabulary's fallback for names the model lacks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from improv.errors import ConfigError, DataError, ModelError
+from improv.tokens import Vocabulary
+
+DATA_SETTINGS = ("data", "corpus", "max_pieces", "key", "min_count", "split_seed")
+ORDERS = (1, 2, 3, 4, 5)
+
+
+def data_settings(meta: dict, **overrides) -> dict:
+    """The sidecar's data settings with the given (non-None) overrides; data/corpus as tuples."""
+    stored = meta.get("train_config") or {}
+    settings = {k: stored[k] for k in DATA_SETTINGS if stored.get(k) is not None}
+    if overrides.get("data") or overrides.get("corpus"):
+        settings.pop("data", None)
+        settings.pop("corpus", None)
+    settings.update({k: v for k, v in overrides.items() if k in DATA_SETTINGS and v not in (None, (), [])})
+    for source in ("data", "corpus"):
+        value = settings.get(source) or ()
+        settings[source] = (value,) if isinstance(value, (str, Path)) else tuple(value)
+    settings["data"] = tuple(str(p) for p in settings["data"])
+    if not settings["data"] and not settings["corpus"]:
+        raise ConfigError("no evaluation data: the model's sidecar names none; give --data FILE or --corpus NAME")
+    return settings
+
+
+def align_to_model(pieces: Sequence[np.ndarray], data_vocab: Vocabulary, model_vocab: Vocabulary, where: str) -> list[np.ndarray]:
+    """The pieces' ids in the model's vocabulary (through the token names)."""
+    if data_vocab.config != model_vocab.config:
+        raise ModelError(
+            f"{where}: the model's token config ({model_vocab.config}) differs from the data's "
+            f"({data_vocab.config}); evaluate on data encoded the way the model was trained"
+        )
+    if tuple(data_vocab.names) == tuple(model_vocab.names):
+        return [np.asarray(p, dtype=np.int32) for p in pieces]
+    lut = model_vocab.ids(data_vocab.names)
+    return [lut[np.asarray(p, dtype=np.int64)] for p in pieces]
+
+
+def first_tokens(pieces: Sequence[np.ndarray], limit: int | None) -> list[np.ndarray]:
+    """The leading pieces (the last one cut short) holding at most `limit` predicted tokens."""
+    if limit is None:
+        return list(pieces)
+    kept, left = [], int(limit)
+    for piece in pieces:
+        if left <= 0:
+            break
+        kept.append(piece[: left + 1])
+        left -= max(0, len(kept[-1]) - 1)
+    return kept
+
+
+def _log_softmax_at(logits: np.ndarray, target: int) -> float:
+    top = float(logits.max())
+    return float(logits[target]) - top - math.log(float(np.exp(logits - top).sum()))
+
+
+def evaluate_steps(model, pieces: Sequence[np.ndarray], progress=None) -> dict:
+    """NLL (nats/token), perplexity, argmax accuracy and ms/step of `model` stepped through each
+    piece from a fresh state. `progress(n)` is called after every n tokens if given."""
+    nll, correct, count, seconds = 0.0, 0, 0, 0.0
+    for piece in pieces:
+        state = model.new_state()
+        for i in range(len(piece) - 1):
+            t0 = time.perf_counter()
+            logits = model.step(int(piece[i]), state)
+            seconds += time.perf_counter() - t0
+            target = int(piece[i + 1])
+            nll -= _log_softmax_at(logits.astype(np.float64), target)
+            correct += int(np.argmax(logits)) == target
+            count += 1
+        if progress is not None and len(piece) > 1:
+            progress(len(piece) - 1)
+    if not count:
+        raise DataError("no test tokens to evaluate: every test piece has fewer than two tokens")
+    mean = nll / count
+    return {"nll": mean, "perplexity": math.exp(mean), "accuracy": correct / count, "tokens": count,
+            "ms_per_step": 1000.0 * seconds / count}
+
+
+def _load_data(settings: dict, vocab: Vocabulary, cache_dir):
+    try:
+        from training.data import load_dataset
+    except ModuleNotFoundError as err:
+        if err.name == "music21":
+            raise DataError("loading this corpus needs music21; pip install 'improv[train]'") from err
+        raise
+    return load_dataset(
+        data=settings["data"], corpus=settings["corpus"], token_config=vocab.config,
+        max_pieces=settings.get("max_pieces"), key=settings.get("key", "none"),
+        min_count=settings.get("min_count", 0), split_seed=settings.get("split_seed", 0), cache_dir=cache_dir,
+    )
+
+
+def evaluate(
+    *,
+    model,
+    data: Sequence[str | Path] = (),
+    corpus: Sequence[str] = (),
+    max_pieces: int | None = None,
+    key: str | None = None,
+    min_count: int | None = None,
+    split_seed: int | None = None,
+    limit_tokens: int | None = None,
+    orders: Sequence[int] = ORDERS,
+    dataset=None,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+    json_path: str | Path | None = None,
+) -> dict:
+    """Evaluate `model` (a path/name, None = default, or a loaded step model) on the test split and
+    fit/score the n-grams; returns the report (see `report_json`) and writes it to `json_path`.
+    `dataset` (an EncodedCorpus) skips loading data."""
+    from training.ngram import fit_ngrams
+
+    if model is None or isinstance(model, (str, Path)):
+        from improv.model_step import StepModel
+
+        model = StepModel.load(model)
+    where = str(getattr(model, "folder", getattr(model, "name", "model")))
+    if dataset is None:
+        settings = data_settings(model.meta, data=tuple(data), corpus=tuple(corpus), max_pieces=max_pieces,
+                                 key=key, min_count=min_count, split_seed=split_seed)
+        dataset = _load_data(settings, model.vocab, cache_dir)
+    train = align_to_model(dataset.splits.get("train", []), dataset.vocab, model.vocab, where)
+    test = first_tokens(align_to_model(dataset.splits.get("test", []), dataset.vocab, model.vocab, where), limit_tokens)
+    if not any(len(p) > 1 for p in test):
+        raise DataError("the test split is empty; use more pieces (--max-pieces) or other data")
+    ngrams = fit_ngrams(train, len(model.vocab), orders)
+    baseline = {str(n): m.evaluate(test) for n, m in ngrams.items()}
+    result = _run_with_progress(model, test, show_progress)
+    report = report_json(model, result, baseline, dataset)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _run_with_progress(model, test, show_progress: bool) -> dict:
+    if not show_progress:
+        return evaluate_steps(model, test)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = sum(max(0, len(p) - 1) for p in test)
+    columns = (TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(getattr(model, "name", "model"), total=total)
+        return evaluate_steps(model, test, progress=lambda n: bar.advance(task, n))
+
+
+def report_json(model, result: dict, baseline: dict[str, dict], dataset) -> dict:
+    """{"model", "ngram": {order: metrics}, "best_ngram", "improvement_over_best_ngram" (the fraction
+    of the best n-gram's NLL the model removes), "tokens", "data", "data_hash"}."""
+    best_order = min(baseline, key=lambda n: baseline[n]["nll"])
+    best = {"order": int(best_order), **baseline[best_order]}
+    return {
+        "model": {"name": getattr(model, "name", "model"), "kind": getattr(model, "kind", None), **result},
+        "ngram": baseline,
+        "best_ngram": best,
+        "improvement_over_best_ngram": (best["nll"] - result["nll"]) / best["nll"],
+        "tokens": result["tokens"],
+        "data": getattr(dataset, "description", ""),
+        "data_hash": getattr(dataset, "data_hash", None),
+        "model_data_hash": (getattr(model, "meta", None) or {}).get("data_hash"),
+    }
+
+
+def report_table(report: dict):
+    """The report as a rich Table (the model first, then each n-gram order)."""
+    from rich.table import Table
+
+    table = Table(title=f"test set: {report['tokens']} tokens, {report['data']}".rstrip(", "))
+    for column in ("model", "NLL (nats/token)", "perplexity", "accuracy"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+
+    def row(name: str, m: dict, style: str | None = None) -> None:
+        table.add_row(name, f"{m['nll']:.4f}", f"{m['perplexity']:.2f}", f"{100 * m['accuracy']:.1f}%", style=style)
+
+    row(f"{report['model']['name']} ({report['model']['kind']})", report["model"], "bold")
+    for order, m in report["ngram"].items():
+        row(f"{order}-gram (KN)", m, "green" if int(order) == report["best_ngram"]["order"] else None)
+    return table
+
+
+def summary(report: dict) -> str:
+    gain = report["improvement_over_best_ngram"]
+    best = report["best_ngram"]
+    verdict = "below" if gain >= 0 else "above"
+    return (f"model NLL {report['model']['nll']:.4f} nats/token is {abs(gain):.1%} {verdict} the best n-gram "
+            f"({best['order']}-gram, {best['nll']:.4f}); {report['model']['ms_per_step']:.2f} ms/step")
