@@ -1,0 +1,154 @@
+"""Export: the ONNX step graph streamed token by token matches the PyTorch full-sequence forward."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from improv.errors import ModelError
+from improv.tokens import TokenConfig, Vocabulary
+from training.checkpoint import save_checkpoint
+from training.dataset import synthetic_corpus
+from training.export import TOLERANCE, OnnxStream, export_checkpoint
+from training.models import MODELS, LSTMConfig, WaveNet, WaveNetConfig, build_model
+from training.train import TrainConfig, train
+
+VOCAB = Vocabulary(TokenConfig())  # the full event vocabulary
+SIZES = {
+    "lstm": LSTMConfig(vocab_size=len(VOCAB), embed=16, hidden=32, layers=2),
+    "wavenet": WaveNetConfig(vocab_size=len(VOCAB), channels=16, skip_channels=24, dilation_cycle=4, stacks=2),
+}
+SIDECAR_FIELDS = {"format", "format_version", "name", "kind", "onnx_file", "onnx_sha256", "vocabulary",
+                  "token_input", "logits_output", "state", "queues", "receptive_field", "model_config",
+                  "train_config", "train_command", "data_hash", "metrics", "improv_version"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def random_checkpoint(kind: str, path, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(kind, SIZES[kind])
+    save_checkpoint({
+        "model_kind": kind, "model_config": dataclasses.asdict(model.config), "vocabulary": VOCAB.to_dict(),
+        "train_config": {"model": kind}, "state_dict": model.state_dict(), "epoch": 0, "step": 0,
+        "metrics": {"valid_nll": 1.5, "test_nll": 1.6}, "train_command": "improv train --model " + kind,
+        "data_hash": "sha256:test", "sample_tokens": [],
+    }, path)
+    return model.eval()
+
+
+def full_logits(model, tokens) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor([tokens]))[0].numpy()
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_random_model_export_streams_like_the_sequence(kind, tmp_path):
+    random_checkpoint(kind, tmp_path / "best.pt")
+    report = export_checkpoint(tmp_path / "best.pt", tmp_path / "models" / f"tiny-{kind}")
+    assert report.tokens >= 500 and report.source == "random"
+    assert report.max_abs_diff <= TOLERANCE
+    folder = tmp_path / "models" / f"tiny-{kind}"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.onnx"]  # one file, no external data
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [f"tiny-{kind}"]  # no temp folder left
+    sidecar = json.loads((folder / "model.json").read_text())
+    assert SIDECAR_FIELDS <= set(sidecar)
+    assert sidecar["onnx_sha256"] == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    assert sidecar["kind"] == kind and sidecar["name"] == f"tiny-{kind}"
+    assert sidecar["train_command"] == f"improv train --model {kind}" and sidecar["data_hash"] == "sha256:test"
+    assert sidecar["metrics"]["test_nll"] == 1.6
+    assert Vocabulary.from_dict(sidecar["vocabulary"]) == VOCAB
+    if kind == "wavenet":
+        assert sidecar["state"] == [] and sidecar["queues"]["dilations"] == [1, 2, 4, 8] * 2
+        assert sidecar["queues"]["channels"] == 16 and sidecar["receptive_field"] == 31
+    else:
+        assert sidecar["queues"] is None and sidecar["receptive_field"] is None
+        assert [s["shape"] for s in sidecar["state"]] == [[2, 1, 32]] * 2
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_trained_model_export(kind, tmp_path):
+    corpus = synthetic_corpus(12, 300, seed=1)
+    sizes = {"hidden": 24, "embed": 8} if kind == "lstm" else {"channels": 12, "skip_channels": 12, "dilation_cycle": 5}
+    config = TrainConfig(model=kind, epochs=2, batch_size=8, window=48, lr=1e-2, threads=1, warmup_steps=1,
+                         out=str(tmp_path / "run"), show_progress=False)
+    train(config, sizes, corpus=corpus)
+    report = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "model")
+    assert report.source == "data" and report.tokens >= 500
+    assert report.max_abs_diff <= TOLERANCE
+    sidecar = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert sidecar["metrics"]["test_nll"] is not None and sidecar["export_check"]["max_abs_logit_diff"] <= TOLERANCE
+
+
+def test_wrong_dilations_in_the_queue_spec_are_caught(tmp_path, monkeypatch):
+    random_checkpoint("wavenet", tmp_path / "best.pt")
+    good = WaveNet.sidecar_state
+
+    def rotated(self):
+        spec = good(self)
+        spec["queues"]["dilations"] = spec["queues"]["dilations"][1:] + spec["queues"]["dilations"][:1]
+        return spec
+
+    monkeypatch.setattr(WaveNet, "sidecar_state", rotated)
+    with pytest.raises(ModelError, match="disagrees"):
+        export_checkpoint(tmp_path / "best.pt", tmp_path / "models" / "broken")
+    assert list((tmp_path / "models").iterdir()) == []  # nothing half-written
+
+
+def test_swapped_lstm_state_is_caught_and_old_export_kept(tmp_path, monkeypatch):
+    from training.models import LSTM
+
+    random_checkpoint("lstm", tmp_path / "best.pt")
+    out = tmp_path / "m"
+    export_checkpoint(tmp_path / "best.pt", out)
+    before = (out / "model.onnx").read_bytes()
+    good = LSTM.sidecar_state
+
+    def swapped(self):  # h fed back as c and c as h
+        spec = good(self)
+        spec["state"][0]["output"], spec["state"][1]["output"] = "c_out", "h_out"
+        return spec
+
+    monkeypatch.setattr(LSTM, "sidecar_state", swapped)
+    with pytest.raises(ModelError, match="disagrees"):
+        export_checkpoint(tmp_path / "best.pt", out)
+    assert (out / "model.onnx").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "m"]
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_runtime_step_model_matches(kind, tmp_path):
+    """improv.model_step (the daemon's runtime) agrees with PyTorch on an exported model."""
+    from improv.model_step import StepModel
+
+    model = random_checkpoint(kind, tmp_path / "best.pt", seed=5)
+    export_checkpoint(tmp_path / "best.pt", tmp_path / "m")
+    tokens = np.random.default_rng(1).integers(0, len(VOCAB), 300).tolist()
+    step_model = StepModel.load(tmp_path / "m")
+    state = step_model.new_state()
+    streamed = np.stack([step_model.step(t, state) for t in tokens])
+    assert np.abs(streamed - full_logits(model, tokens)).max() <= TOLERANCE
+    ours = OnnxStream(tmp_path / "m").run(tokens)
+    assert np.abs(ours - streamed).max() <= 1e-6
+
+
+def test_export_command(tmp_path, monkeypatch):
+    from improv.cli import app
+
+    random_checkpoint("lstm", tmp_path / "best.pt")
+    args = ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "models" / "x")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "max abs logit diff" in result.output
+    assert (tmp_path / "models" / "x" / "model.onnx").is_file()
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "checkpoint not found" in missing.output

@@ -1,0 +1,184 @@
+"""Checkpoint -> ``models/<name>/model.onnx`` + ``model.json`` (DESIGN.md), verified before it lands.
+
+The step graph (one token in, logits and next state out) is exported with the legacy TorchScript
+exporter (opset 17, one file). Then the export checks itself: it runs the ONNX graph token by
+token with onnxruntime (1 intra-op thread), keeping state exactly as the runtime does (LSTM h/c fed
+back; WaveNet ring buffers driven by the sidecar's queue spec), over >= 500 tokens (real data kept
+in the checkpoint, else seeded random ids), and compares every step's logits with the PyTorch
+full-sequence forward. A max abs difference above `TOLERANCE` raises `ModelError`. Everything is
+written to a temporary folder beside the target and renamed into place only once it passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import improv
+from improv.errors import ModelError
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+TOLERANCE = 1e-4  # max abs logit difference, ONNX step stream vs PyTorch full sequence
+CHECK_TOKENS = 512
+SIZE_LIMIT_BYTES = 20 * 2**20  # shipped models stay below this
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    folder: Path
+    max_abs_diff: float
+    tokens: int
+    source: str  # "data" or "random"
+    onnx_bytes: int
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
+                      check_tokens: int = CHECK_TOKENS, tolerance: float = TOLERANCE) -> ExportReport:
+    """Export, verify, then move into `out` (replacing an older export there only on success)."""
+    ckpt = load_checkpoint(checkpoint)
+    model, _ = model_from_checkpoint(ckpt)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        onnx_path = tmp / "model.onnx"
+        export_onnx(model, onnx_path)
+        sidecar = make_sidecar(ckpt, model, name or out.name, onnx_path)
+        _write_json(tmp / "model.json", sidecar)
+        tokens, source = check_sequence(ckpt, len(sidecar["vocabulary"]["names"]), check_tokens)
+        diff = max_abs_diff(model, tmp, tokens)
+        if not diff <= tolerance:  # also catches NaN
+            raise ModelError(f"{out}: ONNX step graph disagrees with the PyTorch model (max abs logit diff "
+                             f"{diff:.3g} > {tolerance:g} over {len(tokens)} tokens); nothing was written, report a bug")
+        sidecar["export_check"] = {"tokens": len(tokens), "source": source, "max_abs_logit_diff": diff}
+        _write_json(tmp / "model.json", sidecar)
+        _install(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportReport(out, diff, len(tokens), source, (out / "model.onnx").stat().st_size)
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
+    """The model's step wrapper -> one self-contained ONNX file (opset 17, legacy exporter)."""
+    step = model.step_module().eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notices
+        torch.onnx.export(step, step.example_inputs(), str(path), input_names=list(step.input_names),
+                          output_names=list(step.output_names), opset_version=17, dynamo=False,
+                          external_data=False, do_constant_folding=True)
+
+
+def make_sidecar(ckpt: dict, model: nn.Module, name: str, onnx_path: Path) -> dict:
+    """model.json, every field of DESIGN.md; plain JSON (non-finite numbers become null)."""
+    sidecar = {
+        "format": "improv-step-model", "format_version": 1, "name": name, "kind": ckpt["model_kind"],
+        "onnx_file": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "vocabulary": ckpt["vocabulary"], "token_input": "token", "logits_output": "logits",
+        **model.sidecar_state(),
+        "model_config": ckpt["model_config"], "train_config": ckpt.get("train_config", {}),
+        "train_command": ckpt.get("train_command", ""), "data_hash": ckpt.get("data_hash", ""),
+        "metrics": ckpt.get("metrics", {}), "improv_version": improv.__version__,
+    }
+    return _json_safe(sidecar)
+
+
+def check_sequence(ckpt: dict, vocab_size: int, n: int) -> tuple[list[int], str]:
+    """Real tokens kept in the checkpoint if there are enough, else seeded random ids."""
+    sample = list(ckpt.get("sample_tokens") or [])
+    if len(sample) >= n:
+        return sample[:n], "data"
+    return np.random.default_rng(0).integers(0, vocab_size, n).tolist(), "random"
+
+
+def max_abs_diff(model: nn.Module, folder: Path, tokens: list[int]) -> float:
+    """Max abs difference between the streamed ONNX logits and the full-sequence forward."""
+    streamed = OnnxStream(folder).run(tokens)  # (N, V)
+    with torch.no_grad():
+        full = model.eval()(torch.tensor([tokens], dtype=torch.int64))[0].numpy()  # (N, V)
+    if streamed.shape != full.shape:
+        raise ModelError(f"{folder}: ONNX logits have shape {streamed.shape}, the model {full.shape}; re-export")
+    return float(np.abs(streamed - full).max())
+
+
+class OnnxStream:
+    """Runs an exported folder token by token, state kept outside the graph as the runtime does."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        self.spec = json.loads((folder / "model.json").read_text())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / self.spec["onnx_file"]), options,
+                                            providers=["CPUExecutionProvider"])
+        self._check_names(folder)
+        self.states = {s["input"]: np.zeros(s["shape"], np.float32) for s in self.spec["state"]}
+        self.outputs = [self.spec["logits_output"]] + [s["output"] for s in self.spec["state"]]
+        queues = self.spec["queues"]
+        self.dilations = list(queues["dilations"]) if queues else []
+        if queues:
+            self.outputs.append(queues["output"])
+            # one ring buffer per layer: row (t % d) holds the layer input from d steps ago
+            self.rings = [np.zeros((d, queues["channels"]), np.float32) for d in self.dilations]
+        self.t = 0
+
+    def _check_names(self, folder: Path) -> None:
+        spec, queues = self.spec, self.spec["queues"]
+        wanted_in = {spec["token_input"], *(s["input"] for s in spec["state"]), *([queues["input"]] if queues else [])}
+        have_in = {i.name for i in self.session.get_inputs()}
+        if wanted_in != have_in:
+            raise ModelError(f"{folder}: graph inputs {sorted(have_in)} do not match model.json {sorted(wanted_in)}; re-export")
+
+    def step(self, token: int) -> np.ndarray:
+        feed = {self.spec["token_input"]: np.array([token], np.int64), **self.states}
+        if self.dilations:
+            feed[self.spec["queues"]["input"]] = np.stack([r[self.t % d] for r, d in zip(self.rings, self.dilations)])
+        outs = self.session.run(self.outputs, feed)
+        for s, value in zip(self.spec["state"], outs[1:]):
+            self.states[s["input"]] = value
+        if self.dilations:
+            for ring, d, row in zip(self.rings, self.dilations, outs[-1]):
+                ring[self.t % d] = row
+        self.t += 1
+        return outs[0][0]  # (V,)
+
+    def run(self, tokens: list[int]) -> np.ndarray:
+        return np.stack([self.step(t) for t in tokens])  # (N, V)
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename the verified folder into place; an older export is removed only after that."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _json_safe(value.tolist())
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
