@@ -1,0 +1,244 @@
+"""Time. One injected clock in seconds, and beat clocks that map seconds <-> beats.
+
+* `MonotonicClock` is `time.perf_counter` (never `time.time`: it jumps with NTP).
+* `ManualClock` is for tests and the demo: time moves only when told to.
+* `BeatClock` is the internal tempo: a straight line (origin, bpm) that `set_bpm` re-anchors,
+  so a tempo change never makes the beat position jump.
+* `MidiClockFollower` follows an external 24-ppqn MIDI clock (a DAW or drum machine) and offers
+  the same `beats_at / time_at / bpm / running` interface, so the improviser works with either.
+* `ClockSender` gives the absolute deadlines for sending 24-ppqn clock as master
+  (``start + n * period``: no accumulated drift).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Protocol
+
+PPQN = 24  # MIDI clock ticks per quarter note (beat)
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic timeline (arbitrary origin)."""
+        ...
+
+
+class BeatTimeline(Protocol):
+    """What the improviser needs from whichever clock is in charge."""
+
+    @property
+    def bpm(self) -> float: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def beats_at(self, t_s: float) -> float: ...
+
+    def time_at(self, beats: float) -> float: ...
+
+
+class MonotonicClock:
+    """The real clock: `time.perf_counter` seconds."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+
+class ManualClock:
+    """A clock that only moves when told to; tests and the demo run instantly and exactly."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = float(start)
+
+    def now(self) -> float:
+        return self._t
+
+    def advance(self, dt: float) -> float:
+        if dt < 0:
+            raise ValueError("a clock cannot go back")
+        self._t += dt
+        return self._t
+
+    def set(self, t: float) -> float:
+        if t < self._t:
+            raise ValueError("a clock cannot go back")
+        self._t = float(t)
+        return self._t
+
+
+def _check_bpm(bpm: float) -> float:
+    if not (math.isfinite(bpm) and 1.0 <= bpm <= 999.0):
+        raise ValueError(f"tempo {bpm} bpm is out of range; use 1..999")
+    return float(bpm)
+
+
+class BeatClock:
+    """Internal tempo: beats = origin_beats + (t - origin_s) * bpm / 60, re-anchored on changes."""
+
+    def __init__(self, bpm: float = 120.0, origin_s: float = 0.0, origin_beats: float = 0.0) -> None:
+        self._bpm = _check_bpm(bpm)
+        self._origin_s = float(origin_s)
+        self._origin_beats = float(origin_beats)
+
+    @property
+    def bpm(self) -> float:
+        return self._bpm
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    @property
+    def seconds_per_beat(self) -> float:
+        return 60.0 / self._bpm
+
+    def beats_at(self, t_s: float) -> float:
+        return self._origin_beats + (t_s - self._origin_s) * self._bpm / 60.0
+
+    def time_at(self, beats: float) -> float:
+        return self._origin_s + (beats - self._origin_beats) * 60.0 / self._bpm
+
+    def set_bpm(self, bpm: float, at_s: float) -> None:
+        """Change tempo from `at_s` on; the beat position at `at_s` is unchanged."""
+        self._origin_beats = self.beats_at(at_s)
+        self._origin_s = float(at_s)
+        self._bpm = _check_bpm(bpm)
+
+    def next_grid_time(self, t_s: float, grid_beats: float) -> float:
+        return next_grid_time(self, t_s, grid_beats)
+
+
+def next_grid_beats(beats: float, grid_beats: float, eps: float = 1e-9) -> float:
+    """The first multiple of `grid_beats` at or after `beats` (beat 0 is on every grid)."""
+    return math.ceil(beats / grid_beats - eps) * grid_beats
+
+
+def next_grid_time(timeline: BeatTimeline, t_s: float, grid_beats: float) -> float:
+    """Seconds of the first grid point (a multiple of `grid_beats`) at or after `t_s`."""
+    return timeline.time_at(next_grid_beats(timeline.beats_at(t_s), grid_beats))
+
+
+class MidiClockFollower:
+    """Follows external MIDI clock: 24 ticks per beat, Start / Stop / Continue / Song Position.
+
+    Tempo: the median over the last `window` tick intervals of the slope across half the window
+    (t[i + h] - t[i]) / h. Jitter enters each slope only at its two ends, divided by h, and the
+    median ignores a late or dropped tick; a tempo change is fully followed within one beat.
+    Phase: anchored at the latest tick, extrapolated at the estimated tempo in between.
+
+    While stopped (or before any clock arrives) it free-runs at the last tempo from where it
+    stopped, so listening and answering keep working; `running` says whether it is locked.
+    After Start the first tick is beat 0; after Continue the first tick is the song position
+    (set by Song Position Pointer, or where it stopped).
+    """
+
+    def __init__(self, bpm: float = 120.0, window: int = 24, t0_s: float = 0.0) -> None:
+        self._bpm = _check_bpm(bpm)
+        self._ticks: deque[float] = deque(maxlen=window + 1)
+        self._anchor_s = float(t0_s)  # time of the latest tick (or of the free-run origin)
+        self._anchor_beats = 0.0
+        self._next_tick = 0  # song position of the next tick, in ticks
+        self._running = False
+        self._armed = False  # Start/Continue seen, waiting for the first tick
+
+    @property
+    def bpm(self) -> float:
+        return self._bpm
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def position_ticks(self) -> int:
+        """Song position of the next tick (24 per beat)."""
+        return self._next_tick
+
+    def beats_at(self, t_s: float) -> float:
+        return self._anchor_beats + (t_s - self._anchor_s) * self._bpm / 60.0
+
+    def time_at(self, beats: float) -> float:
+        return self._anchor_s + (beats - self._anchor_beats) * 60.0 / self._bpm
+
+    def next_grid_time(self, t_s: float, grid_beats: float) -> float:
+        return next_grid_time(self, t_s, grid_beats)
+
+    def on_tick(self, t_s: float) -> None:
+        if not self._running:
+            if not self._armed:
+                return  # clock without Start: ignore until the transport starts
+            self._running, self._armed = True, False
+        self._ticks.append(t_s)
+        self._estimate_bpm()
+        self._anchor_s, self._anchor_beats = t_s, self._next_tick / PPQN
+        self._next_tick += 1
+
+    def on_start(self, t_s: float | None = None) -> None:
+        self._arm(0, t_s)
+
+    def on_continue(self, t_s: float | None = None) -> None:
+        self._arm(self._next_tick, t_s)
+
+    def on_stop(self, t_s: float | None = None) -> None:
+        if t_s is not None and self._running:
+            self._anchor_beats, self._anchor_s = min(self.beats_at(t_s), self._next_tick / PPQN), t_s
+        self._running = self._armed = False
+
+    def on_song_position(self, sixteenths: int, t_s: float | None = None) -> None:
+        """Where the next Continue resumes (the MIDI spec only allows this while stopped)."""
+        self._next_tick = max(0, int(sixteenths)) * (PPQN // 4)
+        if t_s is not None and not self._running:
+            self._anchor_s, self._anchor_beats = t_s, self._next_tick / PPQN
+
+    def _arm(self, position_ticks: int, t_s: float | None) -> None:
+        self._next_tick = position_ticks
+        self._running, self._armed = False, True
+        self._ticks.clear()  # a gap in the clock is not a tempo
+        if t_s is not None:  # until the first tick: expect it one tick from now
+            self._anchor_s = t_s + 60.0 / (self._bpm * PPQN)
+            self._anchor_beats = position_ticks / PPQN
+
+    def _estimate_bpm(self) -> None:
+        n = len(self._ticks)
+        if n < 3:
+            return
+        ticks, half = self._ticks, (n - 1) // 2
+        slopes = sorted((ticks[i + half] - ticks[i]) / half for i in range(n - half))
+        period = slopes[len(slopes) // 2]
+        if period > 0:
+            self._bpm = min(999.0, max(1.0, 60.0 / (period * PPQN)))
+
+
+class ClockSender:
+    """Absolute deadlines for sending 24-ppqn MIDI clock as master: tick n at start + n * period.
+
+    A tempo change re-anchors at the next tick, so the period changes without a phase jump.
+    """
+
+    def __init__(self, bpm: float, start_s: float) -> None:
+        self._bpm = _check_bpm(bpm)
+        self._start_s = float(start_s)
+        self._start_n = 0
+        self.next_n = 0  # index of the next tick to send
+
+    @property
+    def period_s(self) -> float:
+        return 60.0 / (self._bpm * PPQN)
+
+    def deadline(self, n: int) -> float:
+        return self._start_s + (n - self._start_n) * self.period_s
+
+    def set_bpm(self, bpm: float) -> None:
+        self._start_s, self._start_n = self.deadline(self.next_n), self.next_n
+        self._bpm = _check_bpm(bpm)
+
+    def take_until(self, t_s: float) -> list[float]:
+        """Deadlines of the ticks not yet taken that are due at or before `t_s`."""
+        out = []
+        while (d := self.deadline(self.next_n)) <= t_s:
+            out.append(d)
+            self.next_n += 1
+        return out

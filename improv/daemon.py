@@ -1,0 +1,312 @@
+"""`improv run`: wiring, threads, signals, shutdown.
+
+Threads (no thread per message):
+  * MIDI callback (rtmidi's): stamps and enqueues (`improv.midi_in`), nothing else;
+  * engine (`Daemon._engine_loop`): waits on the input queue until the engine's next wakeup,
+    parses, feeds the `Engine`, ticks it; a model error is logged in one line, every note is
+    released (the engine panics) and the improviser starts listening again;
+  * scheduler (`improv.scheduler`, started by `Engine.start`): the only one touching the output;
+  * main: signals and the view (`improv.view`, ~4 Hz from snapshots).
+SIGINT / SIGTERM set one Event; the main thread then stops the engine thread, releases every
+sounding note (note-offs + All Notes Off via `Engine.shutdown`), closes the ports, writes
+`--record` and returns (exit 0). The same happens in `finally` on any other exit.
+
+Start-up is measured from process start (Linux /proc; the command module's import elsewhere) to
+"ports open and model loaded", printed as "ready" and written into `--ready-file` as JSON,
+together with the engine's beat origin so scripts (and tests/test_jack.py) know the beat grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from improv.errors import ImprovError, ModelError
+from improv.midi_in import MidiInput
+
+log = logging.getLogger("improv")
+
+MAX_WAIT_S = 0.05  # the engine thread looks around at least this often
+ERROR_BACKOFF_S = 0.25  # after a model error, the engine thread waits at least this long
+ERROR_LOG_EVERY_S = 5.0  # a model failing over and over is logged once per this
+OUTPUT_DRAIN_S = 0.02  # after the last note-off, before closing the output (a few periods)
+SWITCH_INTERVAL_S = 0.0005  # GIL hand-off: the callback and scheduler threads wait at most ~this
+
+
+def process_age_s(fallback_start_s: float) -> float:
+    """Seconds since this process started (Linux: /proc, 10 ms resolution), else since
+    `fallback_start_s` on time.perf_counter()."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - fallback_start_s
+
+
+class Daemon:
+    """An Engine between an input queue and an output port, with the threads around it."""
+
+    def __init__(self, engine: Any, midi_in: MidiInput, *, take: Any = None,
+                 in_name: str = "", out_name: str = "", backend: str = "",
+                 model_name: str = "") -> None:
+        from improv.events import MidiParser
+        from improv.record import Taps
+
+        self.engine = engine
+        self.midi_in = midi_in
+        self.take = take
+        self.taps = Taps(take, engine.settings) if take is not None else None  # --record
+        self.names = (in_name, out_name, backend, model_name)
+        self.parser = MidiParser()
+        self._engine_stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._backoff_until_s = 0.0
+        self._logged_at_s = -math.inf
+        self.model_errors = 0
+        self.last_error = ""
+        self.startup_s: float | None = None
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        self.engine.start()  # the scheduler thread
+        self._thread = threading.Thread(target=self._engine_loop, name="improv-engine", daemon=True)
+        self._thread.start()
+
+    def _engine_loop(self) -> None:
+        clock = self.engine.clock
+        while not self._engine_stop.is_set():
+            now = clock.now()
+            wake = self.engine.next_wakeup_s()
+            wait = MAX_WAIT_S if wake is None else min(MAX_WAIT_S, max(0.0, wake - now))
+            wait = max(wait, self._backoff_until_s - now)
+            item = self.midi_in.get(wait)
+            while item is not None:
+                self._guarded(self._feed, *item)
+                item = self.midi_in.get_nowait()
+            self._guarded(self.engine.tick)
+
+    def _feed(self, t_s: float, data: list[int]) -> None:
+        for event in self.parser.feed(t_s, data):
+            if self.taps is not None:
+                self.taps.player(event)
+            self.engine.feed(event)
+
+    def _guarded(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except ModelError as err:  # the engine already released every note (Scheduler.panic)
+            self._model_failed(str(err))
+        except Exception as err:  # noqa: BLE001 - a bug must not leave notes on or stop listening
+            self._model_failed(f"engine error ({type(err).__name__}: {err})")
+
+    def _model_failed(self, message: str) -> None:
+        self.model_errors += 1
+        self.last_error = message
+        if time.monotonic() - self._logged_at_s >= ERROR_LOG_EVERY_S:  # one line, not a flood
+            self._logged_at_s = time.monotonic()
+            log.error("%s; still listening", message)
+        now = self.engine.clock.now()
+        self._backoff_until_s = now + ERROR_BACKOFF_S
+        try:  # forget the failed answer so the next tick does not retry it at once
+            self.engine.scheduler.add(self.engine.improviser.all_off(now))
+        except Exception:  # noqa: BLE001
+            self.engine.scheduler.panic()
+
+    def stop(self) -> None:
+        """Stop the engine thread, release every note, stop the scheduler. Safe to call twice."""
+        self._engine_stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                log.warning("the engine thread did not stop within 2 s; releasing notes anyway")
+            self._thread = None
+        self.midi_in.close()
+        self.engine.shutdown()
+
+    # ------------------------------------------------------------------ the view
+
+    def snapshot(self) -> Any:
+        from improv.view import Snapshot, call_and_response
+
+        stats = self.engine.stats()
+        imp = self.engine.improviser
+        call, response = call_and_response(list(imp.last_call), list(imp.last_response))
+        settings = self.engine.settings
+        in_name, out_name, backend, model_name = self.names
+        errors = self.model_errors + self.engine.out.send_errors
+        return Snapshot(
+            backend=backend, in_port=in_name, out_port=out_name, model=model_name,
+            bpm=stats.bpm, clock=settings.time.clock, clock_running=stats.clock_running,
+            sending_clock=settings.time.send_clock, mode=stats.mode, state=stats.state,
+            call=call, response=response, step_ms_p50=stats.step_ms_p50,
+            step_ms_p99=stats.step_ms_p99, late_ms_p50=stats.late_ms_p50,
+            late_ms_p99=stats.late_ms_p99, notes_in=stats.notes_in, notes_out=stats.notes_out,
+            responses=stats.responses, errors=errors,
+            last_error=self.last_error or ("MIDI output send failed"
+                                           if self.engine.out.send_errors else ""),
+            startup_s=self.startup_s)
+
+    def beat_origin_s(self) -> float:
+        """Where beat 0 of the engine's beat clock lies (seconds, time.perf_counter)."""
+        return float(self.engine.beat_clock.time_at(0.0))
+
+
+# ---------------------------------------------------------------------- the command's body
+
+
+def run_daemon(*, in_port: str | None = None, out_port: str | None = None,
+               backend: str | None = None, model: str | None = None,
+               config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+               record: str | Path | None = None, quiet: bool = False,
+               log_level: str = "warning", ready_file: str | Path | None = None,
+               start_s: float | None = None) -> None:
+    """Run until SIGINT/SIGTERM. Errors before ports are open are raised (one line at the CLI)."""
+    start_s = time.perf_counter() if start_s is None else start_s
+    _setup_logging(log_level)
+    stop = threading.Event()
+    restore = _install_signals(stop)
+    try:
+        from improv.settings import load_settings
+
+        settings = load_settings(config, overrides)  # ConfigError: nothing opened yet
+        log.info("start-up: settings at %.3f s", process_age_s(start_s))
+        from improv.ports import choose_backend
+
+        backend_name = choose_backend(backend)
+        log.info("start-up: MIDI backend %s at %.3f s", backend_name, process_age_s(start_s))
+        from improv.model_step import StepModel
+
+        step_model = StepModel.load(model)  # ModelError: nothing opened yet
+        log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
+        if stop.is_set():
+            return
+        _serve(step_model, settings, backend_name, in_port, out_port, record, quiet,
+               ready_file, start_s, stop)
+    finally:
+        restore()
+
+
+def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
+           out_spec: str | None, record: str | Path | None, quiet: bool,
+           ready_file: str | Path | None, start_s: float, stop: threading.Event) -> None:
+    from improv.clock import MonotonicClock
+    from improv.engine import Engine
+    from improv.ports import open_port
+    from improv.record import Take
+    from improv.view import make_view
+
+    log.info("start-up: engine modules imported at %.3f s", process_age_s(start_s))
+    in_port = open_port("in", in_spec, backend)
+    out_port = None
+    daemon = None
+    try:
+        out_port = open_port("out", out_spec, backend)
+        log.info("start-up: ports open at %.3f s", process_age_s(start_s))
+        midi_in = MidiInput(in_port.rt)
+        engine = Engine(step_model, settings, MonotonicClock(), out_port)
+        log.info("start-up: engine built at %.3f s", process_age_s(start_s))
+        take = Take() if record else None
+        daemon = Daemon(engine, midi_in, take=take, in_name=in_port.name,
+                        out_name=out_port.name, backend=backend, model_name=step_model.name)
+        if daemon.taps is not None:
+            out_port.on_send = daemon.taps.sent
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        daemon.start()
+        daemon.startup_s = process_age_s(start_s)
+        _announce(daemon, settings, ready_file)
+        with make_view(quiet) as view:
+            while not stop.wait(1.0 / _refresh_hz()):
+                view.update(daemon.snapshot())
+            view.update(daemon.snapshot())
+    finally:
+        if daemon is not None:
+            daemon.stop()  # note-offs + All Notes Off go out before the port closes
+        if out_port is not None:
+            time.sleep(OUTPUT_DRAIN_S)  # JACK/CoreMIDI send from their own thread, later
+            out_port.close()
+        in_port.close()
+        if daemon is not None and daemon.take is not None and record:
+            _write_record(daemon, settings, record)
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
+
+
+def _refresh_hz() -> float:
+    from improv.view import REFRESH_HZ
+
+    return REFRESH_HZ
+
+
+def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> None:
+    in_name, out_name, backend, model_name = daemon.names
+    t = settings.time
+    print(f"improv: ready in {daemon.startup_s:.2f} s: {backend} {in_name!r} -> {out_name!r}, "
+          f"model {model_name}, {t.bpm:g} bpm {t.clock} clock, {settings.mode.mode} mode "
+          "(Ctrl-C stops)", flush=True)
+    if ready_file:
+        info = {"pid": os.getpid(), "startup_s": daemon.startup_s, "backend": backend,
+                "in_port": in_name, "out_port": out_name, "model": model_name,
+                "bpm": t.bpm, "clock": t.clock, "beat_origin_s": daemon.beat_origin_s(),
+                "clock_source": "time.perf_counter"}
+        path = Path(ready_file)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)  # appears complete or not at all
+
+
+def _write_record(daemon: Daemon, settings: Any, record: str | Path) -> None:
+    try:
+        origin = None
+        first = daemon.take.first_s()
+        if first is not None and settings.time.clock == "internal":
+            clock = daemon.engine.beat_clock  # start the file on the beat before the first note
+            origin = clock.time_at(float(math.floor(clock.beats_at(first))))
+        path = daemon.take.write(record, bpm=daemon.engine.beat_clock.bpm, origin_s=origin)
+        print(f"improv: wrote {path} (tracks: player, improv)", flush=True)
+    except (OSError, ValueError, ImprovError) as err:
+        log.error("could not write %s: %s", record, err)
+
+
+def _setup_logging(level: str) -> None:
+    from improv.errors import ConfigError
+
+    value = getattr(logging, level.upper(), None)
+    if not isinstance(value, int):
+        raise ConfigError(f"--log-level {level!r}: use debug, info, warning or error")
+    logging.basicConfig(level=value, stream=sys.stderr, format="improv: %(levelname)s: %(message)s")
+    logging.getLogger().setLevel(value)
+
+
+def _install_signals(stop: threading.Event) -> Any:
+    """SIGINT and SIGTERM set `stop` (main thread only); returns a function restoring the old ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    signals = [signal.SIGINT, signal.SIGTERM]
+    old = {sig: signal.getsignal(sig) for sig in signals}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.warning("stopping (releasing notes)...")
+        stop.set()
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    return restore

@@ -1,0 +1,244 @@
+"""The engine: model + improviser + scheduler + output, driven by one clock. Single-threaded.
+
+Used by the demo (a `ManualClock`, `run_until`, no threads) and by the daemon, which adds threads
+around it (improv.daemon): the MIDI callback enqueues ``(t_s, bytes)``; one engine thread loops:
+wait for input at most until `next_wakeup_s()`, `feed` the parsed events (or `feed_bytes`), then
+`tick()`; `start()` runs the scheduler's own thread, the only one that touches the port;
+`shutdown()` (main thread, after the engine thread has stopped) releases everything. `stats()`
+may be called from any thread. Nothing else here is thread-safe: one engine thread only.
+
+Clock events (MIDI clock, Start/Stop/Continue, Song Position) drive the `MidiClockFollower` when
+``time.clock = "midi"``; a Stop then also releases improv's notes. With ``send_clock`` the engine
+plans 24-ppqn clock at absolute deadlines (`ClockSender`) and Start/Stop around the session; with
+``metronome`` it plans a click on every beat (accent on the bar). Both are planned `HORIZON_S` ahead.
+
+A model failure releases every note (`Scheduler.panic`) and is raised as `ModelError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from improv.clock import BeatClock, Clock, ClockSender, ManualClock, MidiClockFollower, next_grid_beats
+from improv.errors import ImprovError, ModelError
+from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
+from improv.improviser import Improviser, Planned
+from improv.midi_out import MidiOut, Port
+from improv.scheduler import Scheduler
+from improv.settings import Settings, TimeSettings
+
+HORIZON_S = 0.1  # metronome and clock are planned this far ahead
+CLICK_S = 0.03  # metronome note length
+_TRANSPORT = (ClockTick, Start, Stop, Continue, SongPosition)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Numbers for the view (improv.view.Snapshot)."""
+
+    state: str
+    mode: str
+    bpm: float
+    clock_running: bool
+    step_ms_p50: float | None
+    step_ms_p99: float | None
+    late_ms_p50: float | None
+    late_ms_p99: float | None
+    notes_in: int
+    notes_out: int
+    responses: int
+    dropped: int
+
+
+class Metronome:
+    """A click on every beat of the clock in charge; the bar's first beat accented."""
+
+    def __init__(self, time: TimeSettings, beats_per_bar: int) -> None:
+        self.time, self.beats_per_bar = time, beats_per_bar
+        self.next_beat: float | None = None
+
+    def plans_until(self, beat_clock, now_s: float, until_s: float) -> list[Planned]:
+        beat = beat_clock.beats_at(now_s)
+        if self.next_beat is None or not -1.0 <= self.next_beat - beat <= 2.0:  # start, or the song moved
+            self.next_beat = next_grid_beats(beat, 1.0)
+        plans = []
+        while (due := beat_clock.time_at(self.next_beat)) <= until_s:
+            accent = round(self.next_beat) % self.beats_per_bar == 0
+            note = self.time.metronome_accent_note if accent else self.time.metronome_note
+            ch = self.time.metronome_channel - 1
+            plans += [Planned(due, "on", note, self.time.metronome_velocity, ch, "metronome"),
+                      Planned(due + CLICK_S, "off", note, 0, ch, "metronome")]
+            self.next_beat += 1.0
+        return plans
+
+
+class Engine:
+    def __init__(self, model, settings: Settings, clock: Clock, out: Port, *,
+                 rng: np.random.Generator | None = None, spin_s: float = 0.0003,
+                 max_steps_per_tick: int = 16) -> None:
+        self.settings = settings
+        self.clock = clock
+        now = clock.now()
+        self.out = MidiOut(out, settings.output.channel - 1)
+        self.scheduler = Scheduler(self.out, clock, spin_s=spin_s)
+        t = settings.time
+        self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
+        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, max_steps_per_tick=max_steps_per_tick)
+        self.parser = MidiParser()
+        self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
+        self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None
+        self.notes_in = 0
+        self._threaded = False
+        self._closed = False
+        self._sim_inbox: list = []  # run_until's events not yet delivered
+        if self.clock_sender is not None:
+            self.scheduler.add([Planned(now, "start", source="clock")])
+
+    # ------------------------------------------------------------------ driving
+
+    def start(self) -> None:
+        """Run the scheduler on its own thread (the daemon); without it, `tick` sends what is due."""
+        self._threaded = True
+        self.scheduler.start()
+
+    def feed(self, event) -> None:
+        """One parsed event (improv.events)."""
+        if isinstance(event, _TRANSPORT):
+            self._transport(event)
+            return
+        if isinstance(event, NoteOn):
+            self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
+        self._add(self._guard(self.improviser.on_event, event))
+
+    def feed_bytes(self, t_s: float, data: bytes | Iterable[int]) -> None:
+        """Raw MIDI as stamped by the input callback."""
+        for event in self.parser.feed(t_s, data):
+            self.feed(event)
+
+    def tick(self, now_s: float | None = None) -> None:
+        now = self.clock.now() if now_s is None else now_s
+        plans = self._guard(self.improviser.on_tick, now)
+        plans += self._periodic(now)
+        self._add(plans)
+        if not self._threaded:
+            self.scheduler.run_pending(now)
+
+    def next_wakeup_s(self) -> float | None:
+        """When `tick` should run next (seconds on the engine clock), None: only on input."""
+        times = [self.improviser.next_wakeup_s()]
+        if self.metronome is not None and self.metronome.next_beat is not None:
+            times.append(self.beat_clock.time_at(self.metronome.next_beat) - HORIZON_S)
+        elif self.metronome is not None:
+            times.append(self.clock.now())
+        if self.clock_sender is not None:
+            times.append(self.clock_sender.deadline(self.clock_sender.next_n) - HORIZON_S)
+        if not self._threaded:
+            times.append(self.scheduler.next_due_s())
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def run_until(self, t_end_s: float, events: Iterable = ()) -> None:
+        """Simulate up to `t_end_s` on a `ManualClock`: deliver `events` (now or in a later call)
+        at their t_s, tick at every wakeup, send at every due time. Instant; for the demo and tests."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("run_until needs a ManualClock")
+        self._sim_inbox = sorted([*self._sim_inbox, *events], key=lambda e: e.t_s)
+        same_time = 0
+        while True:
+            wake = self.next_wakeup_s()
+            nxt = min(self._sim_inbox[0].t_s if self._sim_inbox else math.inf,
+                      math.inf if wake is None else wake)
+            if nxt > t_end_s:
+                if t_end_s > self.clock.now():
+                    self.clock.set(t_end_s)
+                    self.tick(t_end_s)
+                return
+            same_time = same_time + 1 if nxt <= self.clock.now() else 0
+            if same_time > 100_000:
+                raise RuntimeError(f"the engine makes no progress at t = {self.clock.now()} s")
+            self.clock.set(max(nxt, self.clock.now()))
+            while self._sim_inbox and self._sim_inbox[0].t_s <= self.clock.now():
+                self.feed(self._sim_inbox.pop(0))
+            self.tick(self.clock.now())
+
+    def shutdown(self) -> None:
+        """Release everything: improv's notes, thru notes, All Notes Off; Stop if sending clock."""
+        if self._closed:
+            return
+        self._closed = True
+        now = self.clock.now()
+        try:
+            self.scheduler.add(self.improviser.all_off(now))
+        finally:
+            self.scheduler.stop()
+            if self.clock_sender is not None:
+                self.out.realtime("stop")
+            self.scheduler.panic(now)
+
+    # ------------------------------------------------------------------ views
+
+    def stats(self, recent: int = 2000) -> EngineStats:
+        """Safe to call from another thread (the view): it reads copies of bounded deques."""
+        steps = list(self.improviser.model.times_ms.copy())[-recent:]
+        records = list(itertools.islice(reversed(self.scheduler.records.copy()), recent))
+        lateness = [(a - p) * 1000 for p, a, m in records if m.type == "note_on"]
+        return EngineStats(self.improviser.state, self.improviser.mode, self.beat_clock.bpm,
+                           self.beat_clock.running, _q(steps, 0.5), _q(steps, 0.99),
+                           _q(lateness, 0.5), _q(lateness, 0.99), self.notes_in,
+                           self.scheduler.notes_sent, self.improviser.responses, self.scheduler.dropped)
+
+    # ------------------------------------------------------------------ internals
+
+    def _transport(self, ev) -> None:
+        follower = self.beat_clock if isinstance(self.beat_clock, MidiClockFollower) else None
+        if follower is None:
+            return  # internal clock: incoming transport is not ours to follow
+        if isinstance(ev, ClockTick):
+            follower.on_tick(ev.t_s)
+        elif isinstance(ev, Start):
+            follower.on_start(ev.t_s)
+        elif isinstance(ev, Continue):
+            follower.on_continue(ev.t_s)
+        elif isinstance(ev, SongPosition):
+            follower.on_song_position(ev.sixteenths, ev.t_s)
+        elif isinstance(ev, Stop):
+            follower.on_stop(ev.t_s)
+            self._add(self.improviser.all_off(ev.t_s, thru=False))
+
+    def _periodic(self, now: float) -> list[Planned]:
+        plans: list[Planned] = []
+        until = now + HORIZON_S + 1e-9  # (the wakeup was computed as deadline - HORIZON_S)
+        if self.metronome is not None:
+            plans += self.metronome.plans_until(self.beat_clock, now, until)
+        if self.clock_sender is not None:
+            plans += [Planned(d, "clock", source="clock") for d in self.clock_sender.take_until(until)]
+        return plans
+
+    def _add(self, plans: list[Planned]) -> None:
+        if plans:
+            self.scheduler.add(plans)
+
+    def _guard(self, fn, *args) -> list[Planned]:
+        try:
+            return fn(*args)
+        except ImprovError:
+            self.scheduler.panic()
+            raise
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            self.scheduler.panic()
+            raise ModelError(f"the model failed while playing ({type(err).__name__}: {err}); "
+                             "all notes were released, check the model with `improv eval`") from err
+
+
+def _q(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[min(98, int(q * 100) - 1)]

@@ -1,0 +1,509 @@
+"""Pure decisions: events and the passing of time in, planned MIDI out. No threads, no I/O, no sleeps.
+
+The engine calls `on_event(event)` for each player event and `on_tick(now_s)` whenever
+`next_wakeup_s()` comes due (or after events); both return `Planned` notes for the scheduler.
+`on_event` is O(1) - thru, interruption, a few tokens queued - and the model work (one cached step
+per token) happens in `on_tick`, at most `max_steps_per_tick` steps per call, so a burst of notes
+or a long answer never holds up the next event.
+
+Call and response (mode "call"):
+  listening -> (last key released) waiting -> (phrase end) responding -> listening.
+  A phrase ends after `silence_beats` of silence with no key held, or at once on the end CC.
+  The answer is PREPARED as soon as the silence starts: the context is forked (`state.copy()`),
+  the gap up to the answer's start becomes SHIFT tokens, and the answer is sampled while the
+  player is (probably) done, so at the phrase end it is committed with its first note due
+  exactly on the next beat (or bar) grid point - never later than the grid because the model
+  was slow. It lasts as long as the call (in whole grid units) or the set length. A player note
+  before the phrase end discards the speculation; a player note during the answer interrupts it:
+  a ``cancel`` plan (the scheduler drops the unsent rest and releases what it sent) plus note-offs
+  for what sounds - unless `overlap`, when the answer plays on.
+Duet (mode "duet"): from the player's first note on, a generator plans `duet_horizon_beats` ahead
+  from a fork of the context; each player note re-plans from `now + replan_guard_s`: notes not
+  yet started are dropped, notes already started keep their planned end (the scheduler keeps
+  their note-offs), and the new plan, which now has the player's note, takes over from there.
+
+The model's context is the whole dialogue: the player's notes and improv's own notes as they
+actually sounded (an interrupted answer only up to the interruption), in time order. So an answer
+knows the previous answers, and the duet hears both parts.
+
+All times are seconds on the engine clock; beats come from `beat_clock` (a `BeatClock` or a
+`MidiClockFollower`), so answers land on the grid of whichever clock is in charge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from improv.clock import BeatTimeline, next_grid_beats
+from improv.events import Control, NoteOff, NoteOn
+from improv.keys import Key, detect_key, parse_key
+from improv.phrase import Dialogue, GenEvent, MaskRules, ModelContext, PhraseGenerator, TimedModel, TokenTable
+from improv.sampling import Sampler
+from improv.settings import RESPONSE_LENGTHS, OFF, Settings
+from improv.tokens import DEFAULT_VELOCITY, Note
+
+ALL = "*"  # the source of a cancel that means every source
+KEY_CONFIDENCE = 0.5  # below this a detected key does not lock
+ALL_NOTES_OFF_CC = 123
+LATE_START_S = 0.003  # an answer committed later than this after its start moves to the next grid point
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One thing for the scheduler to do at `due_s`.
+
+    kind: "on" | "off" (notes); "clock" | "start" | "stop" | "continue" (real-time); "cancel":
+    acts when added: drop the unsent plans of `source` (or every source for "*") due at or after
+    `due_s` and release that source's notes that started at or after `due_s` (-inf: all of them).
+    """
+
+    due_s: float
+    kind: str
+    pitch: int = 0
+    velocity: int = 0
+    channel: int = 0
+    source: str = "response"  # "response" | "duet" | "thru" | "metronome" | "clock"
+
+
+@dataclass
+class Voice:
+    """A note improv planned (for interruption, re-planning and the view)."""
+
+    pitch: int
+    velocity: int
+    on_s: float
+    on_beats: float
+    off_s: float | None = None
+    off_beats: float | None = None
+
+    def sounding_at(self, t_s: float) -> bool:
+        return self.on_s <= t_s and (self.off_s is None or self.off_s > t_s)
+
+
+@dataclass
+class Answer:
+    """A response: prepared (speculative) until committed at the phrase end."""
+
+    start_beats: float
+    end_beats: float
+    gen: PhraseGenerator | None = None
+    buffer: list[GenEvent] = field(default_factory=list)  # generated before commit
+    committed: bool = False
+    voices: list[Voice] = field(default_factory=list)
+
+
+class Improviser:
+    def __init__(self, model, settings: Settings, beat_clock: BeatTimeline, sampler: Sampler | None = None,
+                 rng: np.random.Generator | None = None, *, max_steps_per_tick: int = 16,
+                 commit_lead_s: float = 0.005, replan_guard_s: float = 0.005) -> None:
+        self.settings = settings
+        self.clock = beat_clock
+        s = settings.sampling
+        self.rng = rng if rng is not None else np.random.default_rng(s.seed)
+        self.sampler = sampler or Sampler(s.temperature, s.top_k, s.top_p, self.rng)
+        self.model = TimedModel(model)
+        self.table = TokenTable(model.vocab)
+        self.context = ModelContext(self.model)
+        self.dialogue = Dialogue(self.context)
+        self.max_steps_per_tick = max_steps_per_tick
+        self.commit_lead_s = commit_lead_s
+        self.replan_guard_s = replan_guard_s
+        self._given_key = parse_key(s.key) if s.key not in ("auto", OFF) else None
+        self._key_hist = np.zeros(12)
+        self._now = -math.inf
+        self._held: dict[int, tuple[float, int]] = {}  # player's keys: pitch -> (onset beats, velocity)
+        self._call: list[Note] = []
+        self._call_start_beats: float | None = None
+        self._call_end_beats: float | None = None
+        self._no_phrase_end: set[int] = set()  # keys held through an end-CC: their release ends nothing
+        self._phrase_end_beats: float | None = None
+        self._pending: Answer | None = None
+        self._answer: Answer | None = None
+        self._duet: PhraseGenerator | None = None
+        self._duet_voices: list[Voice] = []
+        self._duet_resume_beats = -math.inf  # a re-plan starts here (its cutoff)
+        self._last_player_beats = -math.inf
+        self.last_call: list[Note] = []
+        self.last_response: list[Note] = []
+        self.responses = 0  # answers committed so far
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def state(self) -> str:
+        """"listening" | "waiting" (silence: an answer is being prepared) | "responding" | "duet"."""
+        if self.settings.mode.mode == "duet":
+            return "duet"
+        if self._answer is not None:
+            return "responding"
+        if self._phrase_end_beats is not None:
+            return "waiting"
+        return "listening"
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode.mode
+
+    @property
+    def step_times_ms(self) -> list[float]:
+        return list(self.model.times_ms)
+
+    @property
+    def key(self) -> Key | None:
+        """The key the lock uses now (given, or detected with enough confidence), or None."""
+        if self.settings.sampling.key == OFF:
+            return None
+        if self._given_key is not None:
+            return self._given_key
+        key = detect_key(self._key_hist)
+        return key if key is not None and key.confidence >= KEY_CONFIDENCE else None
+
+    @property
+    def phrase_end_s(self) -> float | None:
+        return None if self._phrase_end_beats is None else self.clock.time_at(self._phrase_end_beats)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, event) -> list[Planned]:
+        if isinstance(event, (NoteOn, NoteOff, Control)) and not self.listens_to(event.channel):
+            return []
+        self._now = max(self._now, event.t_s)
+        if isinstance(event, NoteOn):
+            return self._player_on(event)
+        if isinstance(event, NoteOff):
+            return self._player_off(event)
+        if isinstance(event, Control):
+            return self._control(event)
+        return []
+
+    def listens_to(self, channel: int) -> bool:
+        """Whether events on this (0-based) channel are the player's (`output.input_channel`)."""
+        wanted = self.settings.output.input_channel
+        return wanted is None or channel == wanted - 1
+
+    def _player_on(self, ev: NoteOn) -> list[Planned]:
+        plans = self._thru("on", ev.pitch, ev.velocity)
+        if self.mode == "duet":
+            plans += self._replan(self._now)
+        elif self._answer is not None and not self.settings.mode.overlap:
+            plans += self._interrupt(self._now)
+        self._set_phrase_end(None)
+        self.dialogue.heard_until(self.clock.beats_at(self._now))
+        beats = self.clock.beats_at(ev.t_s)
+        if ev.pitch in self._held:  # re-struck without a release: the first one ends here
+            self._release(ev.pitch, beats)
+        self.context.note_on(beats, ev.pitch, ev.velocity)
+        if not self._call and not self._held:
+            self._call_start_beats = beats
+        self._held[ev.pitch] = (beats, ev.velocity)
+        self._last_player_beats = beats
+        return plans
+
+    def _player_off(self, ev: NoteOff) -> list[Planned]:
+        plans = self._thru("off", ev.pitch, 0)
+        if ev.pitch not in self._held:
+            return plans  # its note-on came before we listened
+        if self.mode == "duet":
+            plans += self._replan(self._now)
+        self.dialogue.heard_until(self.clock.beats_at(self._now))
+        beats = self.clock.beats_at(ev.t_s)
+        if self._release(ev.pitch, beats) and not self._held and self.mode == "call":
+            self._call_end_beats = beats
+            self._set_phrase_end(beats + self.settings.mode.silence_beats)
+        return plans
+
+    def _release(self, pitch: int, beats: float) -> bool:
+        """A player key goes up; True if it was part of the current call."""
+        self.context.note_off(beats, pitch)
+        onset, velocity = self._held.pop(pitch)
+        self._last_player_beats = beats
+        if pitch in self._no_phrase_end:  # held through an end CC: already part of that call
+            self._no_phrase_end.discard(pitch)
+            return False
+        self._call.append(Note(onset, max(0.0, beats - onset), pitch, velocity))
+        self._key_hist[pitch % 12] += max(beats - onset, 1e-3)
+        if self.mode == "duet":  # no answers to close a call: keep a window of recent notes
+            self._key_hist *= 0.97
+            del self._call[:-64]
+            self.last_call = list(self._call)
+        return True
+
+    def _set_phrase_end(self, beats: float | None) -> None:
+        """A new (or no) phrase end: any answer prepared for another one is void."""
+        self._phrase_end_beats, self._pending = beats, None
+
+    def _control(self, ev: Control) -> list[Planned]:
+        cc, m = self.settings.cc, self.settings.mode
+        if ev.control == m.end_cc and ev.value >= 64:
+            self._end_phrase_now()
+        if ev.control == cc.temperature:
+            self._set_temperature(0.1 + 1.9 * ev.value / 127)
+        if ev.control == cc.response_length:
+            index = min(len(RESPONSE_LENGTHS) - 1, ev.value * len(RESPONSE_LENGTHS) // 128)
+            self._replace("mode", response_length=RESPONSE_LENGTHS[index])
+        if ev.control == cc.mode:
+            return self.set_mode("duet" if ev.value >= 64 else "call", self._now)
+        if ev.control == ALL_NOTES_OFF_CC:
+            return self.all_off(self._now)
+        return []
+
+    def _thru(self, kind: str, pitch: int, velocity: int) -> list[Planned]:
+        if not self.settings.output.thru:
+            return []
+        return [Planned(self._now, kind, pitch, velocity, self._channel, "thru")]
+
+    # ------------------------------------------------------------------ settings changes
+
+    def set_mode(self, mode: str, now_s: float) -> list[Planned]:
+        """Switch call/duet; releases what improv sounds."""
+        if mode == self.mode:
+            return []
+        plans = self.all_off(now_s, thru=False)
+        self._replace("mode", mode=mode)
+        return plans
+
+    def _set_temperature(self, temperature: float) -> None:
+        self._replace("sampling", temperature=round(temperature, 3))
+        self.sampler.temperature = self.settings.sampling.temperature
+
+    def _replace(self, section: str, **changes) -> None:
+        new = dataclasses.replace(getattr(self.settings, section), **changes)
+        self.settings = dataclasses.replace(self.settings, **{section: new})
+
+    @property
+    def _channel(self) -> int:
+        return self.settings.output.channel - 1
+
+    # ------------------------------------------------------------------ time
+
+    def on_tick(self, now_s: float) -> list[Planned]:
+        self._now = max(self._now, now_s)
+        self.dialogue.heard_until(self.clock.beats_at(self._now))
+        budget = self.max_steps_per_tick - self.context.catch_up(self.max_steps_per_tick)
+        if self.mode == "duet":
+            return self._tick_duet(budget)
+        return self._tick_call(budget)
+
+    def next_wakeup_s(self) -> float | None:
+        """When `on_tick` has something to do: now if model work is pending, else the next deadline."""
+        if self._busy():
+            return self._now
+        times = []
+        if self._answer is not None:
+            times.append(self.clock.time_at(self._answer.end_beats))
+        elif self._phrase_end_beats is not None:  # (with overlap, the next answer waits for this one)
+            times.append(self.clock.time_at(self._phrase_end_beats) - self.commit_lead_s)
+        if self._duet is not None and not self._duet.done:
+            horizon = self.settings.mode.duet_horizon_beats
+            times.append(self.clock.time_at(self._duet.frontier_beats - horizon / 2))
+        return min(times) if times else None
+
+    def _busy(self) -> bool:
+        if not self.context.ready:
+            return True
+        if self._answer is not None and self._answer.gen is not None and not self._answer.gen.done:
+            return True
+        p = self._pending
+        if p is not None and (p.gen is None or not p.gen.done):
+            return True
+        if self.mode == "duet" and self._duet is None and self._duet_wanted():
+            return True
+        if self._duet is not None and not self._duet.done:
+            return self._duet.frontier_beats < self._duet_until() - 1e-9
+        return False
+
+    # ------------------------------------------------------------------ call and response
+
+    def _tick_call(self, budget: int) -> list[Planned]:
+        plans = self._finish_answer()
+        if self._answer is not None and self._answer.gen is not None and not self._answer.gen.done:
+            steps = self.model.steps
+            events = self._answer.gen.run(budget)
+            budget -= self.model.steps - steps
+            plans += self._plan_all(events, "response", self._answer.voices)
+        if self._phrase_end_beats is not None and self._pending is None:
+            self._pending = self._new_answer()
+        p = self._pending
+        if p is not None:
+            if p.gen is None and self.context.ready:
+                p.gen = self._fork(p.start_beats, p.end_beats, first_on=True, sounding=None)
+            if p.gen is not None and not p.gen.done and budget > 0:
+                p.buffer += p.gen.run(budget)
+            plans += self._maybe_commit(p)
+        return plans
+
+    def _new_answer(self) -> Answer:
+        m = self.settings.mode
+        end = self._phrase_end_beats
+        call_end = self._call_end_beats if self._call_end_beats is not None else end
+        call_beats = max(0.0, call_end - (self._call_start_beats if self._call_start_beats is not None else call_end))
+        after = max(end, self._answer.end_beats if self._answer is not None else end)
+        start = next_grid_beats(after, m.grid_beats)
+        return Answer(start, start + m.response_beats(call_beats))
+
+    def _maybe_commit(self, p: Answer) -> list[Planned]:
+        now = self._now
+        if now < self.clock.time_at(self._phrase_end_beats) - self.commit_lead_s or self._answer is not None:
+            return []
+        ready = bool(p.buffer) or (p.gen is not None and p.gen.done)
+        if not ready or now > self.clock.time_at(p.start_beats) + LATE_START_S:
+            if now >= self.clock.time_at(p.start_beats) - self.commit_lead_s:
+                self._postpone(p)  # not ready, or woken too late: start on a later grid point, never late
+            if not ready:
+                return []
+        self._answer, self._pending, self._phrase_end_beats = p, None, None
+        p.committed = True
+        self.responses += 1
+        self.last_call, self._call, self._call_start_beats = self._call, [], None
+        self._key_hist *= 0.5  # older calls count less for the key
+        events, p.buffer = p.buffer, []
+        return self._plan_all(events, "response", p.voices)
+
+    def _postpone(self, p: Answer) -> None:
+        grid, shift = self.settings.mode.grid_beats, 0.0
+        while self.clock.time_at(p.start_beats + shift) < self._now + self.commit_lead_s:
+            shift += grid
+        p.start_beats += shift
+        p.end_beats += shift
+        p.buffer = [dataclasses.replace(e, beats=e.beats + shift) for e in p.buffer]
+        if p.gen is not None:
+            p.gen.shift(shift)
+
+    def _finish_answer(self) -> list[Planned]:
+        a = self._answer
+        if a is None or self._now < self.clock.time_at(a.end_beats) - 1e-9:
+            return []
+        plans = []
+        if a.gen is not None and not a.gen.done:  # generation fell behind: end it now
+            plans = self._plan_all(a.gen.finish(), "response", a.voices)
+        self.last_response = _notes(a.voices, self.clock.beats_at(self._now))
+        self._answer = None
+        return plans
+
+    def _interrupt(self, now_s: float) -> list[Planned]:
+        a, self._answer = self._answer, None
+        plans = [Planned(-math.inf, "cancel", source="response")]
+        plans += [Planned(now_s, "off", v.pitch, 0, self._channel, "response")
+                  for v in a.voices if v.sounding_at(now_s)]
+        self.last_response = _notes([v for v in a.voices if v.on_s <= now_s], self.clock.beats_at(now_s))
+        self.dialogue.stopped_at(self.clock.beats_at(now_s))
+        return plans
+
+    def _end_phrase_now(self) -> None:
+        if self.mode != "call" or not (self._call or self._held):
+            return
+        beats = self.clock.beats_at(self._now)
+        for pitch, (onset, velocity) in self._held.items():
+            self._call.append(Note(onset, max(0.0, beats - onset), pitch, velocity))
+        self._no_phrase_end |= set(self._held)
+        self._call_end_beats = beats
+        self._set_phrase_end(beats)  # the answer starts on the next grid point
+
+    # ------------------------------------------------------------------ duet
+
+    def _duet_until(self) -> float:
+        return self.clock.beats_at(self._now) + self.settings.mode.duet_horizon_beats
+
+    def _duet_wanted(self) -> bool:
+        since = self.clock.beats_at(self._now) - self._last_player_beats
+        return bool(self._held) or since <= self.settings.mode.max_response_beats
+
+    def _tick_duet(self, budget: int) -> list[Planned]:
+        if self._duet is None:
+            if not (self.context.ready and self._duet_wanted()):
+                return []
+            start = max(self.clock.beats_at(self._now), self._duet_resume_beats)
+            sounding = {v.pitch: v.on_beats for v in self._duet_voices if v.off_beats is None}
+            ending = {v.pitch: v.off_beats for v in self._duet_voices
+                      if v.off_beats is not None and v.off_beats > start}
+            self._duet = self._fork(start, math.inf, first_on=False, sounding=sounding, ending=ending)
+        if not self._duet_wanted() and not self._duet.done:
+            return self._plan_all(self._duet.finish(), "duet", self._duet_voices)
+        events = self._duet.run(budget, until_beats=self._duet_until()) if budget > 0 else []
+        if events:
+            self.last_response = _notes(self._duet_voices[-64:], self._duet.frontier_beats)
+        return self._plan_all(events, "duet", self._duet_voices)
+
+    def _replan(self, now_s: float) -> list[Planned]:
+        """A player note in duet mode: what starts before the cutoff stays (with its planned end),
+        everything later is dropped and planned again from a context that has the player's note."""
+        if self._duet is None:
+            return []
+        cutoff_s = now_s + self.replan_guard_s
+        cutoff_beats, self._duet = self.clock.beats_at(cutoff_s), None
+        self._duet_resume_beats = cutoff_beats
+        kept = [v for v in self._duet_voices if v.on_s < cutoff_s]
+        ends = {(v.pitch, v.off_beats) for v in kept if v.off_beats is not None}
+        self._duet_voices = _prune(kept, now_s)
+        self.dialogue.replanned(cutoff_beats, ends)
+        return [Planned(cutoff_s, "cancel", source="duet")]
+
+    # ------------------------------------------------------------------ shared
+
+    def all_off(self, now_s: float, thru: bool = True) -> list[Planned]:
+        """Release everything improv sounds (and the thru notes): stop, signal, mode switch, error."""
+        self._now = max(self._now, now_s)
+        answer = self._answer.voices if self._answer is not None else []
+        plans = [Planned(-math.inf, "cancel", source=ALL)] if thru else [
+            Planned(-math.inf, "cancel", source="response"), Planned(-math.inf, "cancel", source="duet")]
+        for source, voices in (("response", answer), ("duet", self._duet_voices)):
+            plans += [Planned(now_s, "off", v.pitch, 0, self._channel, source) for v in voices if v.sounding_at(now_s)]
+        if thru and self.settings.output.thru:
+            plans += [Planned(now_s, "off", p, 0, self._channel, "thru") for p in self._held]
+        if self._answer is not None:
+            self.last_response = _notes(self._answer.voices, self.clock.beats_at(now_s))
+        self._answer = self._duet = None
+        self._set_phrase_end(None)
+        self._duet_voices = []
+        self.dialogue.stopped_at(self.clock.beats_at(now_s))
+        return plans
+
+    def _fork(self, start: float, end: float, *, first_on: bool, sounding: dict | None,
+              ending: dict | None = None) -> PhraseGenerator:
+        self.dialogue.heard_until(self.clock.beats_at(self._now))
+        s = self.settings.sampling
+        key = self.key
+        rules = MaskRules(s.pitch_lo, s.pitch_hi, s.max_polyphony, key.pitch_classes if key else None)
+        velocities = [n.velocity for n in self._call] or [v for _, v in self._held.values()]
+        velocity = int(round(sum(velocities) / len(velocities))) if velocities else DEFAULT_VELOCITY
+        fork = self.context.fork(start)
+        return PhraseGenerator(self.model, self.table, self.sampler, fork, start, end, rules=rules,
+                               first_on=first_on, sounding=sounding, ending=ending, velocity=velocity,
+                               avoid=self._held.keys(),
+                               max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12)
+
+    def _plan_all(self, events: list[GenEvent], source: str, voices: list[Voice]) -> list[Planned]:
+        plans = []
+        for ev in events:
+            due = self.clock.time_at(ev.beats)
+            if ev.kind == "on":
+                voices.append(Voice(ev.pitch, ev.velocity, due, ev.beats))
+            else:
+                for v in reversed(voices):
+                    if v.pitch == ev.pitch and v.off_s is None:
+                        v.off_s, v.off_beats = due, ev.beats
+                        break
+            plans.append(Planned(due, ev.kind, ev.pitch, ev.velocity, self._channel, source))
+            self.dialogue.planned(ev)
+        if source == "duet" and len(voices) > 256:
+            voices[:] = _prune(voices, self._now)
+        return plans
+
+
+def _prune(voices: list[Voice], now_s: float, keep: int = 64) -> list[Voice]:
+    """The last `keep` voices, and any older one that may still sound (never forget a held note)."""
+    old = [v for v in voices[:-keep] if v.off_s is None or v.off_s > now_s]
+    return old + voices[-keep:]
+
+
+def _notes(voices: list[Voice], end_beats: float) -> list[Note]:
+    """Voices -> notes (beats); a note still open ends at `end_beats`."""
+    out = []
+    for v in voices:
+        off = v.off_beats if v.off_beats is not None else max(end_beats, v.on_beats)
+        out.append(Note(v.on_beats, max(0.0, off - v.on_beats), v.pitch, v.velocity))
+    return out

@@ -1,0 +1,57 @@
+"""The input side of the live path: the rtmidi callback stamps and enqueues, nothing else.
+
+rtmidi calls `_on_message` on its own thread (for JACK, the JACK process thread), so the callback
+must be short: one `time.perf_counter()` (the same clock as `improv.clock.MonotonicClock`) and one
+`SimpleQueue.put`. Parsing (`improv.events.MidiParser`), channel filtering and everything else
+happens on the engine thread, which waits on `get(timeout_s)`.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+Stamped = tuple[float, list[int]]  # (perf_counter seconds at arrival, raw MIDI bytes)
+
+
+class MidiInput:
+    """Stamped raw messages from one rtmidi MidiIn port."""
+
+    def __init__(self, rt_in: Any | None = None) -> None:
+        self.queue: queue.SimpleQueue[Stamped] = queue.SimpleQueue()
+        self._rt = rt_in
+        if rt_in is not None:
+            rt_in.ignore_types(sysex=True, timing=False, active_sense=True)  # keep MIDI clock
+            rt_in.set_callback(self._on_message)
+
+    def _on_message(self, message_and_delta: tuple[list[int], float], _data: Any = None) -> None:
+        # rtmidi's own delta time is ignored: the stamp is taken here, on our clock.
+        self.queue.put((time.perf_counter(), message_and_delta[0]))
+
+    def put(self, t_s: float, data: list[int]) -> None:
+        """Inject a message (tests, `improv demo`)."""
+        self.queue.put((t_s, list(data)))
+
+    def get(self, timeout_s: float | None) -> Stamped | None:
+        """The next stamped message, or None when `timeout_s` passes with none."""
+        try:
+            if timeout_s is None:
+                return self.queue.get()
+            return self.queue.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            return None
+
+    def get_nowait(self) -> Stamped | None:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Stop the callbacks; messages already queued stay readable."""
+        if self._rt is not None:
+            try:
+                self._rt.cancel_callback()
+            except Exception:  # already closed or never had one
+                pass

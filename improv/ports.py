@@ -1,0 +1,284 @@
+"""List and open MIDI ports through python-rtmidi, one backend (rtmidi API) at a time.
+
+Backends are ALSA and JACK (Linux), CoreMIDI (macOS) and Windows MM, as far as this build of
+rtmidi has them compiled in. Opening an rtmidi client where the MIDI system is missing makes the
+C library print to stderr (and, for JACK, can stall), so every client is created through `_client`,
+which silences fd 2 and, for JACK, gives up after `PROBE_TIMEOUT_S`.
+
+A port is named by exact name, by index, or by a unique substring (case-insensitive); anything else
+is a `MidiPortError` whose one line lists the candidates. With no name, improv creates virtual
+ports: the client and the port are both called "improv in" / "improv out", so JACK shows
+"improv in:improv in" and ALSA a client "improv in" (two clients with one name would be renamed
+"improv-01" by JACK).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from improv.errors import MidiPortError
+
+BACKENDS = ("alsa", "jack", "coremidi", "winmm")
+_API_NAMES = {  # our name -> rtmidi constant name
+    "alsa": "API_LINUX_ALSA",
+    "jack": "API_UNIX_JACK",
+    "coremidi": "API_MACOSX_CORE",
+    "winmm": "API_WINDOWS_MM",
+}
+VIRTUAL_IN = "improv in"
+VIRTUAL_OUT = "improv out"
+PROBE_TIMEOUT_S = 2.0
+ALSA_SEQ = "/dev/snd/seq"
+
+FIX_ALSA = (
+    f"no ALSA sequencer ({ALSA_SEQ} missing): load it with `sudo modprobe snd-seq`, "
+    "or start JACK and pass --backend jack"
+)
+FIX_JACK = (
+    "no JACK server running: start one (e.g. `jackd -d alsa` or QjackCtl), "
+    + ("or pass --backend coremidi" if sys.platform == "darwin" else "or pass --backend alsa")
+)
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What `improv ports` shows for one backend."""
+
+    name: str
+    usable: bool
+    reason: str = ""  # why it is unusable, with the fix
+    inputs: tuple[str, ...] = field(default_factory=tuple)
+    outputs: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _rtmidi() -> Any:
+    import rtmidi  # a C extension; imported here so `improv --help` stays light
+
+    return rtmidi
+
+
+def compiled_backends() -> list[str]:
+    """Our names of the rtmidi APIs compiled into this build, in BACKENDS order."""
+    rtmidi = _rtmidi()
+    compiled = set(rtmidi.get_compiled_api())
+    return [b for b in BACKENDS if getattr(rtmidi, _API_NAMES[b], None) in compiled]
+
+
+def default_backends() -> list[str]:
+    """Backends to try, in order, when the user names none."""
+    if sys.platform == "darwin":
+        order = ["coremidi", "jack"]
+    elif sys.platform.startswith("win"):
+        order = ["winmm"]
+    else:
+        order = ["alsa", "jack"]
+    compiled = compiled_backends()
+    return [b for b in order if b in compiled]
+
+
+def check_backend(name: str) -> str:
+    """Validate a backend name against BACKENDS and this build; returns it lowercased."""
+    key = name.strip().lower()
+    if key not in BACKENDS:
+        raise MidiPortError(f"unknown MIDI backend {name!r}; use one of {', '.join(BACKENDS)}")
+    if key not in compiled_backends():
+        have = ", ".join(compiled_backends()) or "none"
+        raise MidiPortError(f"MIDI backend {key!r} is not compiled into python-rtmidi here ({have})")
+    return key
+
+
+def _precheck(backend: str) -> str:
+    """A cheap reason why `backend` cannot work, without creating a client ('' = try it)."""
+    if backend == "alsa" and sys.platform.startswith("linux") and not os.path.exists(ALSA_SEQ):
+        return FIX_ALSA
+    return ""
+
+
+def _failure_reason(backend: str, err: BaseException | None) -> str:
+    if backend == "jack":
+        return FIX_JACK
+    if backend == "alsa":
+        return f"cannot open the ALSA sequencer ({err}); check permissions on {ALSA_SEQ}"
+    return f"cannot open {backend} MIDI ({err})"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence fd 2 (C libraries' chatter) for the duration; Python's sys.stderr is untouched."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _client(backend: str, kind: str, client_name: str) -> Any:
+    """Create an rtmidi MidiIn/MidiOut on `backend`, quietly, with a time limit.
+
+    Raises MidiPortError with the reason and the fix when the MIDI system is not there.
+    """
+    reason = _precheck(backend)
+    if reason:
+        raise MidiPortError(reason)
+    rtmidi = _rtmidi()
+    cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
+    api = getattr(rtmidi, _API_NAMES[backend])
+    box: dict[str, Any] = {}
+
+    def create() -> None:
+        try:
+            box["client"] = cls(api, client_name)
+        except Exception as err:  # rtmidi.SystemError and friends
+            box["error"] = err
+
+    with _quiet_stderr():
+        if backend != "jack":  # CoreMIDI clients belong on the calling thread; only JACK stalls
+            create()
+            worker = None
+        else:
+            worker = threading.Thread(target=create, name="probe-jack", daemon=True)
+            worker.start()
+            worker.join(PROBE_TIMEOUT_S)
+    if worker is not None and worker.is_alive():
+        raise MidiPortError(f"{backend} MIDI did not answer within {PROBE_TIMEOUT_S:g} s; "
+                            + _failure_reason(backend, None))
+    if "error" in box:
+        raise MidiPortError(_failure_reason(backend, box["error"]))
+    return box["client"]
+
+
+def probe(backend: str) -> BackendStatus:
+    """Whether `backend` can be opened, and its ports if so."""
+    try:
+        midi_in = _client(backend, "in", "improv probe")
+    except MidiPortError as err:
+        return BackendStatus(backend, usable=False, reason=str(err))
+    try:
+        midi_out = _client(backend, "out", "improv probe")
+    except MidiPortError as err:
+        _close(midi_in)
+        return BackendStatus(backend, usable=False, reason=str(err))
+    try:
+        return BackendStatus(backend, True, "", tuple(midi_in.get_ports()),
+                             tuple(midi_out.get_ports()))
+    finally:
+        _close(midi_in)
+        _close(midi_out)
+
+
+def choose_backend(backend: str | None) -> str:
+    """The named backend if it opens, or the first default one that does; checked before the
+    model loads, so a missing MIDI system is reported at once.
+
+    With none usable, raises the first default backend's reason, e.g. FIX_ALSA on a Linux box
+    without /dev/snd/seq.
+    """
+    if backend:
+        name = check_backend(backend)
+        _close(_client(name, "in", "improv probe"))
+        return name
+    reasons = []
+    for name in default_backends():
+        status_reason = _precheck(name)
+        if not status_reason:
+            try:
+                _close(_client(name, "in", "improv probe"))
+                return name
+            except MidiPortError as err:
+                status_reason = str(err)
+        reasons.append(status_reason)
+    raise MidiPortError(reasons[0] if reasons else "python-rtmidi has no MIDI backend compiled in")
+
+
+def resolve(spec: str, names: list[str] | tuple[str, ...], direction: str = "input") -> int:
+    """Index of the port `spec` names: exact name, then index, then unique substring."""
+    names = list(names)
+    if spec in names:
+        return names.index(spec)
+    if spec.strip().isdigit() and int(spec) < len(names):
+        return int(spec)
+    hits = [i for i, n in enumerate(names) if spec.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        listed = "; ".join(f"{i}: {names[i]}" for i in hits)
+        raise MidiPortError(f"MIDI {direction} {spec!r} is ambiguous: {listed}; "
+                            "give the exact name or the index")
+    listed = "; ".join(f"{i}: {n}" for i, n in enumerate(names)) or "none"
+    raise MidiPortError(f"no MIDI {direction} matches {spec!r}; candidates: {listed} "
+                        "(see `improv ports`)")
+
+
+@dataclass
+class OpenPort:
+    """An opened rtmidi port and what to call it in the view and the log."""
+
+    rt: Any  # rtmidi.MidiIn or rtmidi.MidiOut
+    name: str
+    backend: str
+    virtual: bool
+    on_send: Callable[[float, list[int]], None] | None = None  # (perf_counter s, bytes) per send
+
+    def send(self, msg: Any) -> None:
+        """Send a mido.Message (what `improv.midi_out.MidiOut` calls); raises on port errors."""
+        data = msg.bytes()
+        self.rt.send_message(data)
+        if self.on_send is not None:
+            self.on_send(time.perf_counter(), data)
+
+    def close(self) -> None:
+        _close(self.rt)
+
+
+def _close(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close_port()
+    with contextlib.suppress(Exception):
+        client.delete()
+
+
+def open_port(kind: str, spec: str | None, backend: str) -> OpenPort:
+    """Open an input (`kind='in'`) or output port by name/index/substring, or a virtual one."""
+    virtual_name = VIRTUAL_IN if kind == "in" else VIRTUAL_OUT
+    client = _client(backend, kind, virtual_name)
+    try:
+        if spec is None or spec == "":
+            if backend == "winmm":
+                raise MidiPortError("Windows MM has no virtual ports; pass --in and --out "
+                                    "(e.g. loopMIDI port names, see `improv ports`)")
+            client.open_virtual_port(virtual_name)
+            return OpenPort(client, virtual_name, backend, virtual=True)
+        names = client.get_ports()
+        index = resolve(spec, names, "input" if kind == "in" else "output")
+        client.open_port(index, virtual_name)
+        return OpenPort(client, names[index], backend, virtual=False)
+    except MidiPortError:
+        _close(client)
+        raise
+    except Exception as err:  # rtmidi errors while opening
+        _close(client)
+        raise MidiPortError(f"cannot open MIDI {kind}put {spec or virtual_name!r} on {backend}: "
+                            f"{err}") from err
+
+
+def list_all(backend: str | None = None) -> list[BackendStatus]:
+    """Status of one named backend, or of every compiled one."""
+    names = [check_backend(backend)] if backend else compiled_backends()
+    return [probe(name) for name in names]
+

@@ -1,0 +1,248 @@
+"""Planned events -> the output port at their due time. The only thing that touches the port.
+
+A heap of `Planned` ordered by (due time, order added): plans come from the planner in their
+logical order, so a note's on precedes its off even at the same instant, and the `NoteTracker`
+makes a re-strike come out right in either order. The thread waits
+on a `threading.Condition` with a timeout until ~`spin_s` before the next due time, so `add`
+wakes it at once, then spins only that last fraction (spinning longer on a busy 2-core machine
+caused rare 10 ms outliers; `spin_s=0` turns spinning off). Deadlines are absolute seconds on the
+injected clock, never "sleep for the period", so nothing drifts.
+
+Every send is recorded as ``(planned_s, actual_s, message)`` (bounded) for timing statistics.
+Late policy (measured, not hidden): note-offs and clock are always sent however late; a note-on
+more than `max_late_s` late is dropped and counted, its note-off then finds nothing to release.
+
+Per source ("response", "duet", "thru", "metronome", "clock") the scheduler knows which notes it
+started, so `cancel(source)` can drop what is unsent and release what sounds - including a note
+that went out a moment ago, after the planner last looked. Sends happen under the lock, so a
+cancel never races a note-on into a stuck note.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import mido
+
+from improv.clock import Clock
+from improv.midi_out import MidiOut
+
+if TYPE_CHECKING:
+    from improv.improviser import Planned
+
+log = logging.getLogger(__name__)
+
+_REALTIME = ("clock", "start", "stop", "continue")
+
+
+@dataclass(frozen=True, slots=True)
+class TimingStats:
+    count: int
+    late: int  # sent more than `late_ms` after due
+    dropped: int  # note-ons dropped as too late
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class Scheduler:
+    def __init__(self, out: MidiOut, clock: Clock, spin_s: float = 0.0003, max_late_s: float = 0.1,
+                 history: int = 20000) -> None:
+        self.out = out
+        self.clock = clock
+        self.spin_s = spin_s
+        self.max_late_s = max_late_s
+        self.records: deque[tuple[float, float, mido.Message]] = deque(maxlen=history)
+        self.dropped = 0  # note-ons dropped as too late
+        self.notes_sent = 0  # note-ons sent
+        self._heap: list[tuple[float, int, Planned]] = []
+        self._seq = itertools.count()
+        self._holds: dict[str, list[tuple[float, int, int]]] = {}  # source -> [(on due_s, channel, pitch)]
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    # ------------------------------------------------------------------ planning side
+
+    def add(self, planned: Iterable[Planned]) -> None:
+        """Queue plans; a ``cancel`` plan acts at once (see `cancel`: its due_s is the cutoff,
+        source "*" means every source)."""
+        with self._cond:
+            for p in planned:
+                if p.kind == "cancel":
+                    self._cancel(None if p.source == "*" else p.source, self.clock.now(), p.due_s)
+                else:
+                    heapq.heappush(self._heap, (p.due_s, next(self._seq), p))
+            self._cond.notify()
+
+    def cancel(self, source: str | None = None, now_s: float | None = None,
+               after_s: float = -math.inf) -> list[mido.Message]:
+        """Drop unsent plans (of `source`, or all) due at/after `after_s`, and release the notes
+        of that source that started at/after `after_s` (by default: everything, at once).
+
+        With a cutoff, notes that started before it keep their planned note-off, so every
+        note-on still gets exactly one note-off."""
+        with self._cond:
+            now = self.clock.now() if now_s is None else now_s
+            sent = self._cancel(source, now, after_s)
+            self._cond.notify()
+            return sent
+
+    def panic(self, now_s: float | None = None) -> list[mido.Message]:
+        """Drop every plan and silence everything: tracked notes, All Notes Off, sustain off."""
+        with self._cond:
+            now = self.clock.now() if now_s is None else now_s
+            self._heap.clear()
+            self._holds.clear()
+            sent = self.out.panic()
+            self.records.extend((now, now, m) for m in sent)
+            self._cond.notify()
+            return sent
+
+    def next_due_s(self) -> float | None:
+        with self._cond:
+            return self._heap[0][0] if self._heap else None
+
+    def pending(self, source: str | None = None) -> int:
+        with self._cond:
+            return sum(1 for *_, p in self._heap if source is None or p.source == source)
+
+    def sounding(self, source: str) -> list[tuple[int, int]]:
+        """(channel, pitch) this source holds now."""
+        with self._cond:
+            return [(ch, pitch) for _, ch, pitch in self._holds.get(source, [])]
+
+    # ------------------------------------------------------------------ sending side
+
+    def run_pending(self, now_s: float | None = None) -> list[mido.Message]:
+        """Send everything due at or before `now_s` (tests and the demo drive this by hand)."""
+        with self._cond:
+            return self._send_due(self.clock.now() if now_s is None else now_s, stamp=now_s is None)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="improv-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop the thread (plans stay queued; call `panic` to silence)."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        thread.join(timeout_s)
+        self._thread = None
+
+    def stats(self, late_ms: float = 1.0) -> TimingStats:
+        lateness = sorted(max(0.0, (actual - planned) * 1000) for planned, actual, _ in list(self.records))
+        if not lateness:
+            return TimingStats(0, 0, self.dropped, 0.0, 0.0, 0.0)
+        pick = lambda q: lateness[min(len(lateness) - 1, int(q * len(lateness)))]  # noqa: E731
+        late = sum(1 for x in lateness if x > late_ms)
+        return TimingStats(len(lateness), late, self.dropped, pick(0.5), pick(0.99), lateness[-1])
+
+    def _loop(self) -> None:
+        with self._cond:
+            while self._running:
+                due = self._heap[0][0] if self._heap else None
+                wait = None if due is None else due - self.clock.now()
+                if wait is None:
+                    self._cond.wait()
+                elif wait > self.spin_s:
+                    self._cond.wait(wait - self.spin_s)
+                else:
+                    while self.clock.now() < due:  # the last fraction of a millisecond
+                        pass
+                    try:
+                        self._send_due(self.clock.now(), stamp=True)
+                    except Exception:  # noqa: BLE001 - keep sending; a bug here must not leave notes on
+                        log.exception("scheduler send failed")
+
+    def _send_due(self, now: float, stamp: bool) -> list[mido.Message]:
+        sent: list[mido.Message] = []
+        while self._heap and self._heap[0][0] <= now:
+            *_, p = heapq.heappop(self._heap)
+            actual = self.clock.now() if stamp else now
+            if p.kind == "on" and actual - p.due_s > self.max_late_s:
+                self.dropped += 1
+                log.warning("dropped a %s note-on %.0f ms late", p.source, (actual - p.due_s) * 1000)
+                continue
+            msgs = self._send_one(p)
+            self.records.extend((p.due_s, actual, m) for m in msgs)
+            sent += msgs
+        return sent
+
+    def _send_one(self, p: Planned) -> list[mido.Message]:
+        if p.kind == "on":
+            self._holds.setdefault(p.source, []).append((p.due_s, p.channel, p.pitch))
+            self.notes_sent += 1
+            return self.out.note_on(p.pitch, p.velocity, p.channel)
+        if p.kind == "off":
+            if not self._unhold(p.source, p.channel, p.pitch):
+                return []  # this source does not hold it (its note-on was dropped or cancelled)
+            return self.out.note_off(p.pitch, p.channel)
+        if p.kind in _REALTIME:
+            return self.out.realtime(p.kind)
+        log.warning("unknown plan kind %r ignored", p.kind)
+        return []
+
+    def _unhold(self, source: str, channel: int, pitch: int) -> bool:
+        holds = self._holds.get(source, [])
+        for i, (_, ch, pitch_) in enumerate(holds):
+            if ch == channel and pitch_ == pitch:
+                del holds[i]
+                return True
+        return False
+
+    def _cancel(self, source: str | None, now: float, after_s: float) -> list[mido.Message]:
+        sent: list[mido.Message] = []
+        for src in [source] if source is not None else list(self._holds):
+            holds = self._holds.get(src, [])
+            for on_due, ch, pitch in [h for h in holds if h[0] >= after_s]:
+                holds.remove((on_due, ch, pitch))
+                sent += self.out.note_off(pitch, ch)
+        hit = lambda e: (source is None or e[2].source == source) and e[0] >= after_s  # noqa: E731
+        dropped = sorted(e for e in self._heap if hit(e))
+        if dropped:
+            self._heap = [e for e in self._heap if not hit(e)] + self._offs_still_needed(dropped, after_s)
+            heapq.heapify(self._heap)
+        self.records.extend((now, now, m) for m in sent)
+        return sent
+
+    def _offs_still_needed(self, dropped: list, after_s: float) -> list:
+        """Of the dropped plans, the note-offs that end notes started before the cutoff (sent, or
+        still queued before it): those notes keep their planned end, so every on keeps its off."""
+        if after_s == -math.inf:
+            return []
+        open_: Counter[tuple[str, int, int]] = Counter()
+        for src, holds in self._holds.items():
+            open_.update((src, ch, pitch) for _, ch, pitch in holds)
+        for *_, p in self._heap:
+            if p.due_s < after_s and p.kind in ("on", "off"):
+                open_[(p.source, p.channel, p.pitch)] += 1 if p.kind == "on" else -1
+        kept = []
+        for entry in dropped:  # sorted by due time: the earliest offs pair first
+            p = entry[2]
+            key = (p.source, p.channel, p.pitch)
+            if p.kind == "off" and open_[key] > 0:
+                open_[key] -= 1
+                kept.append(entry)
+        return kept
+
+    @property
+    def holds(self) -> dict[str, Counter[tuple[int, int]]]:
+        """Per source, the (channel, pitch) it holds (a snapshot, for tests and the view)."""
+        with self._cond:
+            return {src: Counter((ch, p) for _, ch, p in h) for src, h in self._holds.items() if h}

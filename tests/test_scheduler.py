@@ -1,0 +1,196 @@
+"""improv.scheduler: due-time sending on a ManualClock, cancel semantics, pairing under any
+interleaving, and two thread tests on the real clock with generous bounds."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from improv.clock import ManualClock, MonotonicClock
+from improv.improviser import Planned
+from improv.midi_out import MidiOut
+from improv.scheduler import Scheduler
+from tests.fakes import FakeMidiOut
+
+
+def rig(clock=None, **kwargs):
+    """Hand-driven tests jump the clock, so the late-note policy is off unless a test sets it."""
+    kwargs.setdefault("max_late_s", math.inf)
+    clock = clock or ManualClock()
+    port = FakeMidiOut(clock)
+    return clock, port, Scheduler(MidiOut(port), clock, **kwargs)
+
+
+def on(t, pitch, source="response", channel=0):
+    return Planned(t, "on", pitch, 100, channel, source)
+
+
+def off(t, pitch, source="response", channel=0):
+    return Planned(t, "off", pitch, 0, channel, source)
+
+
+def test_sends_what_is_due_in_order_and_records_planned_vs_actual():
+    clock, port, s = rig()
+    s.add([on(1.0, 60), off(2.0, 60), on(1.5, 62), off(1.5, 62)])
+    assert s.run_pending(0.9) == []
+    clock.set(1.6)
+    sent = s.run_pending()
+    assert [(m.type, m.note) for m in sent] == [("note_on", 60), ("note_on", 62), ("note_off", 62)]
+    assert [(p, a) for p, a, _ in s.records] == [(1.0, 1.6), (1.5, 1.6), (1.5, 1.6)]
+    assert s.next_due_s() == 2.0
+    stats = s.stats()
+    assert stats.count == 3 and stats.late == 3 and stats.max_ms == pytest.approx(600.0)
+
+
+def test_on_and_off_at_the_same_instant_keep_their_order():
+    _, port, s = rig()
+    s.add([on(1.0, 60), off(1.0, 60)])
+    s.run_pending(1.0)
+    assert [m.type for m in port.messages] == ["note_on", "note_off"]
+
+
+def test_cancel_drops_unsent_and_releases_sounding_of_that_source_only():
+    clock, port, s = rig()
+    s.add([on(1.0, 60), off(3.0, 60), on(2.5, 64), off(3.0, 64), on(1.0, 48, "thru"), off(4.0, 48, "thru")])
+    s.run_pending(1.0)
+    s.cancel("response", now_s=2.0)
+    assert port.sounding() == {(0, 48)}
+    assert s.pending("response") == 0 and s.pending("thru") == 1
+    s.run_pending(5.0)
+    assert port.sounding() == set()
+    assert [m.note for m in port.messages if m.type == "note_on"] == [60, 48]
+
+
+def test_cancel_with_a_cutoff_keeps_earlier_notes_with_their_ends():
+    _, port, s = rig()
+    s.add([on(1.0, 60), off(1.2, 60), on(1.1, 62), on(2.0, 64), off(2.5, 64), off(3.0, 62), on(3.5, 65)])
+    s.run_pending(2.1)  # 60 on/off, 62 on, and 64 went out "after the planner looked"
+    s.add([Planned(1.5, "cancel", source="response")])
+    assert port.sounding() == {(0, 62)}  # 64 started after the cutoff: released at once
+    assert s.pending() == 1  # 62 keeps its planned end; 64's off and 65 are gone
+    s.run_pending(3.0)
+    assert port.sounding() == set()
+
+
+def test_cancel_everything_with_star():
+    _, port, s = rig()
+    s.add([on(0.0, 60, "duet"), on(0.0, 61, "thru"), on(5.0, 62)])
+    s.run_pending(0.0)
+    s.add([Planned(-math.inf, "cancel", source="*")])
+    assert port.sounding() == set() and s.pending() == 0
+
+
+def test_off_for_a_note_the_source_does_not_hold_is_not_sent():
+    _, port, s = rig()
+    s.add([on(0.0, 60, "thru"), off(0.1, 60, "response")])
+    s.run_pending(1.0)
+    assert port.sounding() == {(0, 60)}
+
+
+def test_a_very_late_note_on_is_dropped_and_counted():
+    clock, port, s = rig(max_late_s=0.1)
+    s.add([on(1.0, 60), off(2.0, 60), on(1.9, 61)])
+    s.run_pending(1.95)
+    assert [m.note for m in port.messages] == [61]
+    assert s.dropped == 1
+    s.run_pending(2.0)
+    assert port.sounding() == {(0, 61)}
+
+
+def test_realtime_plans():
+    _, port, s = rig()
+    s.add([Planned(0.0, "start", source="clock"), Planned(0.0, "clock", source="clock")])
+    s.run_pending(0.0)
+    assert [m.type for m in port.messages] == ["start", "clock"]
+
+
+def test_panic_drops_plans_and_silences():
+    _, port, s = rig()
+    s.add([on(0.0, 60), on(1.0, 61)])
+    s.run_pending(0.0)
+    s.panic(0.5)
+    s.run_pending(2.0)
+    assert port.sounding() == set() and s.pending() == 0
+    assert any(m.type == "control_change" and m.control == 123 for m in port.messages)
+
+
+_op = st.one_of(
+    st.tuples(st.just("plan"), st.sampled_from(["response", "duet", "thru"]), st.integers(60, 62),
+              st.floats(0, 2), st.floats(0, 1)),
+    st.tuples(st.just("cancel"), st.sampled_from(["response", "duet", "thru", "*"]), st.floats(-1, 3)),
+    st.tuples(st.just("run"), st.floats(0, 0.5)),
+    st.tuples(st.just("panic")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_op, max_size=40))
+def test_every_note_on_gets_its_note_off_under_any_interleaving(ops):
+    clock, port, s = rig()
+    for op in ops:
+        if op[0] == "plan":
+            _, source, pitch, start, length = op
+            s.add([on(clock.now() + start, pitch, source), off(clock.now() + start + length, pitch, source)])
+        elif op[0] == "cancel":
+            s.add([Planned(clock.now() + op[2] if op[2] > -1 else -math.inf, "cancel", source=op[1])])
+        elif op[0] == "run":
+            clock.advance(op[1])
+            s.run_pending()
+        else:
+            s.panic()
+    clock.advance(10.0)
+    s.run_pending()  # every plan played out: nothing may be left sounding
+    assert port.sounding() == set()
+    sounding: set[tuple[int, int]] = set()
+    for _, msg in port.sent:
+        if msg.type == "note_on":
+            assert (msg.channel, msg.note) not in sounding
+            sounding.add((msg.channel, msg.note))
+        elif msg.type == "note_off":
+            assert (msg.channel, msg.note) in sounding
+            sounding.discard((msg.channel, msg.note))
+
+
+# ---------------------------------------------------------------------- the thread, real clock
+
+
+def _wait_for(predicate, timeout_s=2.0):
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.001)
+    return predicate()
+
+
+def test_thread_sends_at_due_times():
+    clock, port, s = rig(MonotonicClock())
+    s.start()
+    try:
+        t0 = clock.now()
+        s.add([on(t0 + 0.02 + 0.01 * i, 60 + i) for i in range(5)] + [off(t0 + 0.1, 60 + i) for i in range(5)])
+        assert _wait_for(lambda: len(port.sent) == 10)
+    finally:
+        s.stop()
+    assert [p for p, _, _ in s.records] == sorted(p for p, _, _ in s.records)
+    assert all(0 <= a - p < 0.05 for p, a, _ in s.records)  # generous: 2 shared cores
+    assert s.stats().count == 10
+
+
+def test_a_new_earlier_plan_wakes_the_thread_at_once():
+    clock, port, s = rig(MonotonicClock(), spin_s=0.0)
+    s.start()
+    try:
+        t0 = clock.now()
+        s.add([on(t0 + 30.0, 70)])  # the thread now waits ~30 s ...
+        time.sleep(0.01)
+        s.add([on(clock.now() + 0.01, 60)])  # ... and must wake for this one
+        assert _wait_for(lambda: len(port.sent) == 1, timeout_s=1.0)
+        planned, actual, msg = s.records[0]
+        assert msg.note == 60 and actual - planned < 0.05
+    finally:
+        s.stop()
