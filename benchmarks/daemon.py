@@ -1,0 +1,190 @@
+"""The daemon's cost: `improv run` as a subprocess, measured from outside through /proc.
+
+* start-up: spawn -> the `--ready-file` appearing (perf_counter in this process, polled every 5 ms
+  with sleeps), the whole of it: interpreter start, imports, model load, ports opened;
+* resident memory: VmRSS (and the peak VmHWM) from /proc/PID/status, in MB (10^6 bytes);
+* CPU: utime + stime from /proc/PID/stat (all threads; 1/CLK_TCK resolution) over a window, as % of
+  one core, while idle (no input) and while answering a stream of calls.
+
+`improv.bench` runs these on the call-and-response daemon of the MIDI section (JACK, the last
+period). Without jackd, `standalone` starts the daemon on the platform's default MIDI backend
+(virtual ports) for start-up, memory and idle CPU; CPU while responding then needs JACK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.report import Report
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+POLL_S = 0.005
+# The user's own settings must not change what is measured.
+CLEARED_ENV = ("IMPROV_CONFIG", "IMPROV_IN", "IMPROV_OUT", "IMPROV_BACKEND", "IMPROV_MODEL", "IMPROV_VERBOSE",
+               "IMPROV_LOG_LEVEL")
+
+
+class DaemonError(Exception):
+    """The daemon did not start or died; the message carries its last output line."""
+
+
+class DaemonProcess:
+    """`python -m improv.cli run --quiet --ready-file ... ARGS` and what /proc says about it."""
+
+    def __init__(self, model: Path, args: list[str], env: dict[str, str], work_dir: Path) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.ready_path = work_dir / f"ready-{tag}.json"
+        self.log_path = work_dir / f"improv-{tag}.log"
+        self.cmd = [sys.executable, "-m", "improv.cli", "run", "--model", str(model), "--quiet",
+                    "--ready-file", str(self.ready_path), *args]
+        env = {k: v for k, v in env.items() if k not in CLEARED_ENV}
+        with open(self.log_path, "w") as log:
+            self.t_spawn = time.perf_counter()
+            self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.startup_s: float | None = None
+        self.info: dict = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict:
+        deadline = self.t_spawn + timeout_s
+        while time.perf_counter() < deadline:
+            if self.ready_path.exists():
+                self.startup_s = time.perf_counter() - self.t_spawn
+                self.info = json.loads(self.ready_path.read_text())
+                return self.info
+            if self.proc.poll() is not None:
+                raise DaemonError(f"improv run exited ({self.proc.returncode}): {self.last_line()}")
+            time.sleep(POLL_S)
+        raise DaemonError(f"improv run not ready after {timeout_s:g} s: {self.last_line()}")
+
+    def memory_mb(self, field_name: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1]) * 1024 / 1e6  # kB (KiB) -> MB
+        raise DaemonError(f"/proc/{self.pid}/status has no {field_name}")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime (fields 14, 15)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def last_line(self) -> str:
+        lines = [line for line in self.output().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "(no output)"
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class CpuWindow:
+    """CPU % of one core used by `daemon` between `with` entry and exit (a sleep or a stream)."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        self.percent: float | None = None
+
+    def __enter__(self) -> CpuWindow:
+        self._cpu0, self._t0 = self.daemon.cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            cpu, t = self.daemon.cpu_s(), time.perf_counter()
+            self.percent = 100.0 * (cpu - self._cpu0) / max(t - self._t0, 1e-9)
+
+
+@dataclass
+class Costs:
+    """What the daemons started by one bench run cost; `write` puts it into the report."""
+
+    startups_s: list[float] = field(default_factory=list)
+    self_reported_s: list[float] = field(default_factory=list)
+    rss_ready_mb: float | None = None
+    rss_mb: float | None = None  # after answering
+    shmem_mb: float | None = None  # of rss_mb: shared memory (under JACK mostly its /dev/shm buffers)
+    peak_mb: float | None = None
+    idle_pct: float | None = None
+    idle_s: float = 0.0
+    busy_pct: float | None = None
+    busy_s: float = 0.0
+    why: dict[str, str] = field(default_factory=dict)
+
+    def started(self, daemon: DaemonProcess) -> None:
+        self.startups_s.append(daemon.startup_s)
+        if isinstance(daemon.info.get("startup_s"), (int, float)):
+            self.self_reported_s.append(float(daemon.info["startup_s"]))
+
+    def write(self, report: Report) -> None:
+        ups = self.startups_s
+        why = self.why.get("startup", "no daemon was started")
+        report.put("daemon.startup_s", statistics.median(ups) if ups else None,
+                   f"start-up, spawn -> ready file (median of {len(ups)})", "s", why=why)
+        report.put("daemon.startup_max_s", max(ups) if ups else None, "start-up, slowest", "s", why=why)
+        report.put("daemon.startup_self_s", statistics.median(self.self_reported_s) if self.self_reported_s else None,
+                   "start-up as the daemon reports it (process age)", "s", why=why)
+        mem_why = self.why.get("memory", why)
+        report.put("daemon.rss_ready_mb", self.rss_ready_mb, "resident memory at ready (VmRSS)", "MB", why=mem_why)
+        report.put("daemon.rss_mb", self.rss_mb, "resident memory after the last window (VmRSS)", "MB", why=mem_why)
+        report.put("daemon.rss_shmem_mb", self.shmem_mb, "of which shared memory (RssShmem: JACK's /dev/shm)",
+                   "MB", why=mem_why)
+        report.put("daemon.rss_peak_mb", self.peak_mb, "resident memory peak (VmHWM)", "MB", why=mem_why)
+        over = lambda pct, s: f", over {s:g} s" if pct is not None else ""  # noqa: E731
+        report.put("daemon.cpu_idle_pct", self.idle_pct, f"CPU idle{over(self.idle_pct, self.idle_s)}", "% of a core",
+                   why=self.why.get("idle", why))
+        report.put("daemon.cpu_responding_pct", self.busy_pct, f"CPU answering calls{over(self.busy_pct, self.busy_s)}",
+                   "% of a core", why=self.why.get("busy", why))
+
+
+def measure_memory(daemon: DaemonProcess, costs: Costs) -> None:
+    costs.rss_mb, costs.peak_mb = daemon.memory_mb(), daemon.memory_mb("VmHWM")
+    costs.shmem_mb = daemon.memory_mb("RssShmem")
+
+
+def measure_idle(daemon: DaemonProcess, costs: Costs, idle_s: float) -> None:
+    costs.rss_ready_mb = daemon.memory_mb()
+    with CpuWindow(daemon) as window:
+        time.sleep(idle_s)
+    costs.idle_pct, costs.idle_s = window.percent, idle_s
+
+
+def standalone(report: Report, model: Path, work_dir: Path, idle_s: float, why_no_player: str,
+               env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    """Start-up, memory and idle CPU with no player (so no CPU while responding); by default on the
+    platform's default MIDI backend with virtual ports."""
+    costs = Costs()
+    daemon = DaemonProcess(model, list(args or []), dict(env or os.environ), work_dir)
+    try:
+        daemon.wait_ready()
+        costs.started(daemon)
+        measure_idle(daemon, costs, idle_s)
+        measure_memory(daemon, costs)
+    except (DaemonError, OSError) as err:
+        costs.why["startup"] = f"the daemon did not start ({why_no_player}): {err}"
+    finally:
+        daemon.stop()
+    costs.why["busy"] = f"needs a player on real ports: {why_no_player}"
+    costs.write(report)
+    backend = " ".join(args or []) or "the default MIDI backend"
+    report.note("daemon.note", f"{model.name} on {backend}, virtual ports, no player (idle only); CPU and "
+                               "memory from /proc")

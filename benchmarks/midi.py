@@ -1,0 +1,350 @@
+"""End to end over real MIDI ports: `improv run` on a private JACK server (dummy driver) per period.
+
+A player and a recorder (tests/jack_clients.py: sleep-only, stamped with time.perf_counter, the
+daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this process. Per period:
+
+* duet: the player plays single notes below improv's pitch range at random times (gaps uniform in
+  0.25-0.6 s). Reaction = send time -> arrival of improv's next own note-on (in its range), minus
+  nothing, a sample only when that note arrives before the player's next note (else "unanswered").
+  The daemon runs with --thru, so the echo of each note (same pitch) gives the I/O path alone.
+* call and response: 4-beat calls on improv's beat grid (from the ready file) until the stream
+  time is used up, each answered before the next. Error = arrival of each answer note-on - its
+  planned time. The plan comes from the daemon's timing log when `improv run` has --timing-log,
+  else from the grid: answers start on a beat and move in whole ticks (1/ticks_per_beat of a
+  beat), so the plan is the last tick at or before the arrival (exact up to one tick, 41.7 ms at
+  120 bpm/12 ticks; a later note would alias). Dropped note-ons: from the log, else counted from
+  the daemon's "dropped a ... note-on" warnings. Late: arriving more than 1 ms after the plan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import inspect
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.daemon import Costs, CpuWindow, DaemonError, DaemonProcess, measure_idle, measure_memory
+from benchmarks.report import Report
+
+RANGE = (48, 84)  # improv's pitches; the player plays below, so its echoes are told apart
+LATE_MS = 1.0
+EARLY_S = 50e-6  # float slack when snapping an arrival to its tick
+CALL_BEATS = 10  # call (4 beats) + silence (1) + answer (4) + a beat to spare
+
+
+@dataclass(frozen=True)
+class MidiOptions:
+    seconds: float = 60.0  # each stream (duet, call and response), per period
+    periods: tuple[int, ...] = (32, 64)
+    rate_hz: int = 48000
+    bpm: float = 120.0
+    idle_s: float = 10.0
+    seed: int = 0
+
+
+def keys_for(period: int) -> list[str]:
+    return [f"midi.p{period}.{k}" for k in ("reaction_p50_ms", "reaction_p99_ms", "thru_p50_ms", "thru_p99_ms",
+                                            "plan_error_p50_ms", "plan_error_p99_ms", "plan_error_max_ms")]
+
+
+def labels_for(period: int, rate_hz: int) -> dict[str, tuple[str, str]]:
+    where = f"{period} frames ({1000 * period / rate_hz:.3f} ms)"
+    return {f"midi.p{period}.reaction_p99_ms": (f"{where}: duet note in -> improv's next note out p99", "ms"),
+            f"midi.p{period}.plan_error_p99_ms": (f"{where}: call-and-response arrival - plan p99", "ms")}
+
+
+def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs: Costs) -> None:
+    """Both streams at every period; a period that fails writes nulls with the reason."""
+    tpb = _ticks_per_beat(model)
+    for period in options.periods:
+        try:
+            with jack_server(period, options.rate_hz, work_dir) as server:
+                _duet(report, server, model, options, period, work_dir, costs)
+                last = period == options.periods[-1]  # the daemon's idle/busy cost is taken once
+                _call(report, server, model, options, period, work_dir, costs, tpb, measure_cost=last)
+        except (DaemonError, OSError, RuntimeError, AssertionError) as err:
+            report.missing(keys_for(period), f"period {period}: {err}", labels_for(period, options.rate_hz))
+            for part in ("startup", "memory", "idle", "busy"):
+                costs.why.setdefault(part, f"the daemon at period {period}: {err}")
+    report.note("midi.note", (
+        f"improv run --model {model.name}; JACK dummy driver {options.rate_hz} Hz, periods "
+        f"{', '.join(map(str, options.periods))} frames; "
+        f"streams of {options.seconds:g} s at {options.bpm:g} bpm. Reaction = player's send -> arrival of improv's "
+        "next note-on, stamped in one process: JACK in (next period), improv's callback, engine and re-plan, the "
+        "musical wait until that note's planned time, scheduler, JACK out (next period), recorder callback. "
+        "Thru = the same path for the echo of the note (no model, no musical wait). Plan error = arrival - "
+        "planned time of each answer note-on (includes JACK out and the recorder callback)."))
+
+
+# ---------------------------------------------------------------------- the JACK server and clients
+
+
+@contextlib.contextmanager
+def jack_server(period: int, rate_hz: int, work_dir: Path):
+    """A private jackd (dummy driver) for the in-process clients and the daemon."""
+    from tests.jack_fixtures import JackServer
+
+    name = f"improv-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    log_path = work_dir / f"jackd-p{period}.log"
+    cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=dict(os.environ, JACK_DEFAULT_SERVER=name))
+    server = JackServer(name, process, log_path, period_s=period / rate_hz)
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")  # for this process's clients
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _wait_ready(server, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"jackd exited: {server.log_path.read_text()[-300:]}")
+        out = subprocess.run(["jack_wait", "-c", "-s", server.name], env=server.env, capture_output=True,
+                             text=True, timeout=5).stdout
+        if out.strip() == "running":
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"jackd {server.name} not ready after {timeout_s:g} s")
+
+
+@contextlib.contextmanager
+def _clients(server):
+    from tests.jack_clients import Player, Recorder
+
+    tag = uuid.uuid4().hex[:4]
+    player, recorder = Player(f"bench-player-{tag}"), Recorder(f"bench-rec-{tag}")
+    try:
+        server.connect(player.port, server.wait_port(":improv in"))
+        server.connect(server.wait_port(":improv out"), recorder.port)
+        yield player, recorder
+    finally:
+        player.close()
+        recorder.close()
+
+
+def _daemon(server, model: Path, work_dir: Path, costs: Costs, *args: str) -> DaemonProcess:
+    daemon = DaemonProcess(model, ["--backend", "jack", "--range", f"{RANGE[0]}-{RANGE[1]}", *args],
+                           server.env, work_dir)
+    try:
+        daemon.wait_ready()
+    except DaemonError:
+        daemon.stop()
+        raise
+    costs.started(daemon)
+    return daemon
+
+
+# ---------------------------------------------------------------------- duet: reaction
+
+
+def _duet(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
+          costs: Costs) -> None:
+    daemon = _daemon(server, model, work_dir, costs, "--mode", "duet", "--thru", "--bpm", f"{options.bpm:g}",
+                     "--seed", str(options.seed + 1))
+    try:
+        with _clients(server) as (player, recorder):
+            sends = _play_duet(player, options.seconds, np.random.default_rng(options.seed))
+            time.sleep(0.3)  # the last answers arrive
+            received = list(recorder.received)
+    finally:
+        daemon.stop()
+    reaction, thru, unanswered = duet_latencies(sends, received)
+    p = f"midi.p{period}"
+    where = labels_for(period, options.rate_hz)
+    _put_quantiles(report, f"{p}.reaction", reaction, where[f"{p}.reaction_p99_ms"][0].replace(" p99", ""),
+                   "improv never played a note of its own between two of the player's")
+    report.put(f"{p}.reaction_samples", float(len(reaction)))
+    report.put(f"{p}.reaction_unanswered", float(unanswered), f"{period} frames: player notes improv did not answer "
+               "before the next one", "")
+    _put_quantiles(report, f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
+                   "no thru echo arrived")
+
+
+def _play_duet(player, seconds: float, rng: np.random.Generator) -> list[tuple[float, int]]:
+    from tests.jack_clients import sleep_until
+
+    sends, t = [], time.perf_counter() + 0.3
+    end = t + seconds
+    while t < end:
+        pitch = int(rng.integers(RANGE[0] - 12, RANGE[0]))
+        sleep_until(t)
+        sends.append((player.send([0x90, pitch, 90]), pitch))
+        sleep_until(t + 0.1)
+        player.send([0x80, pitch, 0])
+        t += float(rng.uniform(0.25, 0.6))
+    return sends
+
+
+def duet_latencies(sends: list[tuple[float, int]], received: list) -> tuple[list[float], list[float], int]:
+    """(reaction s, thru s, unanswered count) from the player's (send time, pitch) and arrivals."""
+    ons = [(t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+    own = [t for t, pitch in ons if RANGE[0] <= pitch <= RANGE[1]]
+    reaction, thru, unanswered = [], [], 0
+    for i, (t_send, pitch) in enumerate(sends):
+        t_next = sends[i + 1][0] if i + 1 < len(sends) else math.inf
+        j = bisect.bisect_right(own, t_send)
+        if j < len(own) and own[j] < t_next:
+            reaction.append(own[j] - t_send)
+        else:
+            unanswered += 1
+        echo = next((t for t, p in ons if p == pitch and t_send < t < t_next), None)
+        if echo is not None:
+            thru.append(echo - t_send)
+    return reaction, thru, unanswered
+
+
+# ---------------------------------------------------------------------- call and response: plan error
+
+
+def _call(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
+          costs: Costs, tpb: int, measure_cost: bool) -> None:
+    log_path = work_dir / f"timing-p{period}.jsonl"
+    extra = ["--timing-log", str(log_path)] if has_timing_log() else []
+    daemon = _daemon(server, model, work_dir, costs, "--mode", "call", "--bpm", f"{options.bpm:g}",
+                     "--seed", str(options.seed + 2), *extra)
+    try:
+        if measure_cost:
+            measure_idle(daemon, costs, options.idle_s)
+        with _clients(server) as (player, recorder):
+            with CpuWindow(daemon) as window:
+                _play_calls(player, daemon.info, options.seconds)
+            time.sleep(0.3)
+            received = list(recorder.received)
+        if measure_cost:
+            costs.busy_pct, costs.busy_s = window.percent, options.seconds
+            measure_memory(daemon, costs)  # after answering
+    finally:
+        daemon.stop()
+    if extra and log_path.exists():
+        errors, dropped, source = errors_from_log(log_path, received)
+    else:
+        errors, source = grid_errors(received, daemon.info, tpb), f"the beat grid ({tpb} ticks per beat)"
+        dropped = sum(1 for line in daemon.output().splitlines() if "dropped a" in line and "note-on" in line)
+    p = f"midi.p{period}"
+    label = labels_for(period, options.rate_hz)[f"{p}.plan_error_p99_ms"][0].replace(" p99", "")
+    _put_quantiles(report, f"{p}.plan_error", errors, label, "improv played no answer note", with_max=True)
+    report.put(f"{p}.plan_notes", float(len(errors)), f"{period} frames: answer notes measured", "")
+    report.put(f"{p}.plan_late", float(sum(e * 1000 > LATE_MS for e in errors)),
+               f"{period} frames: late (> {LATE_MS:g} ms after plan)", "")
+    report.put(f"{p}.plan_dropped", float(dropped), f"{period} frames: dropped note-ons", "")
+    report.note(f"{p}.plan_source", source)
+
+
+def _play_calls(player, info: dict, seconds: float) -> int:
+    """4-beat calls (8 eighth notes) on the daemon's beat grid, each answered before the next."""
+    from tests.jack_clients import sleep_until
+
+    spb, origin = 60.0 / info["bpm"], info["beat_origin_s"]
+    end, calls = time.perf_counter() + seconds, 0
+    pitches = [60, 62, 64, 65, 67, 65, 64, 62]
+    while True:
+        k0 = math.ceil((time.perf_counter() + 0.2 - origin) / spb)
+        start = origin + k0 * spb
+        if calls and start + CALL_BEATS * spb > end:
+            return calls
+        phrase = sorted([(i * 0.5 * spb, [0x90, p, 90]) for i, p in enumerate(pitches)]
+                        + [((i * 0.5 + 0.4) * spb, [0x80, p, 0]) for i, p in enumerate(pitches)])
+        player.play(phrase, start)
+        sleep_until(start + CALL_BEATS * spb)
+        calls += 1
+
+
+def grid_errors(received: list, info: dict, tpb: int) -> list[float]:
+    """Arrival - planned (s) for every note-on, the plan being the last tick at or before it."""
+    tick_s = 60.0 / (info["bpm"] * tpb)
+    origin = info["beat_origin_s"]
+    errors = []
+    for t, m in received:
+        if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0:
+            planned = origin + math.floor((t - origin + EARLY_S) / tick_s) * tick_s
+            errors.append(t - planned)
+    return errors
+
+
+def has_timing_log() -> bool:
+    """Whether this `improv run` can write its scheduler's planned vs sent record (--timing-log)."""
+    try:
+        from improv.commands.run import command
+    except ImportError:
+        return False
+    return "timing_log" in inspect.signature(command).parameters
+
+
+def errors_from_log(path: Path, received: list) -> tuple[list[float], int, str]:
+    """Match each sent note-on of the log (JSON lines: planned_s, sent_s or null if dropped, type,
+    note) to the first unmatched arrival of that pitch at or after it was sent."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ons = [r for r in records if r.get("type") == "note_on" and r.get("source", "response") == "response"]
+    arrivals = [(t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+    used, errors = set(), []
+    for r in ons:
+        if r.get("sent_s") is None:
+            continue
+        hit = next((i for i, (t, pitch) in enumerate(arrivals)
+                    if i not in used and pitch == r["note"] and t >= r["sent_s"] - EARLY_S), None)
+        if hit is not None:
+            used.add(hit)
+            errors.append(arrivals[hit][0] - r["planned_s"])
+    dropped = sum(1 for r in ons if r.get("sent_s") is None)
+    return errors, dropped, f"the daemon's timing log ({path.name})"
+
+
+def _put_quantiles(report: Report, prefix: str, values_s: list[float], label: str, why: str,
+                   with_max: bool = False) -> None:
+    ms = np.asarray(values_s) * 1000.0
+    empty = len(ms) == 0
+    report.put(f"{prefix}_p50_ms", None if empty else float(np.percentile(ms, 50)), f"{label} p50", "ms", why=why)
+    report.put(f"{prefix}_p99_ms", None if empty else float(np.percentile(ms, 99)), f"{label} p99", "ms", why=why)
+    if with_max:
+        report.put(f"{prefix}_max_ms", None if empty else float(ms.max()), f"{label} max", "ms", why=why)
+
+
+def _ticks_per_beat(model: Path) -> int:
+    from improv.tokens import Vocabulary
+
+    meta = json.loads((Path(model) / "model.json").read_text())
+    return int(Vocabulary.from_dict(meta["vocabulary"]).config.ticks_per_beat)
+
+
+def jack_missing() -> str | None:
+    """Why the JACK section cannot run here, or None."""
+    if shutil.which("jackd") is None:
+        return "jackd is not installed (apt install jackd2)"
+    for tool in ("jack_wait", "jack_lsp", "jack_connect"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt install jackd2 jack-tools)"
+    try:
+        import rtmidi  # noqa: F401
+
+        import tests.jack_clients  # noqa: F401
+    except ImportError as err:
+        return f"the JACK test clients cannot be imported ({err}); run from the repository checkout"
+    return None
