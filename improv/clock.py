@@ -5,7 +5,8 @@
 * `BeatClock` is the internal tempo: a straight line (origin, bpm) that `set_bpm` re-anchors,
   so a tempo change never makes the beat position jump.
 * `MidiClockFollower` follows an external 24-ppqn MIDI clock (a DAW or drum machine) and offers
-  the same `beats_at / time_at / bpm / running` interface, so the improviser works with either.
+  the same `beats_at / time_at / bpm / running` interface, so the improviser works with either;
+  it makes up clock bytes that never arrived and notices a clock that went away.
 * `ClockSender` gives the absolute deadlines for sending 24-ppqn clock as master
   (``start + n * period``: no accumulated drift).
 """
@@ -18,6 +19,8 @@ from collections import deque
 from typing import Protocol
 
 PPQN = 24  # MIDI clock ticks per quarter note (beat)
+GAP_RATIO = 1.5  # an interval this many expected tick periods long has lost ticks in it
+LOST_AFTER_S = 0.5  # no tick for this long (or 2 beats, if shorter): the clock is lost
 
 
 class Clock(Protocol):
@@ -107,6 +110,11 @@ class BeatClock:
         self._origin_s = float(at_s)
         self._bpm = _check_bpm(bpm)
 
+    def anchor_at(self, t_s: float, beats: float) -> None:
+        """Move the grid: `t_s` is now beat `beats` (same tempo). Every position shifts by the
+        same amount, so whoever keeps beats must shift them too (the improviser does)."""
+        self._origin_s, self._origin_beats = float(t_s), float(beats)
+
     def next_grid_time(self, t_s: float, grid_beats: float) -> float:
         return next_grid_time(self, t_s, grid_beats)
 
@@ -133,6 +141,21 @@ class MidiClockFollower:
     stopped, so listening and answering keep working; `running` says whether it is locked.
     After Start the first tick is beat 0; after Continue the first tick is the song position
     (set by Song Position Pointer, or where it stopped).
+
+    Lost bytes: a tick `GAP_RATIO` (1.5) expected periods or more after the one before (at the
+    current estimate) is either late or comes after ticks that never arrived. The next tick
+    decides: how many were lost is the count that best fits both arrivals, measured from the last
+    tick before the gap (so one late tick followed by a short interval counts none, and jitter
+    must fool two arrivals at once); those ticks are counted and put into the tempo window at even
+    spacing, so a dropped byte costs nothing after one tick. If the next interval is long too, the
+    tempo fell: nothing was lost, the estimate restarts from the new interval. At most
+    `lost_after_s` worth is ever inferred. (A lost tick whose neighbours' jitter keeps its
+    interval under 1.5 periods goes unseen: intervals, unlike phases, stay honest through
+    tempo changes.)
+    Lost clock: no tick for `lost_after_s` (0.5 s, or 2 beats if shorter, at least 3 periods)
+    and `check(now)` marks the follower not running (a clock that stopped without a Stop byte,
+    or a pulled cable): it free-runs at the last tempo, and the engine treats it as a Stop.
+    When ticks come again it locks again from where it was lost, as after Continue.
     """
 
     def __init__(self, bpm: float = 120.0, window: int = 24, t0_s: float = 0.0) -> None:
@@ -143,6 +166,8 @@ class MidiClockFollower:
         self._next_tick = 0  # song position of the next tick, in ticks
         self._running = False
         self._armed = False  # Start/Continue seen, waiting for the first tick
+        self._lost = False  # ticks stopped while running (no Stop): the next tick resumes
+        self._gap: tuple[float, float] | None = None  # (tick before, tick after) a long interval
 
     @property
     def bpm(self) -> float:
@@ -166,13 +191,41 @@ class MidiClockFollower:
     def next_grid_time(self, t_s: float, grid_beats: float) -> float:
         return next_grid_time(self, t_s, grid_beats)
 
+    @property
+    def period_s(self) -> float:
+        """Seconds per tick at the current estimate."""
+        return 60.0 / (self._bpm * PPQN)
+
+    @property
+    def lost_after_s(self) -> float:
+        return max(3 * self.period_s, min(LOST_AFTER_S, 2 * PPQN * self.period_s))
+
+    def lost_deadline_s(self) -> float | None:
+        """When the clock counts as lost if no tick comes before (None: not running)."""
+        if not self._running or not self._ticks:
+            return None
+        return self._ticks[-1] + self.lost_after_s
+
+    def check(self, now_s: float) -> bool:
+        """Mark the clock lost if no tick came for `lost_after_s`; True when this call lost it."""
+        deadline = self.lost_deadline_s()
+        if deadline is None or now_s < deadline:
+            return False
+        self._running, self._lost = False, True  # free-runs on from the last tick
+        self._ticks.clear()
+        self._gap = None
+        return True
+
     def on_tick(self, t_s: float) -> None:
-        if not self._running:
-            if not self._armed:
-                return  # clock without Start: ignore until the transport starts
-            self._running, self._armed = True, False
+        if self._running and not self.check(t_s):  # (a gap this long: lost, and resumed now)
+            self._count_lost_ticks(t_s)
+        elif self._armed or self._lost:
+            self._running, self._armed, self._lost = True, False, False
+        else:
+            return  # clock without Start: ignore until the transport starts
         self._ticks.append(t_s)
-        self._estimate_bpm()
+        if self._gap is None:  # (a gap not yet explained is no tempo)
+            self._estimate_bpm()
         self._anchor_s, self._anchor_beats = t_s, self._next_tick / PPQN
         self._next_tick += 1
 
@@ -185,7 +238,7 @@ class MidiClockFollower:
     def on_stop(self, t_s: float | None = None) -> None:
         if t_s is not None and self._running:
             self._anchor_beats, self._anchor_s = min(self.beats_at(t_s), self._next_tick / PPQN), t_s
-        self._running = self._armed = False
+        self._running = self._armed = self._lost = False
 
     def on_song_position(self, sixteenths: int, t_s: float | None = None) -> None:
         """Where the next Continue resumes (the MIDI spec only allows this while stopped)."""
@@ -195,11 +248,39 @@ class MidiClockFollower:
 
     def _arm(self, position_ticks: int, t_s: float | None) -> None:
         self._next_tick = position_ticks
-        self._running, self._armed = False, True
+        self._running, self._armed, self._lost = False, True, False
         self._ticks.clear()  # a gap in the clock is not a tempo
+        self._gap = None
         if t_s is not None:  # until the first tick: expect it one tick from now
             self._anchor_s = t_s + 60.0 / (self._bpm * PPQN)
             self._anchor_beats = position_ticks / PPQN
+
+    def _count_lost_ticks(self, t_s: float) -> None:
+        """Note a long interval; at the tick after it, count the ticks lost (see the class doc)."""
+        if not self._ticks:
+            return
+        period, gap, self._gap = self.period_s, self._gap, None
+        if gap is None:
+            if t_s - self._ticks[-1] >= GAP_RATIO * period:
+                self._gap = (self._ticks[-1], t_s)
+            return
+        before, after = gap
+        if t_s - after >= GAP_RATIO * period:  # long again: a slower tempo, not lost bytes
+            self._bpm = min(999.0, max(1.0, 60.0 / ((t_s - after) * PPQN)))
+            self._ticks.clear()
+            self._ticks.append(after)
+            return
+        # `after` is tick k + 1 + m and this one k + 2 + m, `before` tick k: the best m for both
+        m = round(((after - before) / period - 1 + (t_s - before) / period - 2) / 2)
+        m = max(0, min(m, int(self.lost_after_s / period)))
+        if m:
+            step = (after - before) / (m + 1)
+            ticks = list(self._ticks)
+            i = ticks.index(after)
+            ticks[i:i] = [before + k * step for k in range(1, m + 1)]
+            self._ticks.clear()
+            self._ticks.extend(ticks)
+            self._next_tick += m
 
     def _estimate_bpm(self) -> None:
         n = len(self._ticks)

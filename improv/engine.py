@@ -8,9 +8,17 @@ wait for input at most until `next_wakeup_s()`, `feed` the parsed events (or `fe
 may be called from any thread. Nothing else here is thread-safe: one engine thread only.
 
 Clock events (MIDI clock, Start/Stop/Continue, Song Position) drive the `MidiClockFollower` when
-``time.clock = "midi"``; a Stop then also releases improv's notes. With ``send_clock`` the engine
+``time.clock = "midi"``; a Stop then also releases improv's notes, and so does a clock that went
+away without one (no tick for `MidiClockFollower.lost_after_s`: logged once, the follower then
+free-runs until ticks come back). With ``send_clock`` the engine
 plans 24-ppqn clock at absolute deadlines (`ClockSender`) and Start/Stop around the session; with
-``metronome`` it plans a click on every beat (accent on the bar). Both are planned `HORIZON_S` ahead.
+``metronome`` it plans a click on every beat (accent on the bar). Both are planned `HORIZON_S` ahead,
+as improv's notes are (`improv.plans`).
+
+The beat grid answers start on: the clock's when the player hears it (metronome, clock out, MIDI
+clock), else the player's - each call's first note, when improv is idle, is a bar line
+(`TimeSettings.grid_follows_call`, see improv.improviser). `beat_origin_s()` says where the grid
+is now; every answer is logged at INFO level with its grid origin, phrase end and start.
 
 A model failure releases every note (`Scheduler.panic`) and is raised as `ModelError`.
 """
@@ -18,8 +26,8 @@ A model failure releases every note (`Scheduler.panic`) and is raised as `ModelE
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,10 +38,13 @@ from improv.errors import ImprovError, ModelError
 from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
 from improv.improviser import Improviser, Planned
 from improv.midi_out import MidiOut, Port
+from improv.plans import LOOKAHEAD_S
 from improv.scheduler import Scheduler
 from improv.settings import Settings, TimeSettings
 
-HORIZON_S = 0.1  # metronome and clock are planned this far ahead
+log = logging.getLogger(__name__)
+
+HORIZON_S = LOOKAHEAD_S  # metronome and clock are planned this far ahead, like improv's notes
 CLICK_S = 0.03  # metronome note length
 _TRANSPORT = (ClockTick, Start, Stop, Continue, SongPosition)
 
@@ -94,6 +105,7 @@ class Engine:
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None
         self.notes_in = 0
+        self._answers_logged = 0
         self._threaded = False
         self._closed = False
         self._sim_inbox: list = []  # run_until's events not yet delivered
@@ -123,11 +135,19 @@ class Engine:
 
     def tick(self, now_s: float | None = None) -> None:
         now = self.clock.now() if now_s is None else now_s
+        self._check_clock(now)
         plans = self._guard(self.improviser.on_tick, now)
         plans += self._periodic(now)
         self._add(plans)
+        if self.improviser.responses != self._answers_logged:
+            self._log_answers()
         if not self._threaded:
             self.scheduler.run_pending(now)
+
+    def beat_origin_s(self) -> float | None:
+        """A bar line of the grid answers start on now (seconds on the engine clock); None while
+        the grid follows the player and no call has set it yet."""
+        return self.improviser.grid_origin_s
 
     def next_wakeup_s(self) -> float | None:
         """When `tick` should run next (seconds on the engine clock), None: only on input."""
@@ -138,6 +158,8 @@ class Engine:
             times.append(self.clock.now())
         if self.clock_sender is not None:
             times.append(self.clock_sender.deadline(self.clock_sender.next_n) - HORIZON_S)
+        if isinstance(self.beat_clock, MidiClockFollower):
+            times.append(self.beat_clock.lost_deadline_s())
         if not self._threaded:
             times.append(self.scheduler.next_due_s())
         times = [t for t in times if t is not None]
@@ -187,7 +209,7 @@ class Engine:
         """Safe to call from another thread (the view): it reads copies of bounded deques."""
         steps = list(self.improviser.model.times_ms.copy())[-recent:]
         records = list(itertools.islice(reversed(self.scheduler.records.copy()), recent))
-        lateness = [(a - p) * 1000 for p, a, m in records if m.type == "note_on"]
+        lateness = [(r.actual_s - r.planned_s) * 1000 for r in records if r.message.type == "note_on"]
         return EngineStats(self.improviser.state, self.improviser.mode, self.beat_clock.bpm,
                            self.beat_clock.running, _q(steps, 0.5), _q(steps, 0.99),
                            _q(lateness, 0.5), _q(lateness, 0.99), self.notes_in,
@@ -200,6 +222,7 @@ class Engine:
         if follower is None:
             return  # internal clock: incoming transport is not ours to follow
         if isinstance(ev, ClockTick):
+            self._check_clock(ev.t_s)  # a tick after a long gap: first the loss, then the resume
             follower.on_tick(ev.t_s)
         elif isinstance(ev, Start):
             follower.on_start(ev.t_s)
@@ -210,6 +233,22 @@ class Engine:
         elif isinstance(ev, Stop):
             follower.on_stop(ev.t_s)
             self._add(self.improviser.all_off(ev.t_s, thru=False))
+
+    def _check_clock(self, now: float) -> None:
+        follower = self.beat_clock
+        if isinstance(follower, MidiClockFollower) and follower.check(now):
+            log.warning("MIDI clock lost (no tick for %.2f s): improv's notes released; following "
+                        "again when it comes back", follower.lost_after_s)
+            self._add(self.improviser.all_off(now, thru=False))
+
+    def _log_answers(self) -> None:
+        imp = self.improviser
+        new = list(imp.answers)[-min(imp.responses - self._answers_logged, len(imp.answers)):]
+        for i, a in enumerate(new, start=imp.responses - len(new) + 1):
+            origin = "none" if a.grid_origin_s is None else f"{a.grid_origin_s:.6f} s"
+            log.info("answer %d: grid origin %s, phrase end %.6f s, starts %.6f s (beat %g)",
+                     i, origin, a.phrase_end_s, a.start_s, a.start_beats)
+        self._answers_logged = imp.responses
 
     def _periodic(self, now: float) -> list[Planned]:
         plans: list[Planned] = []
@@ -237,8 +276,8 @@ class Engine:
 
 
 def _q(values: list[float], q: float) -> float | None:
+    """The whole percentile at or below `q` (at most the 99th), interpolated (numpy's default,
+    = statistics.quantiles(method="inclusive"), without importing statistics/decimal/fractions)."""
     if not values:
         return None
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[min(98, int(q * 100) - 1)]
+    return float(np.percentile(values, min(99, int(q * 100))))

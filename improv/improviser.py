@@ -17,71 +17,53 @@ Call and response (mode "call"):
   before the phrase end discards the speculation; a player note during the answer interrupts it:
   a ``cancel`` plan (the scheduler drops the unsent rest and releases what it sent) plus note-offs
   for what sounds - unless `overlap`, when the answer plays on.
-Duet (mode "duet"): from the player's first note on, a generator plans `duet_horizon_beats` ahead
-  from a fork of the context; each player note re-plans from `now + replan_guard_s`: notes not
-  yet started are dropped, notes already started keep their planned end (the scheduler keeps
-  their note-offs), and the new plan, which now has the player's note, takes over from there.
+Duet (mode "duet", `improv.duet`): from the player's first note on, a generator plans
+  `duet_horizon_beats` ahead from a fork of the context; each player note re-plans from
+  `now + replan_guard_s`, keeping the notes already started with their planned ends.
 
 The model's context is the whole dialogue: the player's notes and improv's own notes as they
 actually sounded (an interrupted answer only up to the interruption), in time order. So an answer
 knows the previous answers, and the duet hears both parts.
 
-All times are seconds on the engine clock; beats come from `beat_clock` (a `BeatClock` or a
-`MidiClockFollower`), so answers land on the grid of whichever clock is in charge.
+Improv's notes are kept in beats (`improv.plans.Part`) and reach the scheduler only
+`LOOKAHEAD_S` before they are due, timed by the clock as it is then: under a followed MIDI clock a
+tempo change re-times the rest of an answer.
+
+The grid: all times are seconds on the engine clock; beats come from `beat_clock` (a `BeatClock`
+or a `MidiClockFollower`). When something audible defines the beat (a metronome, clock out, MIDI
+clock) answers land on that clock's grid. Otherwise (`TimeSettings.grid_follows_call`) the player
+defines it: the first note of a call made while improv is idle (at start, after an answer ended,
+after all-off) becomes a bar line - the internal clock is moved there (`BeatClock.anchor_at`) and
+every beat position kept here shifts with it - so the answer starts on the beat (or bar) counted
+from the call's first note. A note that interrupts an answer keeps the grid it was played against.
+`answers` keeps where each answer was put (`AnswerRecord`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from improv.clock import BeatTimeline, next_grid_beats
+from improv.duet import Duet
 from improv.events import Control, NoteOff, NoteOn
 from improv.keys import Key, detect_key, parse_key
 from improv.phrase import Dialogue, GenEvent, MaskRules, ModelContext, PhraseGenerator, TimedModel, TokenTable
+from improv.plans import LOOKAHEAD_S, Part, Planned
 from improv.sampling import Sampler
 from improv.settings import RESPONSE_LENGTHS, OFF, Settings
 from improv.tokens import DEFAULT_VELOCITY, Note
+
+__all__ = ["ALL", "LOOKAHEAD_S", "Answer", "AnswerRecord", "Improviser", "Planned"]
 
 ALL = "*"  # the source of a cancel that means every source
 KEY_CONFIDENCE = 0.5  # below this a detected key does not lock
 ALL_NOTES_OFF_CC = 123
 LATE_START_S = 0.003  # an answer committed later than this after its start moves to the next grid point
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """One thing for the scheduler to do at `due_s`.
-
-    kind: "on" | "off" (notes); "clock" | "start" | "stop" | "continue" (real-time); "cancel":
-    acts when added: drop the unsent plans of `source` (or every source for "*") due at or after
-    `due_s` and release that source's notes that started at or after `due_s` (-inf: all of them).
-    """
-
-    due_s: float
-    kind: str
-    pitch: int = 0
-    velocity: int = 0
-    channel: int = 0
-    source: str = "response"  # "response" | "duet" | "thru" | "metronome" | "clock"
-
-
-@dataclass
-class Voice:
-    """A note improv planned (for interruption, re-planning and the view)."""
-
-    pitch: int
-    velocity: int
-    on_s: float
-    on_beats: float
-    off_s: float | None = None
-    off_beats: float | None = None
-
-    def sounding_at(self, t_s: float) -> bool:
-        return self.on_s <= t_s and (self.off_s is None or self.off_s > t_s)
 
 
 @dataclass
@@ -90,10 +72,20 @@ class Answer:
 
     start_beats: float
     end_beats: float
+    part: Part
     gen: PhraseGenerator | None = None
     buffer: list[GenEvent] = field(default_factory=list)  # generated before commit
     committed: bool = False
-    voices: list[Voice] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """Where an answer was put (seconds on the engine clock), for the log, tests and the bench."""
+
+    grid_origin_s: float | None  # a bar line of the grid it is on (see `Improviser.grid_origin_s`)
+    phrase_end_s: float
+    start_s: float  # its first grid point: where its first note is due
+    start_beats: float
 
 
 class Improviser:
@@ -123,10 +115,11 @@ class Improviser:
         self._phrase_end_beats: float | None = None
         self._pending: Answer | None = None
         self._answer: Answer | None = None
-        self._duet: PhraseGenerator | None = None
-        self._duet_voices: list[Voice] = []
-        self._duet_resume_beats = -math.inf  # a re-plan starts here (its cutoff)
+        self._duet = Duet(beat_clock, self.dialogue, self._channel, replan_guard_s)
         self._last_player_beats = -math.inf
+        self._grid_free = True  # idle since the last answer: the next call may move the grid
+        self.grid_anchor_s: float | None = None  # the call's first note that set the grid
+        self.answers: deque[AnswerRecord] = deque(maxlen=64)
         self.last_call: list[Note] = []
         self.last_response: list[Note] = []
         self.responses = 0  # answers committed so far
@@ -166,6 +159,16 @@ class Improviser:
     def phrase_end_s(self) -> float | None:
         return None if self._phrase_end_beats is None else self.clock.time_at(self._phrase_end_beats)
 
+    @property
+    def grid_follows_call(self) -> bool:
+        return self.settings.time.grid_follows_call and hasattr(self.clock, "anchor_at")
+
+    @property
+    def grid_origin_s(self) -> float | None:
+        """A bar line of the grid answers start on (seconds): the first note of the call that set
+        it when the grid follows the call (None before the first call), else the clock's beat 0."""
+        return self.grid_anchor_s if self.grid_follows_call else self.clock.time_at(0.0)
+
     # ------------------------------------------------------------------ events
 
     def on_event(self, event) -> list[Planned]:
@@ -188,17 +191,17 @@ class Improviser:
     def _player_on(self, ev: NoteOn) -> list[Planned]:
         plans = self._thru("on", ev.pitch, ev.velocity)
         if self.mode == "duet":
-            plans += self._replan(self._now)
+            plans += self._duet.replan(self._now)
         elif self._answer is not None and not self.settings.mode.overlap:
             plans += self._interrupt(self._now)
         self._set_phrase_end(None)
         self.dialogue.heard_until(self.clock.beats_at(self._now))
+        if not self._call and not self._held:
+            self._start_call(ev.t_s)
         beats = self.clock.beats_at(ev.t_s)
         if ev.pitch in self._held:  # re-struck without a release: the first one ends here
             self._release(ev.pitch, beats)
         self.context.note_on(beats, ev.pitch, ev.velocity)
-        if not self._call and not self._held:
-            self._call_start_beats = beats
         self._held[ev.pitch] = (beats, ev.velocity)
         self._last_player_beats = beats
         return plans
@@ -208,13 +211,27 @@ class Improviser:
         if ev.pitch not in self._held:
             return plans  # its note-on came before we listened
         if self.mode == "duet":
-            plans += self._replan(self._now)
+            plans += self._duet.replan(self._now)
         self.dialogue.heard_until(self.clock.beats_at(self._now))
         beats = self.clock.beats_at(ev.t_s)
         if self._release(ev.pitch, beats) and not self._held and self.mode == "call":
             self._call_end_beats = beats
             self._set_phrase_end(beats + self.settings.mode.silence_beats)
         return plans
+
+    def _start_call(self, t_s: float) -> None:
+        """The first note of a call; if improv is idle and the grid follows the call, it becomes a
+        bar line: the clock moves there and every beat position kept shifts with it."""
+        if self._grid_free and self._answer is None and self.mode == "call" and self.grid_follows_call:
+            old = self.clock.beats_at(t_s)
+            new = next_grid_beats(old, float(self.settings.mode.beats_per_bar))
+            if new - old > 1e-9:  # (a note already on a bar line leaves the clock alone)
+                self.clock.anchor_at(t_s, new)
+                self.context.shift(new - old)
+                self.dialogue.shift(new - old)
+                self._last_player_beats += new - old  # (call mode: no duet plans to move)
+            self._grid_free, self.grid_anchor_s = False, t_s
+        self._call_start_beats = self.clock.beats_at(t_s)
 
     def _release(self, pitch: int, beats: float) -> bool:
         """A player key goes up; True if it was part of the current call."""
@@ -284,22 +301,21 @@ class Improviser:
         self._now = max(self._now, now_s)
         self.dialogue.heard_until(self.clock.beats_at(self._now))
         budget = self.max_steps_per_tick - self.context.catch_up(self.max_steps_per_tick)
-        if self.mode == "duet":
-            return self._tick_duet(budget)
-        return self._tick_call(budget)
+        plans = self._tick_duet(budget) if self.mode == "duet" else self._tick_call(budget)
+        if self._answer is not None:
+            plans += self._answer.part.release_due(self.clock, self._now)
+        return plans + self._duet.part.release_due(self.clock, self._now)
 
     def next_wakeup_s(self) -> float | None:
         """When `on_tick` has something to do: now if model work is pending, else the next deadline."""
         if self._busy():
             return self._now
-        times = []
+        times = self._duet.wakeups(self.settings.mode.duet_horizon_beats)
         if self._answer is not None:
-            times.append(self.clock.time_at(self._answer.end_beats))
+            times += [self.clock.time_at(self._answer.end_beats), self._answer.part.next_release_s(self.clock)]
         elif self._phrase_end_beats is not None:  # (with overlap, the next answer waits for this one)
             times.append(self.clock.time_at(self._phrase_end_beats) - self.commit_lead_s)
-        if self._duet is not None and not self._duet.done:
-            horizon = self.settings.mode.duet_horizon_beats
-            times.append(self.clock.time_at(self._duet.frontier_beats - horizon / 2))
+        times = [t for t in times if t is not None]
         return min(times) if times else None
 
     def _busy(self) -> bool:
@@ -310,21 +326,17 @@ class Improviser:
         p = self._pending
         if p is not None and (p.gen is None or not p.gen.done):
             return True
-        if self.mode == "duet" and self._duet is None and self._duet_wanted():
+        if self.mode == "duet" and self._duet.gen is None and self._duet_wanted():
             return True
-        if self._duet is not None and not self._duet.done:
-            return self._duet.frontier_beats < self._duet_until() - 1e-9
-        return False
+        return self._duet.behind(self._duet_until())
 
     # ------------------------------------------------------------------ call and response
 
     def _tick_call(self, budget: int) -> list[Planned]:
+        a = self._answer
+        if a is not None and a.gen is not None and not a.gen.done:
+            budget -= self._generate(a.gen, a.part, budget)
         plans = self._finish_answer()
-        if self._answer is not None and self._answer.gen is not None and not self._answer.gen.done:
-            steps = self.model.steps
-            events = self._answer.gen.run(budget)
-            budget -= self.model.steps - steps
-            plans += self._plan_all(events, "response", self._answer.voices)
         if self._phrase_end_beats is not None and self._pending is None:
             self._pending = self._new_answer()
         p = self._pending
@@ -343,7 +355,7 @@ class Improviser:
         call_beats = max(0.0, call_end - (self._call_start_beats if self._call_start_beats is not None else call_end))
         after = max(end, self._answer.end_beats if self._answer is not None else end)
         start = next_grid_beats(after, m.grid_beats)
-        return Answer(start, start + m.response_beats(call_beats))
+        return Answer(start, start + m.response_beats(call_beats), Part("response", self._channel))
 
     def _maybe_commit(self, p: Answer) -> list[Planned]:
         now = self._now
@@ -355,13 +367,16 @@ class Improviser:
                 self._postpone(p)  # not ready, or woken too late: start on a later grid point, never late
             if not ready:
                 return []
+        self.answers.append(AnswerRecord(self.grid_origin_s, self.clock.time_at(self._phrase_end_beats),
+                                         self.clock.time_at(p.start_beats), p.start_beats))
         self._answer, self._pending, self._phrase_end_beats = p, None, None
         p.committed = True
         self.responses += 1
         self.last_call, self._call, self._call_start_beats = self._call, [], None
         self._key_hist *= 0.5  # older calls count less for the key
         events, p.buffer = p.buffer, []
-        return self._plan_all(events, "response", p.voices)
+        self._queue(p.part, events)
+        return []
 
     def _postpone(self, p: Answer) -> None:
         grid, shift = self.settings.mode.grid_beats, 0.0
@@ -377,19 +392,17 @@ class Improviser:
         a = self._answer
         if a is None or self._now < self.clock.time_at(a.end_beats) - 1e-9:
             return []
-        plans = []
         if a.gen is not None and not a.gen.done:  # generation fell behind: end it now
-            plans = self._plan_all(a.gen.finish(), "response", a.voices)
-        self.last_response = _notes(a.voices, self.clock.beats_at(self._now))
-        self._answer = None
+            self._queue(a.part, a.gen.finish())
+        plans = a.part.release(self.clock, math.inf)  # what is left ends by now
+        self.last_response = a.part.notes(self.clock.beats_at(self._now))
+        self._answer, self._grid_free = None, True
         return plans
 
     def _interrupt(self, now_s: float) -> list[Planned]:
         a, self._answer = self._answer, None
-        plans = [Planned(-math.inf, "cancel", source="response")]
-        plans += [Planned(now_s, "off", v.pitch, 0, self._channel, "response")
-                  for v in a.voices if v.sounding_at(now_s)]
-        self.last_response = _notes([v for v in a.voices if v.on_s <= now_s], self.clock.beats_at(now_s))
+        plans = [Planned(-math.inf, "cancel", source="response"), *a.part.stop(now_s)]
+        self.last_response = a.part.notes(self.clock.beats_at(now_s), played_by_s=now_s)
         self.dialogue.stopped_at(self.clock.beats_at(now_s))
         return plans
 
@@ -413,52 +426,33 @@ class Improviser:
         return bool(self._held) or since <= self.settings.mode.max_response_beats
 
     def _tick_duet(self, budget: int) -> list[Planned]:
-        if self._duet is None:
+        d = self._duet
+        if d.gen is None:
             if not (self.context.ready and self._duet_wanted()):
                 return []
-            start = max(self.clock.beats_at(self._now), self._duet_resume_beats)
-            sounding = {v.pitch: v.on_beats for v in self._duet_voices if v.off_beats is None}
-            ending = {v.pitch: v.off_beats for v in self._duet_voices
-                      if v.off_beats is not None and v.off_beats > start}
-            self._duet = self._fork(start, math.inf, first_on=False, sounding=sounding, ending=ending)
-        if not self._duet_wanted() and not self._duet.done:
-            return self._plan_all(self._duet.finish(), "duet", self._duet_voices)
-        events = self._duet.run(budget, until_beats=self._duet_until()) if budget > 0 else []
-        if events:
-            self.last_response = _notes(self._duet_voices[-64:], self._duet.frontier_beats)
-        return self._plan_all(events, "duet", self._duet_voices)
-
-    def _replan(self, now_s: float) -> list[Planned]:
-        """A player note in duet mode: what starts before the cutoff stays (with its planned end),
-        everything later is dropped and planned again from a context that has the player's note."""
-        if self._duet is None:
-            return []
-        cutoff_s = now_s + self.replan_guard_s
-        cutoff_beats, self._duet = self.clock.beats_at(cutoff_s), None
-        self._duet_resume_beats = cutoff_beats
-        kept = [v for v in self._duet_voices if v.on_s < cutoff_s]
-        ends = {(v.pitch, v.off_beats) for v in kept if v.off_beats is not None}
-        self._duet_voices = _prune(kept, now_s)
-        self.dialogue.replanned(cutoff_beats, ends)
-        return [Planned(cutoff_s, "cancel", source="duet")]
+            d.begin(self._now, lambda start, sounding, ending: self._fork(
+                start, math.inf, first_on=False, sounding=sounding, ending=ending))
+        if not self._duet_wanted() and not d.gen.done:
+            self._queue(d.part, d.gen.finish())
+        elif budget > 0 and self._generate(d.gen, d.part, budget, self._duet_until()):
+            self.last_response = d.part.notes(d.gen.frontier_beats, last=64)
+        return []
 
     # ------------------------------------------------------------------ shared
 
     def all_off(self, now_s: float, thru: bool = True) -> list[Planned]:
         """Release everything improv sounds (and the thru notes): stop, signal, mode switch, error."""
         self._now = max(self._now, now_s)
-        answer = self._answer.voices if self._answer is not None else []
         plans = [Planned(-math.inf, "cancel", source=ALL)] if thru else [
             Planned(-math.inf, "cancel", source="response"), Planned(-math.inf, "cancel", source="duet")]
-        for source, voices in (("response", answer), ("duet", self._duet_voices)):
-            plans += [Planned(now_s, "off", v.pitch, 0, self._channel, source) for v in voices if v.sounding_at(now_s)]
+        if self._answer is not None:
+            plans += self._answer.part.stop(now_s)
+            self.last_response = self._answer.part.notes(self.clock.beats_at(now_s), played_by_s=now_s)
+        plans += self._duet.stop(now_s)
         if thru and self.settings.output.thru:
             plans += [Planned(now_s, "off", p, 0, self._channel, "thru") for p in self._held]
-        if self._answer is not None:
-            self.last_response = _notes(self._answer.voices, self.clock.beats_at(now_s))
-        self._answer = self._duet = None
+        self._answer, self._grid_free = None, True
         self._set_phrase_end(None)
-        self._duet_voices = []
         self.dialogue.stopped_at(self.clock.beats_at(now_s))
         return plans
 
@@ -476,34 +470,14 @@ class Improviser:
                                avoid=self._held.keys(),
                                max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12)
 
-    def _plan_all(self, events: list[GenEvent], source: str, voices: list[Voice]) -> list[Planned]:
-        plans = []
+    def _generate(self, gen: PhraseGenerator, part: Part, budget: int, until_beats: float = math.inf) -> int:
+        """Run `gen` for up to `budget` steps into `part`; returns the model steps it took."""
+        steps = self.model.steps
+        self._queue(part, gen.run(budget, until_beats=until_beats))
+        return self.model.steps - steps
+
+    def _queue(self, part: Part, events: list[GenEvent]) -> None:
+        part.add(events)
         for ev in events:
-            due = self.clock.time_at(ev.beats)
-            if ev.kind == "on":
-                voices.append(Voice(ev.pitch, ev.velocity, due, ev.beats))
-            else:
-                for v in reversed(voices):
-                    if v.pitch == ev.pitch and v.off_s is None:
-                        v.off_s, v.off_beats = due, ev.beats
-                        break
-            plans.append(Planned(due, ev.kind, ev.pitch, ev.velocity, self._channel, source))
             self.dialogue.planned(ev)
-        if source == "duet" and len(voices) > 256:
-            voices[:] = _prune(voices, self._now)
-        return plans
-
-
-def _prune(voices: list[Voice], now_s: float, keep: int = 64) -> list[Voice]:
-    """The last `keep` voices, and any older one that may still sound (never forget a held note)."""
-    old = [v for v in voices[:-keep] if v.off_s is None or v.off_s > now_s]
-    return old + voices[-keep:]
-
-
-def _notes(voices: list[Voice], end_beats: float) -> list[Note]:
-    """Voices -> notes (beats); a note still open ends at `end_beats`."""
-    out = []
-    for v in voices:
-        off = v.off_beats if v.off_beats is not None else max(end_beats, v.on_beats)
-        out.append(Note(v.on_beats, max(0.0, off - v.on_beats), v.pitch, v.velocity))
-    return out
+        part.prune(self._now)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import dataclasses
 import math
 import time
 from collections import deque
@@ -150,6 +151,11 @@ class ModelContext:
         gap = 0.0 if self.pos_beats is None else min(max(0.0, at_beats - self.pos_beats), MAX_GAP_BEATS)
         return self.state.copy(), self.logits.copy(), encoder.advance(gap)
 
+    def shift(self, beats: float) -> None:
+        """The beat clock moved by `beats` (the grid was re-anchored): so does the latest event."""
+        if self.pos_beats is not None:
+            self.pos_beats += beats
+
     def _elapsed(self, beats: float) -> float:
         if self.pos_beats is None:
             self.pos_beats = beats
@@ -188,6 +194,10 @@ class Dialogue:
             self.context.note_off(beats, pitch)
         self._sounding.clear()
         self._outbox.clear()
+
+    def shift(self, beats: float) -> None:
+        """The beat clock moved by `beats`: so do the notes still to be heard."""
+        self._outbox = [dataclasses.replace(e, beats=e.beats + beats) for e in self._outbox]
 
     def replanned(self, cutoff_beats: float, kept_ends: set[tuple[int, float]]) -> None:
         """A re-plan from `cutoff_beats`: later plans are void except the kept notes' ends."""

@@ -96,19 +96,27 @@ class Take:
         return write_midi(path, tracks, bpm=bpm, ticks_per_beat=TICKS_PER_BEAT)
 
 
+OWN_SOURCES = frozenset({"response", "duet", "panic"})  # scheduler sources that are improv's part
+
+
 class Taps:
     """Where the daemon's threads hand notes to a `Take`.
 
     `player(event)` (engine thread): the player's notes on the channel improv listens to.
-    `sent(t_s, bytes)` (scheduler thread, the output port's send hook): improv's part as sent,
-    without the metronome's channel, and with --thru without notes on a pitch the player holds
-    (the echo; the scheduler's sends carry no source to tell them apart exactly).
+    `record(rec)` (scheduler thread, as `Scheduler.on_record`): improv's part exactly - what the
+    scheduler sent for the answer or the duet, and what a panic released - chosen by the source
+    each `SendRecord` carries, so the player's echo (--thru) and the metronome never enter it,
+    even on the same channel and pitch.
+    `sent(t_s, bytes)` (the output port's send hook): the fallback where only raw bytes are at
+    hand; they carry no source, so it drops the metronome's channel and, with --thru, notes on a
+    pitch the player holds (a guess). Once `record` has been called, `sent` is ignored.
     """
 
     def __init__(self, take: Take, settings: Any) -> None:
         self.take = take
         self.settings = settings
-        self._held: set[int] = set()  # pitches the player holds (for --thru)
+        self._held: set[int] = set()  # pitches the player holds (for the --thru guess)
+        self._exact = False  # `record` is wired: the guess is off
 
     def player(self, event: Any) -> None:
         from improv.events import NoteOff, NoteOn
@@ -122,9 +130,15 @@ class Taps:
             self.take.note_off("player", event.t_s, event.channel, event.pitch)
             self._held.discard(event.pitch)
 
+    def record(self, rec: Any) -> None:
+        """A `SendRecord` from the scheduler: improv's own notes at their actual send time."""
+        self._exact = True
+        if rec.source in OWN_SOURCES:
+            self.take.feed_bytes("improv", rec.actual_s, rec.message.bytes())
+
     def sent(self, t_s: float, data: list[int]) -> None:
-        if len(data) != 3:
-            return  # clock, start, stop
+        if self._exact or len(data) != 3:
+            return  # recorded exactly by `record`; or clock, start, stop
         out, time = self.settings.output, self.settings.time
         channel, status = data[0] & 0x0F, data[0] & 0xF0
         click = time.metronome_channel - 1

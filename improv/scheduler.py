@@ -8,7 +8,10 @@ wakes it at once, then spins only that last fraction (spinning longer on a busy 
 caused rare 10 ms outliers; `spin_s=0` turns spinning off). Deadlines are absolute seconds on the
 injected clock, never "sleep for the period", so nothing drifts.
 
-Every send is recorded as ``(planned_s, actual_s, message)`` (bounded) for timing statistics.
+Every send is recorded as a `SendRecord` ``(planned_s, actual_s, message, source)`` (bounded) for
+timing statistics, and handed to `on_record` if set (the `--record` tap: the source tells improv's
+own notes from the echoed player and the metronome exactly). Releases by `cancel` carry their
+source; what `panic` sends carries "panic".
 Late policy (measured, not hidden): note-offs and clock are always sent however late; a note-on
 more than `max_late_s` late is dropped and counted, its note-off then finds nothing to release.
 
@@ -26,9 +29,9 @@ import logging
 import math
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import mido
 
@@ -36,11 +39,18 @@ from improv.clock import Clock
 from improv.midi_out import MidiOut
 
 if TYPE_CHECKING:
-    from improv.improviser import Planned
+    from improv.plans import Planned
 
 log = logging.getLogger(__name__)
 
 _REALTIME = ("clock", "start", "stop", "continue")
+
+
+class SendRecord(NamedTuple):
+    planned_s: float
+    actual_s: float
+    message: mido.Message
+    source: str  # "response" | "duet" | "thru" | "metronome" | "clock" | "panic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +70,8 @@ class Scheduler:
         self.clock = clock
         self.spin_s = spin_s
         self.max_late_s = max_late_s
-        self.records: deque[tuple[float, float, mido.Message]] = deque(maxlen=history)
+        self.records: deque[SendRecord] = deque(maxlen=history)
+        self.on_record: Callable[[SendRecord], None] | None = None  # called under the lock, per send
         self.dropped = 0  # note-ons dropped as too late
         self.notes_sent = 0  # note-ons sent
         self._heap: list[tuple[float, int, Planned]] = []
@@ -103,7 +114,7 @@ class Scheduler:
             self._heap.clear()
             self._holds.clear()
             sent = self.out.panic()
-            self.records.extend((now, now, m) for m in sent)
+            self._record(now, now, sent, "panic")
             self._cond.notify()
             return sent
 
@@ -146,7 +157,7 @@ class Scheduler:
         self._thread = None
 
     def stats(self, late_ms: float = 1.0) -> TimingStats:
-        lateness = sorted(max(0.0, (actual - planned) * 1000) for planned, actual, _ in list(self.records))
+        lateness = sorted(max(0.0, (r.actual_s - r.planned_s) * 1000) for r in list(self.records))
         if not lateness:
             return TimingStats(0, 0, self.dropped, 0.0, 0.0, 0.0)
         pick = lambda q: lateness[min(len(lateness) - 1, int(q * len(lateness)))]  # noqa: E731
@@ -180,9 +191,20 @@ class Scheduler:
                 log.warning("dropped a %s note-on %.0f ms late", p.source, (actual - p.due_s) * 1000)
                 continue
             msgs = self._send_one(p)
-            self.records.extend((p.due_s, actual, m) for m in msgs)
+            self._record(p.due_s, actual, msgs, p.source)
             sent += msgs
         return sent
+
+    def _record(self, planned_s: float, actual_s: float, msgs: list[mido.Message], source: str) -> None:
+        for m in msgs:
+            rec = SendRecord(planned_s, actual_s, m, source)
+            self.records.append(rec)
+            if self.on_record is not None:
+                try:
+                    self.on_record(rec)
+                except Exception:  # noqa: BLE001 - a tap must never stop the sending
+                    log.exception("send record hook failed; no longer calling it")
+                    self.on_record = None
 
     def _send_one(self, p: Planned) -> list[mido.Message]:
         if p.kind == "on":
@@ -212,13 +234,14 @@ class Scheduler:
             holds = self._holds.get(src, [])
             for on_due, ch, pitch in [h for h in holds if h[0] >= after_s]:
                 holds.remove((on_due, ch, pitch))
-                sent += self.out.note_off(pitch, ch)
+                msgs = self.out.note_off(pitch, ch)
+                self._record(now, now, msgs, src)
+                sent += msgs
         hit = lambda e: (source is None or e[2].source == source) and e[0] >= after_s  # noqa: E731
         dropped = sorted(e for e in self._heap if hit(e))
         if dropped:
             self._heap = [e for e in self._heap if not hit(e)] + self._offs_still_needed(dropped, after_s)
             heapq.heapify(self._heap)
-        self.records.extend((now, now, m) for m in sent)
         return sent
 
     def _offs_still_needed(self, dropped: list, after_s: float) -> list:

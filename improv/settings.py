@@ -28,6 +28,9 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     clock = "internal"        # "internal" | "midi" (follow incoming MIDI clock)
     send_clock = false        # send 24-ppqn clock + start/stop as master (internal clock only)
     metronome = false
+    grid_anchor = "call"      # "call": each call's first note is a bar line of the answer's grid
+                              # "clock": the internal clock's own grid (from start-up); with a
+                              # metronome, clock out or MIDI clock the grid is always the clock's
     metronome_channel = 10    # 1..16, as printed on the gear (10 = GM drums)
     metronome_accent_note = 76
     metronome_note = 77
@@ -151,15 +154,24 @@ class TimeSettings:
     metronome_accent_note: int = 76
     metronome_note: int = 77
     metronome_velocity: int = 100
+    grid_anchor: str = "call"
 
     def __post_init__(self) -> None:
         _check(20 <= self.bpm <= 400, "time.bpm", "use a tempo in 20..400 bpm")
+        _check(self.grid_anchor in ("call", "clock"), "time.grid_anchor", 'use "call" or "clock"')
         _check(self.clock in ("internal", "midi"), "time.clock", 'use "internal" or "midi"')
         _check(not (self.send_clock and self.clock == "midi"), "time.send_clock",
                'send clock only with clock = "internal" (improv cannot be master and follower)')
         _check(1 <= self.metronome_channel <= 16, "time.metronome_channel", "use 1..16")
         for name in ("metronome_accent_note", "metronome_note", "metronome_velocity"):
             _check(0 <= getattr(self, name) <= 127, f"time.{name}", "use 0..127")
+
+
+    @property
+    def grid_follows_call(self) -> bool:
+        """Whether each call's first note sets the beat grid: the player hears no other beat
+        (no metronome, no clock out, no MIDI clock), so the grid is where the player put it."""
+        return self.grid_anchor == "call" and not (self.metronome or self.send_clock or self.clock == "midi")
 
 
 @dataclass(frozen=True)

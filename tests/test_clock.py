@@ -140,3 +140,85 @@ def test_clock_sender_tempo_change_has_no_phase_jump():
     sender.set_bpm(60.0)
     assert sender.deadline(sender.next_n) == pytest.approx(next_before)
     assert sender.deadline(sender.next_n + 1) - sender.deadline(sender.next_n) == pytest.approx(60.0 / (60 * PPQN))
+
+
+def test_beat_clock_can_be_moved_to_a_note():
+    clock = BeatClock(120.0, origin_s=0.0)
+    clock.anchor_at(1.23, 4.0)  # the call's first note becomes a bar line
+    assert clock.beats_at(1.23) == 4.0
+    assert clock.time_at(5.0) == pytest.approx(1.73)
+    assert clock.next_grid_time(1.5, 4.0) == pytest.approx(1.23 + 2.0)
+
+
+def _run(follower, times):
+    for t in times:
+        follower.on_tick(t)
+
+
+def test_follower_makes_up_dropped_ticks():
+    f = MidiClockFollower(bpm=120.0)
+    f.on_start(0.0)
+    period = 60.0 / (120.0 * PPQN)
+    times = [0.01 + i * period for i in range(4 * PPQN)]
+    del times[60:63]  # three bytes in a row never arrive ...
+    del times[30]  # ... and one on its own
+    _run(f, times)
+    assert f.running and f.bpm == pytest.approx(120.0, rel=1e-6)
+    assert f.position_ticks == 4 * PPQN
+    assert f.beats_at(times[-1]) == pytest.approx((4 * PPQN - 1) / PPQN)
+
+
+@pytest.mark.parametrize("late, next_late", [(0.6, 0.0), (0.55, 0.1), (0.7, 0.2)])
+def test_follower_counts_no_lost_tick_when_ticks_were_only_late(late, next_late):
+    f = MidiClockFollower(bpm=140.0)
+    f.on_start(0.0)
+    period = 60.0 / (140.0 * PPQN)
+    times = [0.01 + i * period for i in range(2 * PPQN)]
+    times[PPQN] += late * period  # over 1.5 periods after the one before: looks like a lost byte
+    times[PPQN + 1] += next_late * period  # the next one says it was only late
+    _run(f, times)
+    assert f.position_ticks == 2 * PPQN
+    assert f.beats_at(times[-1]) == pytest.approx((2 * PPQN - 1) / PPQN)
+    assert f.bpm == pytest.approx(140.0, rel=1e-6)
+
+
+def test_follower_counts_a_lost_tick_despite_jitter_around_it():
+    f = MidiClockFollower(bpm=140.0)
+    f.on_start(0.0)
+    period = 60.0 / (140.0 * PPQN)
+    times = [0.01 + i * period for i in range(2 * PPQN)]
+    times[PPQN + 1] += 0.3 * period  # the tick after the lost one is late ...
+    times[PPQN + 2] += 0.2 * period  # ... and so is the next
+    del times[PPQN]
+    _run(f, times)
+    assert f.position_ticks == 2 * PPQN
+    assert f.beats_at(times[-1]) == pytest.approx((2 * PPQN - 1) / PPQN)
+
+
+def test_follower_tells_a_slower_tempo_from_lost_ticks():
+    f = MidiClockFollower(bpm=120.0)
+    f.on_start(0.0)
+    t = _ticks(f, 0.0, 120.0, 2 * PPQN)
+    _ticks(f, t, 60.0, PPQN)  # the tempo halves: every interval is two periods long
+    assert f.position_ticks == 3 * PPQN  # no phantom ticks counted
+    assert f.bpm == pytest.approx(60.0, rel=0.01)
+
+
+def test_follower_notices_a_lost_clock_and_locks_again_when_it_returns():
+    f = MidiClockFollower(bpm=120.0)
+    f.on_start(0.0)
+    end = _ticks(f, 0.0, 120.0, PPQN)
+    last = end - 60.0 / (120.0 * PPQN)
+    assert f.lost_after_s == pytest.approx(0.5) and f.lost_deadline_s() == pytest.approx(last + 0.5)
+    assert not f.check(last + 0.49) and f.running
+    before = f.beats_at(last + 0.6)
+    assert f.check(last + 0.6) and not f.running  # no tick for 0.5 s: lost
+    assert not f.check(last + 0.7)  # reported once
+    assert f.beats_at(last + 0.6) == pytest.approx(before)  # free-runs on, no jump
+    f.on_tick(last + 3.0)
+    assert f.running and f.beats_at(last + 3.0) == pytest.approx(1.0)  # from where it was lost
+
+
+@pytest.mark.parametrize("bpm, lost_s", [(120.0, 0.5), (300.0, 0.4), (20.0, 0.5)])
+def test_a_clock_is_lost_after_half_a_second_or_two_beats(bpm, lost_s):
+    assert MidiClockFollower(bpm=bpm).lost_after_s == pytest.approx(lost_s)

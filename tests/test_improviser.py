@@ -64,10 +64,12 @@ def test_longer_silence_setting():
     assert ons(port)[0][0] == pytest.approx(8 * SPB)  # 5.9 + 2 = 7.9 -> beat 8
 
 
-def test_bar_grid():
-    engine, port, _ = make({"mode.response_start": "bar"})
-    engine.run_until(6.0, call())
-    assert ons(port)[0][0] == pytest.approx(8 * SPB)  # phrase end 6.9 -> bar at beat 8
+@pytest.mark.parametrize("anchor, first_s", [("call", 5.0), ("clock", 4.0)])
+def test_bar_grid(anchor, first_s):
+    engine, port, _ = make({"mode.response_start": "bar", "time.grid_anchor": anchor})
+    engine.run_until(6.0, call())  # the call starts at 1.0 s (beat 2); phrase end at 3.45 s
+    # the next bar counted from the call's first note (1, 3, 5 s), or from the clock's start (0, 2, 4 s)
+    assert ons(port)[0][0] == pytest.approx(first_s)
 
 
 def test_a_held_key_prevents_the_phrase_end():
@@ -92,9 +94,9 @@ def test_end_cc_ends_the_phrase_at_once_even_with_a_key_held():
 def test_response_length(length, end_beats):
     engine, port, _ = make({"mode.response_length": length})
     engine.run_until(12.0, call())  # call: beat 2 to 5.9 -> 4 beats; answer from beat 7
-    answer = engine.improviser.last_response
-    assert answer and min(n.onset_beats for n in answer) == pytest.approx(7.0)
-    assert max(n.onset_beats + n.duration_beats for n in answer) <= end_beats + 1e-9
+    answer, to_s = engine.improviser.last_response, engine.beat_clock.time_at  # (beats move with the grid)
+    assert answer and to_s(min(n.onset_beats for n in answer)) == pytest.approx(7.0 * SPB)
+    assert to_s(max(n.onset_beats + n.duration_beats for n in answer)) <= end_beats * SPB + 1e-9
     assert max(t for t, m in port.sent if m.type == "note_off") <= end_beats * SPB + 1e-9
     assert port.sounding() == set()
 
@@ -245,7 +247,7 @@ def test_duet_plays_along_in_time_and_replans():
     duet = ons(port)
     assert duet and all(t >= 1.0 for t, _ in duet)  # starts with the player
     assert engine.scheduler.dropped == 0
-    assert all(actual == pytest.approx(planned) for planned, actual, _ in engine.scheduler.records)
+    assert all(r.actual_s == pytest.approx(r.planned_s) for r in engine.scheduler.records)
     engine.run_until(60.0)  # the player stopped: improv plays on a while, then stops
     assert port.sounding() == set()
     assert engine.next_wakeup_s() is None
@@ -405,4 +407,4 @@ def test_an_answer_woken_too_late_moves_to_the_next_grid_point_instead_of_starti
     engine.tick(3.52)
     engine.run_until(4.5)
     assert ons(port)[0][0] == pytest.approx(8 * SPB)  # beat 8, not 20 ms late at beat 7
-    assert all(a == pytest.approx(p) for p, a, _ in engine.scheduler.records)
+    assert all(r.actual_s == pytest.approx(r.planned_s) for r in engine.scheduler.records)

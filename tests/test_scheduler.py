@@ -40,7 +40,7 @@ def test_sends_what_is_due_in_order_and_records_planned_vs_actual():
     clock.set(1.6)
     sent = s.run_pending()
     assert [(m.type, m.note) for m in sent] == [("note_on", 60), ("note_on", 62), ("note_off", 62)]
-    assert [(p, a) for p, a, _ in s.records] == [(1.0, 1.6), (1.5, 1.6), (1.5, 1.6)]
+    assert [(r.planned_s, r.actual_s) for r in s.records] == [(1.0, 1.6), (1.5, 1.6), (1.5, 1.6)]
     assert s.next_due_s() == 2.0
     stats = s.stats()
     assert stats.count == 3 and stats.late == 3 and stats.max_ms == pytest.approx(600.0)
@@ -176,8 +176,8 @@ def test_thread_sends_at_due_times():
         assert _wait_for(lambda: len(port.sent) == 10)
     finally:
         s.stop()
-    assert [p for p, _, _ in s.records] == sorted(p for p, _, _ in s.records)
-    assert all(0 <= a - p < 0.05 for p, a, _ in s.records)  # generous: 2 shared cores
+    assert [r.planned_s for r in s.records] == sorted(r.planned_s for r in s.records)
+    assert all(0 <= r.actual_s - r.planned_s < 0.05 for r in s.records)  # generous: 2 shared cores
     assert s.stats().count == 10
 
 
@@ -190,7 +190,34 @@ def test_a_new_earlier_plan_wakes_the_thread_at_once():
         time.sleep(0.01)
         s.add([on(clock.now() + 0.01, 60)])  # ... and must wake for this one
         assert _wait_for(lambda: len(port.sent) == 1, timeout_s=1.0)
-        planned, actual, msg = s.records[0]
-        assert msg.note == 60 and actual - planned < 0.05
+        planned, actual, msg, source = s.records[0]
+        assert msg.note == 60 and actual - planned < 0.05 and source == "response"
     finally:
         s.stop()
+
+
+def test_records_say_which_source_sent_each_message_and_the_take_keeps_only_improvs():
+    from improv.events import NoteOn
+    from improv.record import Take, Taps
+    from improv.settings import load_settings
+
+    settings = load_settings(None, {"output.thru": True, "time.metronome": True, "time.metronome_channel": 1})
+    take = Take()
+    taps = Taps(take, settings)
+    _, port, s = rig()
+    s.on_record = taps.record
+    taps.player(NoteOn(0.1, 0, 64, 90))
+    s.add([on(0.0, 76, "metronome"), off(0.03, 76, "metronome"),  # a click on improv's channel
+           on(0.1, 64, "thru"), off(0.5, 64, "thru"),  # the player's echo
+           on(0.2, 64, "duet"), off(0.3, 64, "duet"),  # improv on the pitch the player holds
+           on(0.4, 67), Planned(0.6, "clock", source="clock")])
+    for t in (0.0, 0.03, 0.1, 0.2, 0.3, 0.4):
+        s.run_pending(t)
+    s.panic(0.45)  # releases 67, which no plan ended
+    sources = [r.source for r in s.records]
+    assert sources[:4] == ["metronome", "metronome", "thru", "duet"]
+    assert {r.source for r in s.records if r.message.type == "note_on" and r.message.note == 67} == {"response"}
+    assert sources[-1] == "panic"
+    notes = take.notes("improv", origin_s=0.0, bpm=60.0)  # (the echo still held 64 at 0.3: it sounded on)
+    assert [(n.pitch, n.onset_beats, n.duration_beats) for n in notes] == [
+        (64, 0.2, pytest.approx(0.25)), (67, 0.4, pytest.approx(0.05))]
