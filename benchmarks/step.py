@@ -305,6 +305,10 @@ def rebuild_from_onnx(model):
         module = build_model(model.kind, config)
     except (TypeError, ValueError) as err:
         raise Missing(f"model_config does not build a {model.kind} ({err})") from err
+    if model.kind == "wavenet" and "w_past" in found:  # a folded step graph (training/models/wavenet.py)
+        from training.models.wavenet import WaveNetStep
+
+        found.update({k: v.numpy() for k, v in WaveNetStep.unfold(found, module.config).items()})
     found.update(_gemm_weights(graph, inits))
     if model.kind == "lstm":
         found.update(_lstm_weights(graph, inits))

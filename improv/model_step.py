@@ -81,6 +81,64 @@ class StepModel:
             self._dilations = np.asarray(self._queues["dilations"], dtype=np.int64)
             self._layers = np.arange(len(self._dilations))
             self._depth = int(self._dilations.max())
+            # position % depth -> rows of history.reshape(L * depth, C) written dilations[l] steps ago
+            slots = (np.arange(self._depth)[:, None] - self._dilations[None, :]) % self._depth  # (depth, L)
+            self._gather_rows = [np.ascontiguousarray(self._layers * self._depth + row, dtype=np.intp) for row in slots]
+        # The fast path: onnxruntime IO binding with inputs and outputs in buffers allocated once here, so
+        # a step allocates nothing in onnxruntime and converts nothing in Python, and a closure that
+        # touches as few Python objects as it can (the WaveNet step 135 -> 105 us, the LSTM step
+        # 115 -> 104 us, benchmarks/wavenet_step_profile.py). One caller at a time uses the buffers (a
+        # non-blocking lock); a concurrent caller, or a session that cannot be bound, takes `run`.
+        import threading
+
+        self._io_lock = threading.Lock()
+        self._fast = None
+
+        def bound_step():
+            """The fast step: (token, state) -> logits through IO-bound, preallocated buffers."""
+            io = session.io_binding()
+            width = len(self.vocab)
+            token_buf = self._token
+            logits_buf = np.zeros((1, width), dtype=np.float32)
+            io.bind_input(self._token_name, "cpu", 0, np.int64, [1], token_buf.ctypes.data)
+            io.bind_output(self._logits_name, "cpu", 0, np.float32, [1, width], logits_buf.ctypes.data)
+            tensors = []  # (state input name, input buffer, output buffer)
+            for name, out, shape in self._state:
+                buf_in, buf_out = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+                io.bind_input(name, "cpu", 0, np.float32, list(shape), buf_in.ctypes.data)
+                io.bind_output(out, "cpu", 0, np.float32, list(shape), buf_out.ctypes.data)
+                tensors.append((name, buf_in, buf_out))
+            queue = bool(self._queues)
+            if queue:
+                rows = (len(self._dilations), int(self._queues["channels"]))
+                past, current = np.zeros(rows, dtype=np.float32), np.zeros(rows, dtype=np.float32)
+                io.bind_input(self._queues["input"], "cpu", 0, np.float32, list(rows), past.ctypes.data)
+                io.bind_output(self._queues["output"], "cpu", 0, np.float32, list(rows), current.ctypes.data)
+                gather, depth = self._gather_rows, self._depth
+            run, logits = session.run_with_iobinding, logits_buf[0]
+
+            def step(token: int, state: StepState) -> np.ndarray:
+                token_buf[0] = token
+                for name, buf_in, _ in tensors:
+                    np.copyto(buf_in, state.tensors[name])
+                if queue:
+                    history, slot = state.history, state.position % depth
+                    flat = history.reshape(-1, history.shape[-1])  # (L * depth, C)
+                    flat.take(gather[slot], 0, past, "clip")  # into the bound buffer; "clip": no temporary copy
+                run(io)
+                for name, _, buf_out in tensors:
+                    state.tensors[name] = buf_out.copy()
+                if queue:
+                    history[:, slot] = current
+                state.position += 1
+                return logits.copy()  # callers keep logits across steps: never hand out the buffer
+
+            return step
+
+        try:
+            self._fast = bound_step()
+        except Exception:  # noqa: BLE001 - no binding means the plain path, never a failed load
+            self._fast = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -124,11 +182,16 @@ class StepModel:
 
     def step(self, token: int, state: StepState) -> np.ndarray:
         """Feed one token; returns its (V,) float32 logits and advances `state` in place."""
-        self._token[0] = token
-        feeds = {self._token_name: self._token, **state.tensors}
+        fast = self._fast
+        if fast is not None and self._io_lock.acquire(False):
+            try:
+                return fast(token, state)
+            finally:
+                self._io_lock.release()
+        feeds = {self._token_name: np.array([token], dtype=np.int64), **state.tensors}
         if self._queues:
-            rows = (state.position - self._dilations) % self._depth  # slot written dilations[l] steps ago
-            feeds[self._queues["input"]] = state.history[self._layers, rows]
+            rows = self._gather_rows[state.position % self._depth]  # slots written dilations[l] steps ago
+            feeds[self._queues["input"]] = state.history.reshape(-1, state.history.shape[-1])[rows]
         results = self.session.run(self._outputs, feeds)
         for (name, _, _), value in zip(self._state, results[1:]):
             state.tensors[name] = value
@@ -181,6 +244,13 @@ def _open_session(onnx_path: Path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # Measured on the WaveNet step (benchmarks/wavenet_step_profile.py): the memory pattern planner
+    # (default on) saves ~10 us; arena on/off, ENABLE_EXTENDED vs ALL, mem reuse and disabling
+    # pre-packing are within noise. Spinning: with 1 thread there is no pool and it changes nothing;
+    # with 2 threads on the 2 shared cores spinning made the step faster but its idle workers pushed
+    # the p99 of everything else on the machine to ~4 ms, so it stays off for threads > 1.
+    opts.enable_mem_pattern = True
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types

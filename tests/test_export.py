@@ -152,3 +152,144 @@ def test_export_command(tmp_path, monkeypatch):
     assert (tmp_path / "models" / "x" / "model.onnx").is_file()
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "y")])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.output
+
+
+# ---------------------------------------------------------------------- the folded WaveNet step graph
+
+PRODUCTION_WAVENET = WaveNetConfig(vocab_size=len(VOCAB), channels=64, skip_channels=128, dilation_cycle=7, stacks=2)
+
+
+def _node_counts(path) -> tuple[int, int]:
+    """(nodes as exported, Constant excluded; nodes onnxruntime runs after ORT_ENABLE_ALL)."""
+    import onnx
+    import onnxruntime as ort
+
+    exported = sum(n.op_type != "Constant" for n in onnx.load(str(path)).graph.node)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return exported, len(onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("config", [SIZES["wavenet"], PRODUCTION_WAVENET], ids=["tiny", "production"])
+def test_folded_wavenet_graph_is_small_and_streams_like_the_sequence(config, tmp_path):
+    """Per layer: 2 Gemms fused with tanh / sigmoid, their product, the residual Gemm; everything else
+    (the t - d taps of all layers, the skips, the heads, `current`) is a fixed handful of nodes."""
+    torch.manual_seed(2)
+    model = build_model("wavenet", config)
+    with torch.no_grad():  # non-zero biases everywhere, so the bias folds are exercised
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint({"model_kind": "wavenet", "model_config": dataclasses.asdict(model.config),
+                     "vocabulary": VOCAB.to_dict(), "train_config": {}, "state_dict": model.state_dict(),
+                     "epoch": 0, "step": 0, "metrics": {}, "train_command": "", "data_hash": "",
+                     "sample_tokens": []}, tmp_path / "best.pt")
+    report = export_checkpoint(tmp_path / "best.pt", tmp_path / "m")  # verifies <= TOLERANCE itself
+    assert report.tokens >= 500 and report.max_abs_diff <= TOLERANCE
+    layers = len(config.dilations)
+    exported, runs = _node_counts(tmp_path / "m" / "model.onnx")
+    assert exported <= 6 * layers + 14, exported  # 97 for the production size
+    assert runs <= 4 * layers + 12, runs  # 67 for the production size (was 144 unfolded)
+    from training.export import export_onnx
+
+    reference = model.eval().reference_step_module()
+    model.step_module = lambda: reference  # the unfolded graph, for comparison
+    export_onnx(model, tmp_path / "reference.onnx")
+    assert _node_counts(tmp_path / "reference.onnx")[1] >= 2 * runs - 10  # the fold halves what runs
+
+
+def test_folded_step_equals_the_reference_step():
+    torch.manual_seed(3)
+    model = build_model("wavenet", SIZES["wavenet"]).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        folded, reference = model.step_module(), model.reference_step_module()
+        for token in (0, 7, len(VOCAB) - 1):
+            past = torch.randn(len(model.config.dilations), model.config.channels)
+            (l1, c1), (l2, c2) = folded(torch.tensor([token]), past), reference(torch.tensor([token]), past)
+            assert (l1 - l2).abs().max() < 1e-5 and (c1 - c2).abs().max() < 1e-5
+
+
+def test_folded_step_keeps_the_checkpoint_layout():
+    model = build_model("wavenet", SIZES["wavenet"])
+    before = {k: v.shape for k, v in model.state_dict().items()}
+    model.step_module()
+    assert {k: v.shape for k, v in model.state_dict().items()} == before  # the step's tensors live in the step
+    assert "layers.0.conv.weight" in before and "layers.0.out.weight" in before
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_runtime_fast_path_equals_the_plain_path(kind, tmp_path):
+    """StepModel.step's IO-bound path (preallocated buffers) and its plain `session.run` path (taken by a
+    second concurrent caller) give the same logits and states; a non-contiguous history works too."""
+    import threading
+
+    from improv.model_step import StepModel
+
+    random_checkpoint(kind, tmp_path / "best.pt", seed=7)
+    export_checkpoint(tmp_path / "best.pt", tmp_path / "m")
+    model = StepModel.load(tmp_path / "m")
+    assert model._fast is not None
+    tokens = np.random.default_rng(2).integers(0, len(VOCAB), 200).tolist()
+    fast_state, plain_state = model.new_state(), model.new_state()
+    fast = [model.step(t, fast_state) for t in tokens]
+    with model._io_lock:  # held: every step takes the plain path
+        plain = [model.step(t, plain_state) for t in tokens]
+    assert np.array_equal(np.stack(fast), np.stack(plain))
+    assert fast[0] is not fast[1] and not np.shares_memory(fast[0], fast[1])  # callers may keep logits
+    for name in fast_state.tensors:
+        assert np.array_equal(fast_state.tensors[name], plain_state.tensors[name])
+    listen, respond = model.new_state(), None  # alternating states, as the live engine steps them
+    alternating = []
+    for i, t in enumerate(tokens):
+        alternating.append(model.step(t, listen))
+        if i == 50:
+            respond = listen.copy()
+        if respond is not None:
+            model.step(int(tokens[-1 - i]), respond)
+    assert np.array_equal(np.stack(alternating), np.stack(fast))
+    if kind == "wavenet":
+        assert np.array_equal(fast_state.history, plain_state.history)
+        odd = model.new_state()
+        odd.history = np.asfortranarray(odd.history)  # reshape copies it: the gather must not reuse a copy
+        assert np.array_equal(np.stack([model.step(t, odd) for t in tokens]), np.stack(fast))
+
+    results = {}
+
+    def run(i: int) -> None:
+        state = model.new_state()
+        results[i] = np.stack([model.step(t, state) for t in tokens])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(3):
+        assert np.array_equal(results[i], np.stack(fast))
+
+
+def test_folded_graph_initializers_unfold_to_an_equivalent_model(tmp_path):
+    """What benchmarks can rebuild from a folded model.onnx alone: the same logits, from its initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = random_checkpoint("wavenet", tmp_path / "best.pt", seed=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint({"model_kind": "wavenet", "model_config": dataclasses.asdict(model.config),
+                     "vocabulary": VOCAB.to_dict(), "train_config": {}, "state_dict": model.state_dict(),
+                     "epoch": 0, "step": 0, "metrics": {}, "train_command": "", "data_hash": "",
+                     "sample_tokens": []}, tmp_path / "best.pt")
+    export_checkpoint(tmp_path / "best.pt", tmp_path / "m")
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "m" / "model.onnx")).graph.initializer}
+    from training.models.wavenet import WaveNetStep
+
+    again = build_model("wavenet", model.config)
+    again.load_state_dict(WaveNetStep.unfold(inits, model.config))
+    tokens = np.random.default_rng(5).integers(0, len(VOCAB), 200).tolist()
+    assert np.abs(full_logits(again.eval(), tokens) - full_logits(model, tokens)).max() <= 1e-4
