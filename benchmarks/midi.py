@@ -9,11 +9,11 @@ daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this pr
   The daemon runs with --thru, so the echo of each note (same pitch) gives the I/O path alone.
 * call and response: 4-beat calls on improv's beat grid (from the ready file) until the stream
   time is used up, each answered before the next. Error = arrival of each answer note-on - its
-  planned time. The plan comes from the daemon's timing log when `improv run` has --timing-log,
+  planned time. The plan comes from the daemon's timing log (CSV) when `improv run` has --timing-log,
   else from the grid: answers start on a beat and move in whole ticks (1/ticks_per_beat of a
   beat), so the plan is the last tick at or before the arrival (exact up to one tick, 41.7 ms at
-  120 bpm/12 ticks; a later note would alias). Dropped note-ons: from the log, else counted from
-  the daemon's "dropped a ... note-on" warnings. Late: arriving more than 1 ms after the plan.
+  120 bpm/12 ticks; a later note would alias). Dropped note-ons: counted from the daemon's
+  "dropped a ... note-on" warnings (a dropped note is never sent, so it is not in the log). Late: arriving more than 1 ms after the plan.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def duet_latencies(sends: list[tuple[float, int]], received: list) -> tuple[list
 
 def _call(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs, tpb: int, measure_cost: bool) -> None:
-    log_path = work_dir / f"timing-p{period}.jsonl"
+    log_path = work_dir / f"timing-p{period}.csv"
     extra = ["--timing-log", str(log_path)] if has_timing_log() else []
     daemon = _daemon(server, model, work_dir, costs, "--mode", "call", "--bpm", f"{options.bpm:g}",
                      "--seed", str(options.seed + 2), *extra)
@@ -244,10 +244,10 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
     finally:
         daemon.stop()
     if extra and log_path.exists():
-        errors, dropped, source = errors_from_log(log_path, received)
+        errors, source = errors_from_log(log_path, received)
     else:
         errors, source = grid_errors(received, daemon.info, tpb), f"the beat grid ({tpb} ticks per beat)"
-        dropped = sum(1 for line in daemon.output().splitlines() if "dropped a" in line and "note-on" in line)
+    dropped = dropped_from_output(daemon.output())
     p = f"midi.p{period}"
     label = labels_for(period, options.rate_hz)[f"{p}.plan_error_p99_ms"][0].replace(" p99", "")
     _put_quantiles(report, f"{p}.plan_error", errors, label, "improv played no answer note", with_max=True)
@@ -298,23 +298,29 @@ def has_timing_log() -> bool:
     return "timing_log" in inspect.signature(command).parameters
 
 
-def errors_from_log(path: Path, received: list) -> tuple[list[float], int, str]:
-    """Match each sent note-on of the log (JSON lines: planned_s, sent_s or null if dropped, type,
-    note) to the first unmatched arrival of that pitch at or after it was sent."""
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    ons = [r for r in records if r.get("type") == "note_on" and r.get("source", "response") == "response"]
+def errors_from_log(path: Path, received: list) -> tuple[list[float], str]:
+    """Arrival - planned (s) of each answer note-on in the daemon's `--timing-log` CSV
+    (``planned_s, actual_s, kind, channel, pitch, control, source``), matched to the first unused
+    arrival of that pitch at or after it was sent. Arrivals the log cannot explain are ignored."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "note_on" and r["source"] == "response"]
     arrivals = [(t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
     used, errors = set(), []
-    for r in ons:
-        if r.get("sent_s") is None:
-            continue
-        hit = next((i for i, (t, pitch) in enumerate(arrivals)
-                    if i not in used and pitch == r["note"] and t >= r["sent_s"] - EARLY_S), None)
+    for r in rows:
+        sent_s, pitch = float(r["actual_s"]), int(r["pitch"])
+        hit = next((i for i, (t, p) in enumerate(arrivals)
+                    if i not in used and p == pitch and t >= sent_s - EARLY_S), None)
         if hit is not None:
             used.add(hit)
-            errors.append(arrivals[hit][0] - r["planned_s"])
-    dropped = sum(1 for r in ons if r.get("sent_s") is None)
-    return errors, dropped, f"the daemon's timing log ({path.name})"
+            errors.append(arrivals[hit][0] - float(r["planned_s"]))
+    return errors, f"the daemon's timing log ({path.name})"
+
+
+def dropped_from_output(output: str) -> int:
+    """Note-ons the daemon's scheduler dropped as too late (it logs each one)."""
+    return sum(1 for line in output.splitlines() if "dropped a" in line and "note-on" in line)
 
 
 def _put_quantiles(report: Report, prefix: str, values_s: list[float], label: str, why: str,

@@ -7,6 +7,13 @@ Threads (no thread per message):
     released (the engine panics) and the improviser starts listening again;
   * scheduler (`improv.scheduler`, started by `Engine.start`): the only one touching the output;
   * main: signals and the view (`improv.view`, ~4 Hz from snapshots).
+Live input is framed (`MidiParser.feed_message`: a broken message never joins the next) and kept
+sane before the engine sees it: a key struck again while down first ends its earlier strike, a
+release of a key that is not down is dropped. Ports opened by name are watched from the main
+thread (`improv.ports.PortWatch`): when one disappears the engine thread releases what it can
+(the player's held keys for an input, every improv note for an output), and when it returns it
+is reconnected (an output gets All Notes Off first). `--timing-log` streams the scheduler's
+planned-vs-actual records to a CSV file as the session goes.
 SIGINT / SIGTERM set one Event; the main thread then stops the engine thread, releases every
 sounding note (note-offs + All Notes Off via `Engine.shutdown`), closes the ports, writes
 `--record` and returns (exit 0). The same happens in `finally` on any other exit.
@@ -22,6 +29,7 @@ import json
 import logging
 import math
 import os
+import queue
 import signal
 import sys
 import threading
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from improv.errors import ImprovError, ModelError
+from improv.events import NoteOff, NoteOn
 from improv.midi_in import MidiInput
 
 log = logging.getLogger("improv")
@@ -70,6 +79,8 @@ class Daemon:
         self.taps = Taps(take, engine.settings) if take is not None else None  # --record
         self.names = (in_name, out_name, backend, model_name)
         self.parser = MidiParser()
+        self.keys: set[tuple[int, int]] = set()  # the player's keys down now: (channel, pitch)
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # port changes, for the engine thread
         self._engine_stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff_until_s = 0.0
@@ -94,15 +105,48 @@ class Daemon:
             wait = max(wait, self._backoff_until_s - now)
             item = self.midi_in.get(wait)
             while item is not None:
-                self._guarded(self._feed, *item)
+                self._guarded(self.feed_message, *item)
                 item = self.midi_in.get_nowait()
+            self._guarded(self.handle_port_changes)
             self._guarded(self.engine.tick)
 
-    def _feed(self, t_s: float, data: list[int]) -> None:
-        for event in self.parser.feed(t_s, data):
-            if self.taps is not None:
-                self.taps.player(event)
-            self.engine.feed(event)
+    def feed_message(self, t_s: float, data: list[int]) -> None:
+        """One message from the input callback (engine thread; see the module docstring)."""
+        for event in self.parser.feed_message(t_s, data):
+            if isinstance(event, NoteOn):
+                key = (event.channel, event.pitch)
+                if key in self.keys:  # struck again without a release: the first strike ends here
+                    self._deliver(NoteOff(event.t_s, *key))
+                self.keys.add(key)
+            elif isinstance(event, NoteOff):
+                if (event.channel, event.pitch) not in self.keys:
+                    continue  # nothing to release (its note-on came before we listened, or never)
+                self.keys.discard((event.channel, event.pitch))
+            self._deliver(event)
+
+    def _deliver(self, event: Any) -> None:
+        if self.taps is not None:
+            self.taps.player(event)
+        self.engine.feed(event)
+
+    def port_changed(self, change: str) -> None:
+        """From any thread: "input lost" | "output lost" | "output back"; the engine thread acts."""
+        self._requests.put(change)
+
+    def handle_port_changes(self) -> None:
+        """Act on what `port_changed` queued (engine thread)."""
+        while not self._requests.empty():
+            self._port_changed(self._requests.get_nowait())
+
+    def _port_changed(self, change: str) -> None:
+        now = self.engine.clock.now()
+        if change == "input lost":  # the keys it held will never be released: release them now
+            self.parser.reset()
+            for channel, pitch in sorted(self.keys):
+                self.feed_message(now, [0x80 | channel, pitch, 0])
+        elif change in ("output lost", "output back"):  # lost: forget what sounded; back: silence the synth
+            self.engine.scheduler.add(self.engine.improviser.all_off(now))
+            self.engine.scheduler.panic(now)
 
     def _guarded(self, fn: Any, *args: Any) -> None:
         try:
@@ -172,7 +216,7 @@ def run_daemon(*, in_port: str | None = None, out_port: str | None = None,
                config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
                record: str | Path | None = None, quiet: bool = False,
                log_level: str = "warning", ready_file: str | Path | None = None,
-               start_s: float | None = None) -> None:
+               timing_log: str | Path | None = None, start_s: float | None = None) -> None:
     """Run until SIGINT/SIGTERM. Errors before ports are open are raised (one line at the CLI)."""
     start_s = time.perf_counter() if start_s is None else start_s
     _setup_logging(log_level)
@@ -187,24 +231,32 @@ def run_daemon(*, in_port: str | None = None, out_port: str | None = None,
 
         backend_name = choose_backend(backend)
         log.info("start-up: MIDI backend %s at %.3f s", backend_name, process_age_s(start_s))
-        from improv.model_step import StepModel
-
-        step_model = StepModel.load(model)  # ModelError: nothing opened yet
+        step_model = load_live_model(model)  # ModelError: nothing opened yet
         log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
         if stop.is_set():
             return
         _serve(step_model, settings, backend_name, in_port, out_port, record, quiet,
-               ready_file, start_s, stop)
+               ready_file, start_s, stop, timing_log)
     finally:
         restore()
 
 
+def load_live_model(model: str | Path | None) -> Any:
+    """`StepModel.load` (every failure a `ModelError` naming the file), then the live check."""
+    from improv.model_step import StepModel
+
+    step_model = StepModel.load(model)
+    step_model.check_live()
+    return step_model
+
+
 def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
            out_spec: str | None, record: str | Path | None, quiet: bool,
-           ready_file: str | Path | None, start_s: float, stop: threading.Event) -> None:
+           ready_file: str | Path | None, start_s: float, stop: threading.Event,
+           timing_log: str | Path | None = None) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
-    from improv.ports import open_port
+    from improv.ports import PortWatch, open_port
     from improv.record import Take
     from improv.view import make_view
 
@@ -212,6 +264,7 @@ def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
     in_port = open_port("in", in_spec, backend)
     out_port = None
     daemon = None
+    timings = None
     try:
         out_port = open_port("out", out_spec, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
@@ -222,18 +275,28 @@ def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
         daemon = Daemon(engine, midi_in, take=take, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_model.name)
         if daemon.taps is not None:
-            out_port.on_send = daemon.taps.sent
+            out_port.on_send = daemon.taps.sent  # the fallback where no source is known
+            if hasattr(engine.scheduler, "on_record"):
+                engine.scheduler.on_record = daemon.taps.record  # exact: each send names its source
+        timings = TimingLog(timing_log, engine.scheduler.records) if timing_log else None
+        watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
+        failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
         daemon.startup_s = process_age_s(start_s)
         _announce(daemon, settings, ready_file)
         with make_view(quiet) as view:
             while not stop.wait(1.0 / _refresh_hz()):
-                view.update(daemon.snapshot())
-            view.update(daemon.snapshot())
+                _guard_main(failed, "the port watch", _watch, daemon, watches)
+                _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
+                if timings is not None:
+                    _guard_main(failed, "the timing log", timings.drain)
+            _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
     finally:
         if daemon is not None:
             daemon.stop()  # note-offs + All Notes Off go out before the port closes
+        if timings is not None:
+            timings.close()
         if out_port is not None:
             time.sleep(OUTPUT_DRAIN_S)  # JACK/CoreMIDI send from their own thread, later
             out_port.close()
@@ -242,6 +305,69 @@ def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
             _write_record(daemon, settings, record)
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
+
+
+def _guard_main(failed: set, what: str, fn: Any, *args: Any) -> None:
+    """The main thread's chores (view, port watch, timing log) must never stop the music: a
+    failure is logged once per chore and error type, and the loop goes on."""
+    try:
+        fn(*args)
+    except Exception as err:  # noqa: BLE001
+        if (what, type(err)) not in failed:
+            failed.add((what, type(err)))
+            log.error("%s failed (%s: %s); still playing", what, type(err).__name__, err)
+
+
+def _watch(daemon: Daemon, watches: list[Any]) -> None:
+    """Poll the ports opened by name (each at most every WATCH_INTERVAL_S); hand changes on."""
+    for watch in watches:
+        change = watch.poll(time.monotonic())
+        if change == "back" and watch.direction == "input":
+            daemon.midi_in.listen()  # reopening the port dropped the callback
+        if change is not None:
+            daemon.port_changed(f"{watch.direction} {change}")
+            if change == "lost":
+                daemon.last_error = f"MIDI {watch.direction} {watch.port.name!r} disappeared"
+            elif daemon.last_error.startswith(f"MIDI {watch.direction} "):
+                daemon.last_error = ""
+
+
+class TimingLog:
+    """`--timing-log`: every message the scheduler sent as a CSV row, ``planned_s, actual_s, kind,
+    channel, pitch, control, source`` (seconds on time.perf_counter; empty where not applicable).
+    The scheduler keeps only its latest records (a bounded deque), so the main thread appends the
+    new ones to the file every view refresh."""
+
+    HEADER = "planned_s,actual_s,kind,channel,pitch,control,source\n"
+
+    def __init__(self, path: str | Path, records: Any) -> None:
+        self.records = records  # the scheduler's deque of (planned_s, actual_s, mido.Message[, source])
+        self._last: Any = None  # the newest record written (by identity)
+        self._file = open(path, "w")  # noqa: SIM115 - closed in close()
+        self._file.write(self.HEADER)
+
+    def drain(self) -> int:
+        """Write the records added since the last call; returns how many."""
+        snapshot = self.records.copy()  # one C call: atomic against the scheduler's extend
+        new = []
+        for record in reversed(snapshot):
+            if record is self._last:
+                break
+            new.append(record)
+        if new:
+            self._last = new[0]
+        for record in reversed(new):
+            planned, actual, msg = record[0], record[1], record[2]
+            source = record[3] if len(record) > 3 else ""
+            self._file.write(f"{planned:.6f},{actual:.6f},{msg.type},{getattr(msg, 'channel', '')},"
+                             f"{getattr(msg, 'note', '')},{getattr(msg, 'control', '')},{source}\n")
+        if new:
+            self._file.flush()  # readable as the session goes (a few times a second)
+        return len(new)
+
+    def close(self) -> None:
+        self.drain()
+        self._file.close()
 
 
 def _refresh_hz() -> float:
@@ -260,6 +386,9 @@ def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> N
         info = {"pid": os.getpid(), "startup_s": daemon.startup_s, "backend": backend,
                 "in_port": in_name, "out_port": out_name, "model": model_name,
                 "bpm": t.bpm, "clock": t.clock, "beat_origin_s": daemon.beat_origin_s(),
+                # "call": the grid moves to each call's first note made while improv is idle, so
+                # beat_origin_s holds only until then; "clock": a clock the player hears sets it
+                "grid_anchor": "call" if daemon.engine.improviser.grid_follows_call else "clock",
                 "clock_source": "time.perf_counter"}
         path = Path(ready_file)
         tmp = path.with_name(path.name + ".tmp")

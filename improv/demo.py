@@ -91,7 +91,9 @@ def _load(model):
         return model  # an already loaded model (tests)
     from improv.model_step import StepModel
 
-    return StepModel.load(model)
+    step_model = StepModel.load(model)
+    step_model.check_live()
+    return step_model
 
 
 def _result(engine: Engine, recorder: Recorder, model, out, settings: Settings) -> DemoResult:

@@ -3,9 +3,12 @@
 Used by the demo (a `ManualClock`, `run_until`, no threads) and by the daemon, which adds threads
 around it (improv.daemon): the MIDI callback enqueues ``(t_s, bytes)``; one engine thread loops:
 wait for input at most until `next_wakeup_s()`, `feed` the parsed events (or `feed_bytes`), then
-`tick()`; `start()` runs the scheduler's own thread, the only one that touches the port;
-`shutdown()` (main thread, after the engine thread has stopped) releases everything. `stats()`
-may be called from any thread. Nothing else here is thread-safe: one engine thread only.
+`tick()`. `feed` hands its plans to the scheduler at once, the duet's immediate reaction
+included, and `Scheduler.add` sends a plan that is already due right there: a reaction waits for
+no `tick` and no thread wake-up. `start()` runs the scheduler's own thread, which sends everything
+else (every send is under the scheduler's lock); `shutdown()` (main thread, after the engine
+thread has stopped) releases everything. `stats()` may be called from any thread. Nothing else
+here is thread-safe: one engine thread only.
 
 Clock events (MIDI clock, Start/Stop/Continue, Song Position) drive the `MidiClockFollower` when
 ``time.clock = "midi"``; a Stop then also releases improv's notes, and so does a clock that went
@@ -120,13 +123,16 @@ class Engine:
         self.scheduler.start()
 
     def feed(self, event) -> None:
-        """One parsed event (improv.events)."""
+        """One parsed event (improv.events). Its plans reach the scheduler before this returns, in
+        two hand-overs: first what needs no model (the thru echo, a re-plan's cut), then the
+        duet's reaction, due at the event's time (`Improviser.react`: a few cached model steps)."""
         if isinstance(event, _TRANSPORT):
             self._transport(event)
             return
         if isinstance(event, NoteOn):
             self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
         self._add(self._guard(self.improviser.on_event, event))
+        self._add(self._guard(self.improviser.react))
 
     def feed_bytes(self, t_s: float, data: bytes | Iterable[int]) -> None:
         """Raw MIDI as stamped by the input callback."""
@@ -136,7 +142,9 @@ class Engine:
     def tick(self, now_s: float | None = None) -> None:
         now = self.clock.now() if now_s is None else now_s
         self._check_clock(now)
+        steps, t0 = self.improviser.model.steps, self.clock.now()
         plans = self._guard(self.improviser.on_tick, now)
+        self.improviser.measured_tick(self.clock.now() - t0, self.improviser.model.steps - steps)
         plans += self._periodic(now)
         self._add(plans)
         if self.improviser.responses != self._answers_logged:

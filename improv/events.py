@@ -4,6 +4,8 @@
 with velocity 0 meaning note-off, real-time bytes (clock, start, stop, ...) interleaved anywhere,
 even inside another message or a SysEx dump, SysEx of any length (skipped without buffering, so
 a flood costs nothing), and stray data bytes (ignored). It never raises: a bad byte is dropped.
+`feed` reads a byte stream in any chunking; `feed_message` reads framed messages (the live input),
+where nothing carries from one message into the next.
 
 Times are seconds on the daemon's monotonic clock (`improv.clock`), stamped when the bytes
 arrived (`improv.midi_in`); channels are 0-based (0..15).
@@ -120,6 +122,18 @@ class MidiParser:
                     events.append(event)
         except TypeError:  # not iterable at all; nothing to parse
             pass
+        return events
+
+    def feed_message(self, t_s: float, data: bytes | Sequence[int]) -> list[Event]:
+        """Parse one framed message, as rtmidi hands each callback (ALSA, JACK and CoreMIDI all
+        deliver whole messages that start with a status byte); never raises.
+
+        What the message leaves unfinished is dropped, running status included, so a truncated
+        or status-less fragment from a broken sender can never join the next message into a note
+        nobody played. Real-time bytes inside it still count.
+        """
+        events = self.feed(t_s, data)
+        self.reset()
         return events
 
     def _byte(self, t_s: float, byte: object) -> Event | None:

@@ -1,10 +1,13 @@
 """Pure decisions: events and the passing of time in, planned MIDI out. No threads, no I/O, no sleeps.
 
-The engine calls `on_event(event)` for each player event and `on_tick(now_s)` whenever
-`next_wakeup_s()` comes due (or after events); both return `Planned` notes for the scheduler.
-`on_event` is O(1) - thru, interruption, a few tokens queued - and the model work (one cached step
-per token) happens in `on_tick`, at most `max_steps_per_tick` steps per call, so a burst of notes
-or a long answer never holds up the next event.
+The engine calls `on_event(event)` for each player event, then `react()`, and `on_tick(now_s)`
+whenever `next_wakeup_s()` comes due (or after events); all return `Planned` notes for the
+scheduler. `on_event` is O(1) - thru, interruption, a few tokens queued - so its plans (the thru
+echo) go out before any model work. `react()` is the duet's immediate answer to the note-ons just
+seen: the player's tokens stepped (one cached step each) and one note sampled, due at once. The
+rest of the model work (one cached step per token) happens in `on_tick`, at most
+`max_steps_per_tick` steps per call, so a burst of notes or a long answer never holds up the next
+event. (`on_tick` first does any `react()` a caller left pending.)
 
 Call and response (mode "call"):
   listening -> (last key released) waiting -> (phrase end) responding -> listening.
@@ -19,7 +22,9 @@ Call and response (mode "call"):
   for what sounds - unless `overlap`, when the answer plays on.
 Duet (mode "duet", `improv.duet`): from the player's first note on, a generator plans
   `duet_horizon_beats` ahead from a fork of the context; each player note re-plans from
-  `now + replan_guard_s`, keeping the notes already started with their planned ends.
+  `now + ` a guard (at least `replan_guard_s`; see `improv.duet.ReplanGuard`), keeping the notes already started with their planned ends. With
+  `duet_react` (the default) each player note-on is also answered at once by one note the model
+  picks to sound with it (`react`; its end is the duet's continuation, see improv.duet).
 
 The model's context is the whole dialogue: the player's notes and improv's own notes as they
 actually sounded (an interrupted answer only up to the interruption), in time order. So an answer
@@ -115,7 +120,10 @@ class Improviser:
         self._phrase_end_beats: float | None = None
         self._pending: Answer | None = None
         self._answer: Answer | None = None
-        self._duet = Duet(beat_clock, self.dialogue, self._channel, replan_guard_s)
+        self._duet = Duet(beat_clock, self.dialogue, self._channel, replan_guard_s, self.table)
+        self._reactions: deque[NoteOn] = deque(maxlen=16)  # duet note-ons `react` has yet to answer
+        self._detected: Key | None = None  # `detect_key` of `_key_hist`, while `_key_stale` is False
+        self._key_stale = False
         self._last_player_beats = -math.inf
         self._grid_free = True  # idle since the last answer: the next call may move the grid
         self.grid_anchor_s: float | None = None  # the call's first note that set the grid
@@ -152,8 +160,15 @@ class Improviser:
             return None
         if self._given_key is not None:
             return self._given_key
-        key = detect_key(self._key_hist)
+        self._detect_key()
+        key = self._detected
         return key if key is not None and key.confidence >= KEY_CONFIDENCE else None
+
+    def _detect_key(self) -> None:
+        """Re-detect the key if the histogram changed (~1.6 ms: once per change, on a tick,
+        never per note-on; scaling the histogram leaves the key alone)."""
+        if self._key_stale and self._given_key is None and self.settings.sampling.key != OFF:
+            self._detected, self._key_stale = detect_key(self._key_hist), False
 
     @property
     def phrase_end_s(self) -> float | None:
@@ -189,9 +204,11 @@ class Improviser:
         return wanted is None or channel == wanted - 1
 
     def _player_on(self, ev: NoteOn) -> list[Planned]:
-        plans = self._thru("on", ev.pitch, ev.velocity)
+        # a key struck again without a release: its echo ends before it sounds again
+        plans = self._thru("off", ev.pitch, 0) if ev.pitch in self._held else []
+        plans += self._thru("on", ev.pitch, ev.velocity)
         if self.mode == "duet":
-            plans += self._duet.replan(self._now)
+            plans += self._duet.replan(self._now, self.model.steps)
         elif self._answer is not None and not self.settings.mode.overlap:
             plans += self._interrupt(self._now)
         self._set_phrase_end(None)
@@ -204,6 +221,18 @@ class Improviser:
         self.context.note_on(beats, ev.pitch, ev.velocity)
         self._held[ev.pitch] = (beats, ev.velocity)
         self._last_player_beats = beats
+        if self.mode == "duet" and self.settings.mode.duet_react:
+            self._reactions.append(ev)
+        return plans
+
+    def react(self) -> list[Planned]:
+        """Duet: for each player note-on since the last call, one note due now, chosen by the
+        model to sound with it (`improv.duet.Duet.react`). The engine calls this right after
+        handing over `on_event`'s plans; model work: the queued tokens, one sample."""
+        plans: list[Planned] = []
+        while self._reactions:
+            ev = self._reactions.popleft()
+            plans += self._duet.react(self._now, self.sampler, self._rules(), self._held.keys(), ev.velocity)
         return plans
 
     def _player_off(self, ev: NoteOff) -> list[Planned]:
@@ -211,7 +240,7 @@ class Improviser:
         if ev.pitch not in self._held:
             return plans  # its note-on came before we listened
         if self.mode == "duet":
-            plans += self._duet.replan(self._now)
+            plans += self._duet.replan(self._now, self.model.steps)
         self.dialogue.heard_until(self.clock.beats_at(self._now))
         beats = self.clock.beats_at(ev.t_s)
         if self._release(ev.pitch, beats) and not self._held and self.mode == "call":
@@ -243,6 +272,7 @@ class Improviser:
             return False
         self._call.append(Note(onset, max(0.0, beats - onset), pitch, velocity))
         self._key_hist[pitch % 12] += max(beats - onset, 1e-3)
+        self._key_stale = True
         if self.mode == "duet":  # no answers to close a call: keep a window of recent notes
             self._key_hist *= 0.97
             del self._call[:-64]
@@ -299,9 +329,11 @@ class Improviser:
 
     def on_tick(self, now_s: float) -> list[Planned]:
         self._now = max(self._now, now_s)
+        plans = self.react()
         self.dialogue.heard_until(self.clock.beats_at(self._now))
         budget = self.max_steps_per_tick - self.context.catch_up(self.max_steps_per_tick)
-        plans = self._tick_duet(budget) if self.mode == "duet" else self._tick_call(budget)
+        plans += self._tick_duet(budget) if self.mode == "duet" else self._tick_call(budget)
+        self._detect_key()  # a changed key is detected here, between events, not on a note-on
         if self._answer is not None:
             plans += self._answer.part.release_due(self.clock, self._now)
         return plans + self._duet.part.release_due(self.clock, self._now)
@@ -430,13 +462,19 @@ class Improviser:
         if d.gen is None:
             if not (self.context.ready and self._duet_wanted()):
                 return []
+            reserve = 1 if self.settings.mode.duet_react else 0  # a voice kept free for the reaction
             d.begin(self._now, lambda start, sounding, ending: self._fork(
-                start, math.inf, first_on=False, sounding=sounding, ending=ending))
+                start, math.inf, first_on=False, sounding=sounding, ending=ending, reserve=reserve))
         if not self._duet_wanted() and not d.gen.done:
             self._queue(d.part, d.gen.finish())
         elif budget > 0 and self._generate(d.gen, d.part, budget, self._duet_until()):
             self.last_response = d.part.notes(d.gen.frontier_beats, last=64)
+            d.generated(self.model.steps)
         return []
+
+    def measured_tick(self, elapsed_s: float, steps: int) -> None:
+        """The engine's wall time for one `on_tick` and the model steps it took (the duet's guard)."""
+        self._duet.guard.measured(elapsed_s, steps)
 
     # ------------------------------------------------------------------ shared
 
@@ -452,16 +490,16 @@ class Improviser:
         if thru and self.settings.output.thru:
             plans += [Planned(now_s, "off", p, 0, self._channel, "thru") for p in self._held]
         self._answer, self._grid_free = None, True
+        self._reactions.clear()
         self._set_phrase_end(None)
         self.dialogue.stopped_at(self.clock.beats_at(now_s))
         return plans
 
     def _fork(self, start: float, end: float, *, first_on: bool, sounding: dict | None,
-              ending: dict | None = None) -> PhraseGenerator:
+              ending: dict | None = None, reserve: int = 0) -> PhraseGenerator:
+        """A generator from `start`; it starts no note while `max_polyphony - reserve` sound."""
         self.dialogue.heard_until(self.clock.beats_at(self._now))
-        s = self.settings.sampling
-        key = self.key
-        rules = MaskRules(s.pitch_lo, s.pitch_hi, s.max_polyphony, key.pitch_classes if key else None)
+        rules = self._rules(reserve)
         velocities = [n.velocity for n in self._call] or [v for _, v in self._held.values()]
         velocity = int(round(sum(velocities) / len(velocities))) if velocities else DEFAULT_VELOCITY
         fork = self.context.fork(start)
@@ -469,6 +507,12 @@ class Improviser:
                                first_on=first_on, sounding=sounding, ending=ending, velocity=velocity,
                                avoid=self._held.keys(),
                                max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12)
+
+    def _rules(self, reserve: int = 0) -> MaskRules:
+        s = self.settings.sampling
+        key = self.key
+        return MaskRules(s.pitch_lo, s.pitch_hi, max(1, s.max_polyphony - reserve),
+                         key.pitch_classes if key else None)
 
     def _generate(self, gen: PhraseGenerator, part: Part, budget: int, until_beats: float = math.inf) -> int:
         """Run `gen` for up to `budget` steps into `part`; returns the model steps it took."""

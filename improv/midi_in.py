@@ -21,9 +21,14 @@ class MidiInput:
     def __init__(self, rt_in: Any | None = None) -> None:
         self.queue: queue.SimpleQueue[Stamped] = queue.SimpleQueue()
         self._rt = rt_in
-        if rt_in is not None:
-            rt_in.ignore_types(sysex=True, timing=False, active_sense=True)  # keep MIDI clock
-            rt_in.set_callback(self._on_message)
+        self.listen()
+
+    def listen(self) -> None:
+        """Install the callback (again: python-rtmidi's close_port cancels it, so a port that was
+        reconnected (`improv.ports.OpenPort.reconnect`) needs this to be heard)."""
+        if self._rt is not None:
+            self._rt.ignore_types(sysex=True, timing=False, active_sense=True)  # keep MIDI clock
+            self._rt.set_callback(self._on_message)
 
     def _on_message(self, message_and_delta: tuple[list[int], float], _data: Any = None) -> None:
         # rtmidi's own delta time is ignored: the stamp is taken here, on our clock.

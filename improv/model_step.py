@@ -148,9 +148,24 @@ class StepModel:
         onnx_path = folder / meta.get("onnx_file", "model.onnx")
         _check_hash(onnx_path, meta)
         session = _open_session(onnx_path, threads)
-        model = cls(folder, meta, session)
+        sidecar = folder / "model.json"
+        try:
+            model = cls(folder, meta, session)
+        except ModelError as err:  # e.g. a malformed vocabulary: name the file it came from
+            raise ModelError(f"{sidecar}: {err}") from err
+        except (KeyError, TypeError, ValueError, IndexError) as err:  # what _read_sidecar does not check
+            raise ModelError(f"{sidecar}: malformed ({type(err).__name__}: {err}); "
+                             "re-export the model with `improv export`") from err
         model._check_graph(onnx_path)
         return model
+
+    def check_live(self) -> None:
+        """Raise unless the live engine can play this model: it needs an event-scheme vocabulary
+        (the grid scheme of the JSB benchmark is not streamable)."""
+        scheme = self.vocab.config.scheme
+        if scheme != "event":
+            raise ModelError(f"{self.folder / 'model.json'}: a {scheme}-scheme model cannot play live; "
+                             "improv run and improv demo need an event-scheme model (e.g. models/bach-lstm)")
 
     def _check_graph(self, onnx_path: Path) -> None:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}

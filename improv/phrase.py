@@ -9,8 +9,8 @@
 * `PhraseGenerator` samples from a *copy* of the context (`ModelContext.fork`), so listening is
   never disturbed. It runs in bounded slices (`run(max_steps, until_beats)`), emits note
   events in beats as it goes, and enforces the musical rules the sampler's masks do not:
-  a phrase may be required to start with a note, an OFF only ends a note sounding since an
-  earlier tick (no zero-length notes), no re-strike of
+  a phrase may be required to start with a note, an OFF only ends a note sounding for at least
+  a tick (no zero-length notes, nor blips of an inherited note), no re-strike of
   a sounding or avoided pitch, at most `max_run` events without time moving, no note longer than
   `max_note_beats`, and every note ends by `end_beats`.
 """
@@ -78,7 +78,8 @@ class TokenTable:
         for i, name in enumerate(vocab.names):
             self._classify(i, name)
         self.is_shift = self.kind == _SHIFT
-        self.starts = (self.kind == _ON) | (self.kind == _VEL)
+        self.is_on = self.kind == _ON
+        self.starts = self.is_on | (self.kind == _VEL)
         self.off_ids = np.flatnonzero(self.kind == _OFF)
         self.masks = TokenMasks(vocab)
         self.bos = vocab.id("BOS") if "BOS" in vocab else 0
@@ -176,6 +177,17 @@ class Dialogue:
 
     def planned(self, event: GenEvent) -> None:
         bisect.insort(self._outbox, event, key=_beats)  # after a re-plan, kept note-offs lie ahead
+
+    def unplanned(self, event: GenEvent) -> bool:
+        """A planned event that will not happen (a note ended earlier than planned); False if
+        it is not waiting to be heard (the context heard it already)."""
+        i = bisect.bisect_left(self._outbox, event.beats, key=_beats)
+        while i < len(self._outbox) and self._outbox[i].beats == event.beats:
+            if self._outbox[i] == event:
+                del self._outbox[i]
+                return True
+            i += 1
+        return False
 
     def heard_until(self, beats: float) -> None:
         n = 0
@@ -291,7 +303,7 @@ class PhraseGenerator:
         np.copyto(mask, allowed)
         mask[t.off_ids] = False
         for pitch, onset in self.sounding.items():
-            if t.off_id[pitch] >= 0 and onset < now - 1e-9:  # no zero-length notes
+            if t.off_id[pitch] >= 0 and now - onset >= 1.0 / t.tpb - 1e-9:  # no note shorter than a tick
                 mask[t.off_id[pitch]] = allowed[t.off_id[pitch]]
             if t.on_id[pitch] >= 0:
                 mask[t.on_id[pitch]] = False

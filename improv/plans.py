@@ -6,7 +6,9 @@ are due, converted with the beat clock as it is then: a tempo change of a follow
 re-times everything not yet handed over, and what was handed over is at most `LOOKAHEAD_S` of
 music. A note-off is never due before its note-on, and every note-on handed over gets its
 note-off: later from the queue, or at once from `stop` (the caller also cancels the source in the
-scheduler), or, after `cut`, from the queue for the notes that started before the cut.
+scheduler), or, after `cut`, from the queue for the notes that started before the cut. A note
+handed over at once by `sound` (the duet's reaction) has no end yet: the generator that inherits
+it ends it through the queue, or `end` / `stop` do.
 """
 
 from __future__ import annotations
@@ -82,6 +84,24 @@ class Part:
                 voice.off_beats = ev.beats
             heapq.heappush(self._queue, (ev.beats, next(self._order), ev.kind, voice))
 
+    def sound(self, pitch: int, velocity: int, on_beats: float, on_s: float) -> Planned:
+        """A note that starts at `on_s`, handed over at once (the duet's reaction): a voice with
+        no end yet, which a generator that inherits it ends (or `end`, `stop`)."""
+        self.voices.append(Voice(pitch, velocity, on_beats, on_s=on_s))
+        return Planned(on_s, "on", pitch, velocity, self.channel, self.source)
+
+    def end(self, voice: Voice, off_beats: float, off_s: float) -> Planned:
+        """End a handed-over voice at `off_s`, earlier than planned. Its note-off still waiting
+        here is dropped; one already handed over finds nothing to release when it comes (the
+        scheduler's holds), unless the pitch started again in between: don't, before then."""
+        if voice.on_s is None:
+            raise ValueError("only a voice handed over can end early")
+        if voice.off_s is None and voice.off_beats is not None:
+            self._queue = [e for e in self._queue if e[3] is not voice]
+            heapq.heapify(self._queue)
+        voice.off_beats, voice.off_s = off_beats, max(off_s, voice.on_s)
+        return Planned(voice.off_s, "off", voice.pitch, 0, self.channel, self.source)
+
     def release(self, clock: BeatTimeline, until_beats: float) -> list[Planned]:
         """Hand over everything due at or before `until_beats`, timed by the clock as it is now."""
         plans = []
@@ -116,16 +136,18 @@ class Part:
         """A re-plan from `cutoff_s`: notes starting before it are handed over and keep their
         planned ends; later ones are forgotten (cancel the scheduler's from `cutoff_s` too).
         Returns the plans and the kept notes' ends as (pitch, off beats)."""
-        plans = self.release(clock, clock.beats_at(cutoff_s) - 2e-9)
-        self.voices = [v for v in self.voices if v.on_s is not None and v.on_s < cutoff_s]
-        kept = {id(v) for v in self.voices}
-        self._queue = [e for e in self._queue if e[2] == "off" and id(e[3]) in kept]
+        cutoff_beats = clock.beats_at(cutoff_s)
+        plans = self.release(clock, cutoff_beats - 2e-9)
+        self.voices = [v for v in self.voices if _started_before(v, cutoff_s)]
+        self._queue = [e for e in self._queue if e[2] == "off" and _started_before(e[3], cutoff_s)]
         heapq.heapify(self._queue)
-        return plans, {(v.pitch, v.off_beats) for v in self.voices if v.off_beats is not None}
+        return plans, {(v.pitch, v.off_beats) for v in self.voices
+                       if v.off_beats is not None and v.off_beats > cutoff_beats - 1e-6}
 
     def prune(self, now_s: float, keep: int = 64) -> None:
-        """Forget old voices: keep the last `keep` and any that may still sound."""
-        if len(self.voices) > 4 * keep:
+        """Forget old voices: keep the last `keep` and any that may still sound. (Every note a
+        re-plan or a reaction makes scans the voices: keep them few.)"""
+        if len(self.voices) > 2 * keep:
             old = [v for v in self.voices[:-keep] if v.off_s is None or v.off_s > now_s]
             self.voices = old + self.voices[-keep:]
 
@@ -139,3 +161,7 @@ class Part:
             off = min(v.off_beats if v.off_beats is not None else end_beats, max(end_beats, v.on_beats))
             out.append(Note(v.on_beats, max(0.0, off - v.on_beats), v.pitch, v.velocity))
         return out
+
+
+def _started_before(voice: Voice, t_s: float) -> bool:
+    return voice.on_s is not None and voice.on_s < t_s

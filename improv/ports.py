@@ -10,6 +10,11 @@ is a `MidiPortError` whose one line lists the candidates. With no name, improv c
 ports: the client and the port are both called "improv in" / "improv out", so JACK shows
 "improv in:improv in" and ALSA a client "improv in" (two clients with one name would be renamed
 "improv-01" by JACK).
+
+A port opened by name belongs to another client (a keyboard, a synth) that may go away mid-set.
+`PortWatch` polls the port list (the daemon's main thread, every `WATCH_INTERVAL_S`): when the
+port is gone it reports it once, and when a port of that name (or one the user's spec matches)
+is back it reconnects the same rtmidi client to it. Virtual ports own themselves: never watched.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ _API_NAMES = {  # our name -> rtmidi constant name
 VIRTUAL_IN = "improv in"
 VIRTUAL_OUT = "improv out"
 PROBE_TIMEOUT_S = 2.0
+WATCH_INTERVAL_S = 0.5  # how often a port opened by name is looked for
 ALSA_SEQ = "/dev/snd/seq"
 
 FIX_ALSA = (
@@ -230,20 +236,92 @@ class OpenPort:
     """An opened rtmidi port and what to call it in the view and the log."""
 
     rt: Any  # rtmidi.MidiIn or rtmidi.MidiOut
-    name: str
+    name: str  # the port connected to (by name), or our virtual port's name
     backend: str
     virtual: bool
     on_send: Callable[[float, list[int]], None] | None = None  # (perf_counter s, bytes) per send
+    spec: str | None = None  # what the user asked for (--in / --out), to find the port again
+    own_name: str = ""  # our end of the connection, e.g. "improv in"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # send vs reconnect
 
     def send(self, msg: Any) -> None:
         """Send a mido.Message (what `improv.midi_out.MidiOut` calls); raises on port errors."""
         data = msg.bytes()
-        self.rt.send_message(data)
+        with self._lock:
+            self.rt.send_message(data)
         if self.on_send is not None:
             self.on_send(time.perf_counter(), data)
 
+    def present(self) -> bool:
+        """Whether the port we are connected to is still listed (a virtual port always is)."""
+        if self.virtual:
+            return True
+        try:
+            return self.name in self.rt.get_ports()
+        except Exception:  # noqa: BLE001 - a MIDI system that stops answering has no ports
+            return False
+
+    def reconnect(self) -> bool:
+        """Connect again if the port is back: same name first, else what the spec matches."""
+        try:
+            names = list(self.rt.get_ports())
+        except Exception:  # noqa: BLE001
+            return False
+        index = names.index(self.name) if self.name in names else _match(self.spec, names)
+        if index is None:
+            return False
+        with self._lock:  # never while the scheduler sends
+            with contextlib.suppress(Exception):
+                self.rt.close_port()
+            try:
+                self.rt.open_port(index, self.own_name or self.name)
+            except Exception:  # noqa: BLE001 - it went away again; the next poll retries
+                return False
+        self.name = names[index]
+        return True
+
     def close(self) -> None:
         _close(self.rt)
+
+
+def _match(spec: str | None, names: list[str]) -> int | None:
+    """The one port a (non-numeric) spec names among `names`, or None."""
+    if not spec or spec.strip().isdigit():
+        return None  # an index names whatever sits there now: not the device that left
+    try:
+        return resolve(spec, names)
+    except MidiPortError:
+        return None
+
+
+class PortWatch:
+    """Notices a port opened by name going away and coming back; see the module docstring.
+
+    `poll(now_s)` is cheap between intervals. It returns "lost" or "back" on a change (the caller
+    releases notes, reconnects its state) and None otherwise, and logs each change in one line.
+    """
+
+    def __init__(self, port: OpenPort, direction: str, log: Any,
+                 interval_s: float = WATCH_INTERVAL_S) -> None:
+        self.port, self.direction, self.log, self.interval_s = port, direction, log, interval_s
+        self.lost = False
+        self.losses = 0
+        self._next_s = -1.0
+
+    def poll(self, now_s: float) -> str | None:
+        if self.port.virtual or now_s < self._next_s:
+            return None
+        self._next_s = now_s + self.interval_s
+        if not self.lost and not self.port.present():
+            self.lost, self.losses = True, self.losses + 1
+            self.log.warning("MIDI %s %r disappeared: releasing its notes; improv keeps running and "
+                             "reconnects when it returns", self.direction, self.port.name)
+            return "lost"
+        if self.lost and self.port.reconnect():
+            self.lost = False
+            self.log.warning("MIDI %s %r is back; reconnected", self.direction, self.port.name)
+            return "back"
+        return None
 
 
 def _close(client: Any) -> None:
@@ -263,11 +341,12 @@ def open_port(kind: str, spec: str | None, backend: str) -> OpenPort:
                 raise MidiPortError("Windows MM has no virtual ports; pass --in and --out "
                                     "(e.g. loopMIDI port names, see `improv ports`)")
             client.open_virtual_port(virtual_name)
-            return OpenPort(client, virtual_name, backend, virtual=True)
+            return OpenPort(client, virtual_name, backend, virtual=True, own_name=virtual_name)
         names = client.get_ports()
         index = resolve(spec, names, "input" if kind == "in" else "output")
         client.open_port(index, virtual_name)
-        return OpenPort(client, names[index], backend, virtual=False)
+        return OpenPort(client, names[index], backend, virtual=False, spec=spec,
+                        own_name=virtual_name)
     except MidiPortError:
         _close(client)
         raise

@@ -11,6 +11,8 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     overlap = false           # keep answering when the player plays again
     end_cc = "off"            # a CC number whose press (value >= 64) ends the phrase at once
     duet_horizon_beats = 0.5  # duet: how far ahead notes are planned (re-planned on every note)
+    duet_react = true         # duet: answer each note at once with one the model picks to sound
+                              # with it (0.8 x the player's velocity; the duet's line ends it)
     max_response_beats = 32.0
 
     [sampling]
@@ -82,6 +84,7 @@ class ModeSettings:
     overlap: bool = False
     end_cc: int | None = None
     duet_horizon_beats: float = 0.5
+    duet_react: bool = True  # duet: each player note-on gets one note at once (improv.duet)
     max_response_beats: float = 32.0
 
     def __post_init__(self) -> None:

@@ -249,7 +249,9 @@ def encode_notes(notes: Iterable[Note], vocab: Vocabulary, bos: bool = True) -> 
 
 
 def decode_ids(ids: Iterable[int], vocab: Vocabulary) -> list[Note]:
-    """Event token ids -> notes. Unmatched ONs end at the last time; unmatched OFFs are ignored."""
+    """Event token ids -> notes. Unmatched ONs end at the last time; unmatched OFFs are ignored; a
+    note ended in the tick it started (an OFF, or a second ON of its pitch) sounds for no time
+    and is left out."""
     decoder = StreamDecoder(vocab)
     tpb = vocab.config.ticks_per_beat
     open_notes: dict[int, tuple[int, int]] = {}  # pitch -> (onset tick, velocity)
@@ -260,7 +262,8 @@ def decode_ids(ids: Iterable[int], vocab: Vocabulary) -> list[Note]:
             continue
         if action.pitch in open_notes:  # an ON for a sounding pitch ends it too
             on, vel = open_notes.pop(action.pitch)
-            notes.append(Note(on / tpb, (decoder.tick - on) / tpb, action.pitch, vel))
+            if decoder.tick > on:
+                notes.append(Note(on / tpb, (decoder.tick - on) / tpb, action.pitch, vel))
         if action.kind == "on":
             open_notes[action.pitch] = (decoder.tick, action.velocity)
     end = decoder.tick

@@ -12,8 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
+import mido
 import pytest
 
 from benchmarks import BenchOptions, run_bench
@@ -166,15 +168,20 @@ def test_plan_error_from_the_grid():
 
 
 def test_plan_error_from_a_timing_log(tmp_path):
-    log = tmp_path / "timing.jsonl"
-    records = [{"planned_s": 10.0, "sent_s": 10.0001, "type": "note_on", "note": 60, "source": "response"},
-               {"planned_s": 10.5, "sent_s": None, "type": "note_on", "note": 62, "source": "response"},
-               {"planned_s": 11.0, "sent_s": 11.0002, "type": "note_on", "note": 64, "source": "response"},
-               {"planned_s": 11.0, "sent_s": 11.0002, "type": "note_off", "note": 60, "source": "response"}]
-    log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    received = [(10.0007, [0x90, 60, 80]), (11.0009, [0x90, 64, 80])]
-    errors, dropped, _ = errors_from_log(log, received)
-    assert errors == pytest.approx([0.0007, 0.0009]) and dropped == 1
+    from benchmarks.midi import dropped_from_output
+    from improv.daemon import TimingLog
+    from improv.scheduler import SendRecord
+
+    on, off = mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60)
+    records = deque([SendRecord(10.0, 10.0001, on, "response"), SendRecord(10.2, 10.2001, on.copy(note=40), "thru"),
+                     SendRecord(11.0, 11.0002, on.copy(note=64), "response"), SendRecord(11.0, 11.0002, off, "response")])
+    log = TimingLog(tmp_path / "timing.csv", records)  # the very writer `improv run --timing-log` uses
+    log.close()
+    received = [(10.0007, [0x90, 60, 80]), (10.2004, [0x90, 40, 80]), (11.0009, [0x90, 64, 80])]
+    errors, _ = errors_from_log(tmp_path / "timing.csv", received)
+    assert errors == pytest.approx([0.0007, 0.0009])  # the thru echo is not an answer note
+    out = "WARNING dropped a response note-on 12 ms late\nINFO fine\nWARNING dropped a duet note-on 9 ms late\n"
+    assert dropped_from_output(out) == 2
 
 
 def test_duet_reaction_takes_improvs_next_own_note():

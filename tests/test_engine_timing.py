@@ -1,13 +1,18 @@
 """Where answers land in time, through the engine on a ManualClock: the grid set by the player's
 call (internal clock, nothing audible), the clock's grid when the player hears one, tempo changes
 of a followed MIDI clock reaching notes already planned, and a MIDI clock that drops bytes or
-goes away. At 120 bpm one beat is 0.5 s."""
+goes away; and how soon the duet's reaction to a note leaves, on the real clock. At 120 bpm one
+beat is 0.5 s."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import numpy as np
 import pytest
 
-from improv.clock import PPQN, ManualClock
+from improv.clock import PPQN, ManualClock, MonotonicClock
 from improv.engine import Engine
 from improv.events import ClockTick, NoteOff, NoteOn, Start
 from improv.settings import load_settings
@@ -168,3 +173,55 @@ def test_a_clock_that_goes_away_releases_improvs_notes_and_comes_back():
     engine.run_until(more[-1].t_s, more)
     assert engine.beat_clock.running
     assert engine.beat_clock.beats_at(more[0].t_s) == pytest.approx(8.0)  # from where it was lost
+
+
+# ---------------------------------------------------------------------- the duet's reaction, real clock
+
+
+class StampingPort:
+    """A port that stamps each message with time.perf_counter() as it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, object]] = []
+
+    def send(self, msg) -> None:
+        self.sent.append((time.perf_counter(), msg))
+
+
+def test_the_duets_reaction_is_due_at_the_note_and_sent_at_once():
+    engine, port = make({"mode.mode": "duet"})
+    t = 1.234
+    engine.run_until(t, [NoteOn(t, 0, 45, 90)])
+    (reaction,) = [r for r in engine.scheduler.records
+                   if r.source == "duet" and r.message.type == "note_on" and r.planned_s == t]
+    assert reaction.actual_s == t  # due at the note, no guard; sent then, no wait for a tick
+    assert engine.improviser._duet.reactions == 1
+
+
+def test_the_duets_reaction_leaves_within_feed_on_the_real_clock(capsys):
+    """The daemon's shape: the scheduler thread runs, the engine thread feeds and ticks. The
+    reaction is sent by `feed` itself (`Scheduler.add` sends what is already due), so it has
+    left when `feed` returns; note-on time -> send, p50/p99 printed, bound generous."""
+    clock, port = MonotonicClock(), StampingPort()
+    s = load_settings(None, {"mode.mode": "duet", "time.bpm": 120.0, "sampling.seed": 1})
+    engine = Engine(FakeModel(), s, clock, port)
+    rng, pause, latency_ms = np.random.default_rng(0), threading.Event(), []
+    engine.start()
+    try:
+        for _ in range(200):
+            pitch, t = int(rng.integers(36, 48)), clock.now()
+            engine.feed(NoteOn(t, 0, pitch, 90))
+            records = [r for r in list(engine.scheduler.records)[-8:] if r.planned_s == t and r.source == "duet"]
+            (reaction,) = [r for r in records if r.message.type == "note_on"]  # already sent
+            latency_ms.append(next(ts - t for ts, m in reversed(port.sent) if m is reaction.message) * 1e3)
+            engine.tick()
+            pause.wait(float(rng.uniform(0.002, 0.008)))
+            engine.tick()
+            engine.feed(NoteOff(clock.now(), 0, pitch))
+            engine.tick()
+    finally:
+        engine.shutdown()
+    p50, p99 = np.percentile(latency_ms, [50, 99])
+    with capsys.disabled():
+        print(f"\nduet reaction, feed(NoteOn) -> sent (FakeModel, real clock): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    assert p99 < 20.0

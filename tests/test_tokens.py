@@ -45,7 +45,8 @@ def quantised(notes, config: TokenConfig) -> list[tuple[int, int, int, int]]:
 
 def resolve_overlaps(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """The documented re-strike rule, written independently: within a chain of overlapping notes of
-    one pitch each note ends where the next starts, and the last one ends when the whole chain does."""
+    one pitch each note ends where the next starts, and the last one ends when the whole chain does;
+    a note struck again in the tick it started is the same note."""
     out = []
     for pitch in {p for _, _, p, _ in notes}:
         chain: list[tuple[int, int, int, int]] = []
@@ -61,7 +62,7 @@ def resolve_overlaps(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, 
 def _close(chain):
     end = max(n[1] for n in chain)
     starts = [n[0] for n in chain[1:]] + [end]
-    return [(n[0], stop, n[2], n[3]) for n, stop in zip(chain, starts)]
+    return [(n[0], stop, n[2], n[3]) for n, stop in zip(chain, starts) if stop > n[0]]  # (no zero-length notes)
 
 
 def decoded_velocity(velocity: int, config: TokenConfig) -> int:
@@ -198,3 +199,11 @@ def test_a_chord_after_an_exact_half_tick_stays_together():
     encoder = StreamEncoder(Vocabulary(TokenConfig()))
     encoder.advance(0.375)  # 4.5 ticks: rounds up to 5
     assert encoder.note_on(0.0, 60, 80) == [encoder.vocab.id("ON_60")]
+
+
+def test_a_note_ended_in_the_tick_it_started_is_left_out():
+    vocab = Vocabulary(TokenConfig())
+    ids = vocab.ids(["BOS", "ON_60", "ON_60", "SHIFT_6", "OFF_60", "ON_62", "OFF_62", "SHIFT_6", "ON_64"])
+    notes = decode_ids(ids, vocab)
+    # ON_60 ON_60 in one tick: one note; ON_62 OFF_62 in one tick: none; an unended note: one tick
+    assert [(n.onset_beats, n.duration_beats, n.pitch) for n in notes] == [(0.0, 0.5, 60), (1.0, 1 / 12, 64)]

@@ -8,7 +8,12 @@ of ``min_count`` and of augmentation, so changing those never re-parses anything
 Cache entry: ``<cache_dir>/pieces-v1/<ab>/<sha256>.npz`` (no pickle), named by the hash of the
 file's bytes plus every setting that changes its result (`EncodeSettings.fingerprint`). Written to
 a temporary file and `os.replace`d, so an interrupted run never leaves half an entry; an entry that
-fails to load is a miss.
+fails to load is a miss. The temporary file is named after the host and process writing it, so the
+next run removes what a killed run left (`sweep_temps`) without touching a live writer's file. A
+cache that cannot be written (disk full, read-only) costs the caching, never the run.
+
+A piece that would encode to more than `MAX_PIECE_TOKENS` tokens is skipped before any token is
+built: a 45-byte MIDI file can claim 10^8 beats of silence, i.e. 10^8 SHIFT tokens and gigabytes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import socket
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +39,10 @@ from training.pool import Outcome, default_workers, run_jobs
 
 CACHE_FORMAT = "pieces-v1"
 DEFAULT_CACHE_DIR = Path(".cache") / "improv"
+MAX_PIECE_TOKENS = 4_000_000  # ~100x a long piano piece; more is a broken or hostile file
+TEMP_PREFIX = ".tmp-"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,11 +94,26 @@ class FileResult:
 
 def encode_piece(piece: Piece, vocab: Vocabulary) -> np.ndarray:
     """One piece -> int32 ids: events (starting with BOS) or a 16th-note grid, in the piece's C key."""
+    check_size(piece.notes, vocab.config)
     if vocab.config.scheme == "event":
         return encode_notes(piece.to_notes(piece.key_shift), vocab)
     frames = notes_to_grid(piece.notes, vocab.config)
     frames[frames > 0] += piece.key_shift
     return grid_to_ids(frames, vocab)
+
+
+def check_size(notes: np.ndarray, config: TokenConfig) -> None:
+    """ValueError if the notes would encode to more than MAX_PIECE_TOKENS tokens (cheap estimate)."""
+    if not len(notes):
+        return
+    span_beats = float(np.max(notes[:, 0] + notes[:, 1]))
+    if config.scheme == "event":  # SHIFTs for the time, at most ON + OFF (+ VEL) per note
+        estimate = span_beats * config.ticks_per_beat / config.max_shift_ticks + 3 * len(notes)
+    else:
+        estimate = span_beats * config.grid_steps_per_beat * config.grid_voices
+    if not estimate <= MAX_PIECE_TOKENS:  # (also NaN)
+        raise ValueError(f"would encode to about {estimate:,.0f} tokens ({span_beats:,.0f} beats long); "
+                         f"pieces are capped at {MAX_PIECE_TOKENS:,}")
 
 
 def notes_to_grid(notes: np.ndarray, config: TokenConfig) -> np.ndarray:
@@ -189,7 +215,7 @@ def write_entry(entry: Path, result: FileResult) -> None:
         "ids": np.concatenate([p.ids for p in pieces]) if pieces else np.zeros(0, np.int32),
         "id_offsets": np.cumsum([0] + [len(p.ids) for p in pieces]),
     }
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=_temp_prefix(), suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -199,6 +225,39 @@ def write_entry(entry: Path, result: FileResult) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _host_prefix() -> str:
+    return f"{TEMP_PREFIX}{socket.gethostname().replace('-', '_') or 'host'}-"
+
+
+def _temp_prefix() -> str:
+    return f"{_host_prefix()}{os.getpid()}-"  # .tmp-<host>-<pid>-<random>.npz
+
+
+def sweep_temps(cache_dir: Path) -> int:
+    """Remove temporary files that writers on this host left when they were killed; returns how
+    many. A file whose process still runs is left alone (it is being written)."""
+    removed = 0
+    here = _host_prefix()
+    for tmp in Path(cache_dir, CACHE_FORMAT).glob(f"*/{TEMP_PREFIX}*"):
+        if not tmp.name.startswith(here):
+            continue  # another host's writer (a shared cache): not ours to judge
+        pid = tmp.name[len(here):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def read_entry(entry: Path, vocab_size: int) -> FileResult | None:
@@ -232,6 +291,7 @@ def load_sources(sources: Sequence[Source], settings: EncodeSettings, *, cache_d
     pieces are known, so a quick run on a large corpus parses only what it uses.
     """
     vocab_size = len(Vocabulary(settings.token_config))
+    sweep_temps(cache_dir)
     results: list[FileResult] = []
     while len(results) < len(sources):
         have = sum(len(r.pieces) for r in results)
@@ -254,11 +314,17 @@ def _load_batch(batch, settings, cache_dir, vocab_size, workers, timeout_s, prog
         return results  # type: ignore[return-value]
     task = progress.add_task(f"parsing {len(misses)} files", total=len(misses)) if progress else None
 
+    unwritable: list[OSError] = []
+
     def done(job: int, outcome: Outcome) -> None:
         i, entry = misses[job]
         result = outcome.value if outcome.ok else FileResult([], [Skip("", outcome.error)], cacheable=False)
-        if result.cacheable:
-            write_entry(entry, result)
+        if result.cacheable and not unwritable:
+            try:
+                write_entry(entry, result)
+            except OSError as err:  # disk full, read-only: go on without caching
+                unwritable.append(err)
+                log.warning("cannot write the cache in %s (%s); going on without it", cache_dir, err)
         results[i] = result
         if task is not None:
             progress.advance(task)

@@ -4,16 +4,19 @@
 each worker here is a `multiprocessing` process we own: a job past its deadline gets its worker
 killed and replaced, a worker that dies takes only its own job with it. Workers are spawned (not
 forked), so a rich progress thread or a torch thread pool in the parent is never copied mid-lock;
-the price is one interpreter start per worker, paid once per run. Jobs name module-level functions
+the price is one interpreter start per worker, paid once per run. A worker whose parent is killed
+outright exits by itself within `ORPHAN_CHECK_S`. Jobs name module-level functions
 of importable modules only, so a worker never re-runs the caller's ``__main__`` (see `_spawning`):
 calling `load_dataset` from a script without an ``if __name__ == "__main__"`` guard still works.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +27,8 @@ from typing import Any
 
 from improv.errors import DataError
 from training.corpus import describe_error
+
+ORPHAN_CHECK_S = 0.5  # how soon a worker notices that its parent was killed
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ def _inline(fn: Callable, job: tuple, index: int, on_done) -> Outcome:
 def _serve(conn, fn: Callable) -> None:
     """Worker loop: say ready, then answer ``(index, args)`` messages until ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    threading.Thread(target=_exit_with_parent, name="orphan-watch", daemon=True).start()
     conn.send("ready")
     while (message := conn.recv()) is not None:
         index, args = message
@@ -79,6 +85,16 @@ def _serve(conn, fn: Callable) -> None:
         except Exception as err:  # noqa: BLE001
             reply = (index, Outcome(False, error=describe_error(err)))
         conn.send(reply)
+
+
+def _exit_with_parent(interval_s: float = ORPHAN_CHECK_S) -> None:
+    """A worker whose parent was killed (SIGKILL runs no cleanup) would otherwise live on, stuck
+    in a hanging parse; this thread ends it once the parent is gone."""
+    parent = multiprocessing.parent_process()
+    while parent is not None:
+        parent.join(interval_s)  # returns at once when the parent has exited
+        if not parent.is_alive():
+            os._exit(1)
 
 
 @contextmanager

@@ -1,0 +1,215 @@
+"""Bad models and configs: a corrupt or truncated ONNX file, a sidecar that does not match its
+model, a vocabulary the live engine cannot use (a grid-scheme model), TOML with unknown keys,
+wrong types or broken syntax. `improv run` and `improv demo` must print one line that names the
+file and the problem, exit with code 2, and - for `improv run` - do so before opening any port.
+
+`improv run` runs against the test's JACK server with `--backend jack --log-level info`: the MIDI
+system is there, so the only thing wrong is the model or the config, and the info log shows how
+far start-up got ("ports open" is logged the moment both ports exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _sidecar(folder: Path) -> dict:
+    return json.loads((folder / "model.json").read_text())
+
+
+def _write_sidecar(folder: Path, meta: dict) -> None:
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+def _rehash(folder: Path) -> None:
+    meta = _sidecar(folder)
+    meta["onnx_sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    _write_sidecar(folder, meta)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bad_models(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[Path, str, str]]:
+    """name -> (model folder, the path the message must name, a phrase it must contain)."""
+    from improv.tokens import TokenConfig
+    from tests.tiny_models import export_tiny
+
+    root = tmp_path_factory.mktemp("bad-models")
+    out: dict[str, tuple[Path, str, str]] = {}
+
+    folder = _copy(tiny_model_dir, root / "truncated")
+    onnx = folder / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+    out["truncated"] = (folder, folder / "model.onnx", "do not match the sha256")
+
+    folder = _copy(tiny_model_dir, root / "truncated-unhashed")  # no sha256 to catch it
+    onnx = folder / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 3])
+    meta = _sidecar(folder)
+    del meta["onnx_sha256"]
+    _write_sidecar(folder, meta)
+    out["truncated-unhashed"] = (folder, folder / "model.onnx", "onnxruntime cannot load it")
+
+    folder = _copy(tiny_model_dir, root / "garbage")  # garbage whose hash the sidecar agrees with
+    (folder / "model.onnx").write_bytes(os.urandom(4096))
+    _rehash(folder)
+    out["garbage"] = (folder, folder / "model.onnx", "onnxruntime cannot load it")
+
+    folder = _copy(tiny_model_dir, root / "empty")
+    (folder / "model.onnx").write_bytes(b"")
+    _rehash(folder)
+    out["empty"] = (folder, folder / "model.onnx", "onnxruntime cannot load it")
+
+    other = export_tiny("lstm", root / "narrow-vocab", config=TokenConfig(pitch_min=36, pitch_max=96))
+    folder = _copy(tiny_model_dir, root / "foreign-sidecar")  # another model's sidecar
+    meta = _sidecar(other)
+    meta["onnx_sha256"] = _sidecar(tiny_model_dir)["onnx_sha256"]
+    _write_sidecar(folder, meta)
+    out["foreign-sidecar"] = (folder, folder / "model.onnx", "the sidecar does not belong to this model")
+
+    folder = _copy(tiny_model_dir, root / "wrong-state")
+    meta = _sidecar(folder)
+    meta["state"][0]["shape"] = [3, 1, 32]
+    _write_sidecar(folder, meta)
+    out["wrong-state"] = (folder, folder / "model.onnx", "state h_in")
+
+    folder = _copy(tiny_model_dir, root / "wrong-names")
+    meta = _sidecar(folder)
+    meta["token_input"] = "tokens"
+    _write_sidecar(folder, meta)
+    out["wrong-names"] = (folder, folder / "model.onnx", "graph lacks tokens")
+
+    folder = _copy(tiny_model_dir, root / "broken-json")
+    (folder / "model.json").write_text('{"format": "improv-step-model", "kind": ')
+    out["broken-json"] = (folder, folder / "model.json", "unreadable sidecar")
+
+    folder = _copy(tiny_model_dir, root / "not-a-sidecar")
+    (folder / "model.json").write_text(json.dumps({"format": "something-else"}))
+    out["not-a-sidecar"] = (folder, folder / "model.json", "not an improv model sidecar")
+
+    folder = _copy(tiny_model_dir, root / "bad-vocabulary")
+    meta = _sidecar(folder)
+    meta["vocabulary"]["config"]["pitch_min"] = 200
+    _write_sidecar(folder, meta)
+    out["bad-vocabulary"] = (folder, folder / "model.json", "vocabulary is malformed (pitch range 200..108")
+
+    folder = _copy(tiny_model_dir, root / "state-without-shape")
+    meta = _sidecar(folder)
+    del meta["state"][1]["shape"]
+    _write_sidecar(folder, meta)
+    out["state-without-shape"] = (folder, folder / "model.json", "malformed (KeyError: 'shape')")
+
+    folder = export_tiny("lstm", root / "grid", config=TokenConfig(scheme="grid", pitch_min=36, pitch_max=81))
+    out["grid"] = (folder, folder / "model.json", "grid-scheme model")
+
+    out["missing"] = (root / "no-such-model", root / "no-such-model", "no model at")
+    return out
+
+
+CONFIGS = {  # name -> (TOML text, a phrase the message must contain)
+    "unknown-key": ("[mode]\nsilence_beat = 2.0\n", "unknown key mode.silence_beat; did you mean 'silence_beats'"),
+    "unknown-section": ("[sampler]\ntemperature = 0.5\n", "unknown section [sampler]"),
+    "wrong-type": ('[sampling]\ntemperature = "hot"\n', "sampling.temperature must be a number"),
+    "bad-value": ("[time]\nbpm = 1000\n", "time.bpm: use a tempo in 20..400 bpm"),
+    "syntax": ("[mode\nmode = 'call'\n", "not valid TOML"),
+}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in env.items() if not k.startswith("IMPROV_")}
+    return subprocess.run([sys.executable, "-m", "improv.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()
+             and not line.startswith("improv: INFO:") and "Warning" not in line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def _check(result, named: Path | str, phrase: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    line = _one_error_line(result)
+    assert line.startswith("improv: ") and phrase in line, line
+    assert str(named) in line, line
+    return line
+
+
+MODEL_CASES = [
+    "truncated", "truncated-unhashed", "garbage", "empty", "foreign-sidecar", "wrong-state",
+    "wrong-names", "broken-json", "not-a-sidecar", "bad-vocabulary", "state-without-shape", "grid",
+    "missing"]
+DEMO_CASES = ["truncated", "garbage", "foreign-sidecar", "broken-json", "missing",
+              "bad-vocabulary", "state-without-shape", "grid"]
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_improv_run_rejects_a_bad_model_before_opening_a_port(case, bad_models, jack_server, tmp_path):  # noqa: F811
+    folder, named, phrase = bad_models[case]
+    ready = tmp_path / "ready.json"
+    result = _run(["run", "--backend", "jack", "--model", str(folder), "--quiet", "--log-level", "info",
+                   "--ready-file", str(ready)], jack_server.env)
+    line = _check(result, named, phrase)
+    assert "ports open" not in result.stderr and "MIDI backend jack" in result.stderr, result.stderr
+    assert not ready.exists() and "ready in" not in result.stdout
+    assert not [p for p in jack_server.ports() if p.startswith("improv")], line
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_improv_run_rejects_a_bad_config_before_opening_a_port(case, tiny_model_dir, jack_server, tmp_path):  # noqa: F811
+    text, phrase = CONFIGS[case]
+    config = tmp_path / f"{case}.toml"
+    config.write_text(text)
+    result = _run(["run", "--backend", "jack", "--model", str(tiny_model_dir), "--config", str(config),
+                   "--quiet", "--log-level", "info"], jack_server.env)
+    _check(result, str(config), phrase)
+    assert "ports open" not in result.stderr and "model loaded" not in result.stderr
+
+
+@pytest.mark.parametrize("case", DEMO_CASES)
+def test_improv_demo_rejects_a_bad_model(case, bad_models, tmp_path):
+    folder, named, phrase = bad_models[case]
+    out = tmp_path / "demo.mid"
+    result = _run(["demo", "--model", str(folder), "--out", str(out)], dict(os.environ))
+    _check(result, named, phrase)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["unknown-key", "wrong-type", "syntax"])
+def test_improv_demo_rejects_a_bad_config(case, tiny_model_dir, tmp_path):
+    text, phrase = CONFIGS[case]
+    config = tmp_path / f"{case}.toml"
+    config.write_text(text)
+    result = _run(["demo", "--model", str(tiny_model_dir), "--config", str(config),
+                   "--out", str(tmp_path / "d.mid")], dict(os.environ))
+    _check(result, str(config), phrase)
+
+
+def test_the_live_model_check_in_process(bad_models, tiny_model_dir):
+    """The check `improv run` makes after loading, before any port: event models pass."""
+    from improv.errors import ModelError
+    from improv.model_step import StepModel
+
+    StepModel.load(tiny_model_dir).check_live()
+    with pytest.raises(ModelError, match=r"grid/model.json: a grid-scheme model cannot play live"):
+        StepModel.load(bad_models["grid"][0]).check_live()
