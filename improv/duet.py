@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Collection
 
 import numpy as np
@@ -56,22 +57,31 @@ REACT_MAX_STEPS = 32  # a context further behind than this (never, in practice) 
 class ReplanGuard:
     """How far ahead of now a re-plan cuts: at least `min_s`, and long enough for the generator to
     deliver the first new note before it is due. That takes the model steps from the re-plan until
-    the generator's frontier passes the cutoff (the player's tokens, then the continuation: a
-    decaying maximum, counted in steps so a manual clock sees the same) times the wall time of a
-    step as the engine measured it (model, sampling and bookkeeping), times a margin."""
+    the generator's frontier passes the cutoff (the player's tokens, then the continuation: the
+    most any of the last `WINDOW` re-plans took, counted in steps so a manual clock sees the same)
+    times the wall time of a step as the engine measured it (model, sampling and bookkeeping),
+    times a margin.
+
+    A window, not a decaying maximum: how many steps a re-plan needs depends on the music (a
+    chord, a beat crossed), so the rare long ones recur; a maximum that decayed by 5 % per re-plan
+    had forgotten them after twenty short ones, and the next long one went out late."""
 
     MARGIN = 1.5
-    DECAY = 0.95  # per re-plan: an old outlier stops counting after ~50 re-plans
+    WINDOW = 128  # re-plans remembered (two per player note: ~a minute of a busy duet)
     MAX_S = 0.05  # never cut later than this: the line must still follow the player
-    PRIOR_STEPS = 10.0
+    PRIOR_STEPS = 10  # until a re-plan has delivered: what bach-lstm takes (the player's 2-3
+    # tokens, then the first new note or two)
 
     def __init__(self, min_s: float) -> None:
         self.min_s = min_s
         self.step_s = 0.0  # EMA of seconds per model step in the engine's ticks (0 on a manual clock)
-        # decaying max of steps from a re-plan to its frontier passing the cutoff; the prior is
-        # what bach-lstm takes (the player's 2-3 tokens, then the first new note or two)
-        self.steps = self.PRIOR_STEPS
+        self._delivered: deque[int] = deque(maxlen=self.WINDOW)  # steps each recent re-plan took
         self._mark: int | None = None  # model steps at the last re-plan, until it delivered
+
+    @property
+    def steps(self) -> int:
+        """The most steps a recent re-plan took to deliver (`PRIOR_STEPS` before any did)."""
+        return max(self._delivered) if self._delivered else self.PRIOR_STEPS
 
     def seconds(self) -> float:
         return min(self.MAX_S, max(self.min_s, self.MARGIN * self.steps * self.step_s))
@@ -85,11 +95,10 @@ class ReplanGuard:
     def replanned(self, steps_now: int) -> None:
         if self._mark is None:  # a re-plan before the last one delivered counts from the first
             self._mark = steps_now
-        self.steps *= self.DECAY
 
     def delivered(self, steps_now: int) -> None:
         if self._mark is not None:
-            self.steps = max(self.steps, float(steps_now - self._mark))
+            self._delivered.append(steps_now - self._mark)
             self._mark = None
 
 
@@ -110,9 +119,15 @@ class Duet:
         # note-off is still queued in the scheduler, so the pitch is not struck again before it
         self._released: dict[int, float] = {}
 
-    def begin(self, now_s: float, fork: Fork) -> PhraseGenerator:
-        """A generator from now (or the last cutoff), inheriting the notes that still sound."""
-        start = max(self.clock.beats_at(now_s), self.resume_beats)
+    def begin(self, now_s: float, fork: Fork, steps_now: int) -> PhraseGenerator:
+        """A generator from the last re-plan's cutoff, inheriting the notes that still sound. A
+        first start (or one after a stop) has no cutoff ahead: it is a re-plan that keeps
+        nothing, so it starts a guard ahead of now too, or its first note would be due before
+        the model had produced it (3-4 ms late with a 0.25-ms model)."""
+        if self.resume_beats < self.clock.beats_at(now_s):
+            self.resume_beats = self.clock.beats_at(now_s + self.guard.seconds())
+            self.guard.replanned(steps_now)
+        start = self.resume_beats
         voices = self.part.voices
         sounding = {v.pitch: v.on_beats for v in voices if v.off_beats is None}
         ending = {v.pitch: v.off_beats for v in voices if v.off_beats is not None and v.off_beats > start}

@@ -24,7 +24,6 @@ from improv.events import NoteOff, NoteOn
 from improv.midi_in import MidiInput
 from improv.settings import load_settings
 from tests.fakes import FakeMidiOut, FakeModel
-from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
 
 SPB = 0.5
 
@@ -230,6 +229,26 @@ def test_a_clock_flood_while_following_midi_clock_never_leaves_a_note_on():
     play_daemon(daemon, sorted(timed, key=lambda m: m[0]), 25.0)
     assert port.note_ons(), "answers before and after the flood"
     play_daemon(daemon, [(25.0, [0xFC])], 40.0)  # Stop
+    engine.shutdown()
+    assert_paired(port)
+
+
+def test_a_lost_clock_silences_the_duet_until_the_player_plays_again():
+    """The engine treats a lost MIDI clock as a Stop: the duet's notes are released and it does
+    not start again by itself (it did, 5 ms later, at the dead clock's last tempo)."""
+    engine, port, _ = make({"time.clock": "midi", "mode.mode": "duet", "mode.max_response_beats": 8.0})
+    daemon = Daemon(engine, MidiInput(None))
+    ticks = [(i * SPB / 24, [0xF8]) for i in range(24 * 4)]  # 4 beats, then the cable is pulled
+    timed = [(0.0, [0xFA])] + ticks + phrase(1, [60, 62])
+    play_daemon(daemon, sorted(timed, key=lambda m: m[0]), 2.0)
+    assert port.note_ons(), "the duet played along"
+    play_daemon(daemon, [], 20.0)
+    lost_at = max(t for t, m in port.sent if m.type == "note_off")
+    assert lost_at < 3.0 and port.sounding() == set()
+    assert not [t for t, m in port.note_ons() if t > lost_at], "the duet started again by itself"
+    assert engine.next_wakeup_s() is None
+    play_daemon(daemon, phrase(42, [64]), 25.0)  # the player plays again: so does improv
+    assert [t for t, m in port.note_ons() if m.note != 64 and t >= 21.0]
     engine.shutdown()
     assert_paired(port)
 
