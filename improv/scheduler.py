@@ -2,7 +2,10 @@
 
 A heap of `Planned` ordered by (due time, order added): plans come from the planner in their
 logical order, so a note's on precedes its off even at the same instant, and the `NoteTracker`
-makes a re-strike come out right in either order. The thread waits
+makes a re-strike come out right in either order. One exception: a note-on yields to a note-off
+due at the same instant (within a microsecond: beats turned into seconds round apart) that ends a
+note sounding now, so a voice ending as another starts never makes one too many sound (a synth
+at its voice limit, a polyphony cap). The thread waits
 on a `threading.Condition` with a timeout until ~`spin_s` before the next due time, so `add`
 wakes it at once, then spins only that last fraction (spinning longer on a busy 2-core machine
 caused rare 10 ms outliers; `spin_s=0` turns spinning off). Deadlines are absolute seconds on the
@@ -67,9 +70,12 @@ class TimingStats:
     max_ms: float
 
 
+SAME_INSTANT_S = 1e-6  # plans this close are simultaneous (float rounding of beats -> seconds)
+
+
 class Scheduler:
     def __init__(self, out: MidiOut, clock: Clock, spin_s: float = 0.0003, max_late_s: float = 0.1,
-                 history: int = 20000) -> None:
+                 history: int = 4096) -> None:  # ~2 min of a busy duet; the timing log drains it 4x a second
         self.out = out
         self.clock = clock
         self.spin_s = spin_s
@@ -194,7 +200,7 @@ class Scheduler:
     def _send_due(self, now: float, stamp: bool) -> list[mido.Message]:
         sent: list[mido.Message] = []
         while self._heap and self._heap[0][0] <= now:
-            *_, p = heapq.heappop(self._heap)
+            p = self._pop_next()
             actual = self.clock.now() if stamp else now
             if p.kind == "on" and actual - p.due_s > self.max_late_s:
                 self.dropped += 1
@@ -204,6 +210,23 @@ class Scheduler:
             self._record(p.due_s, actual, msgs, p.source)
             sent += msgs
         return sent
+
+    def _pop_next(self) -> Planned:
+        """The next plan to send. A note-on yields to a note-off due at the same instant (within
+        `SAME_INSTANT_S`: beats turned into seconds round apart) that ends a note sounding now,
+        so a voice that ends as another starts never makes one note too many sound. (An off
+        that would end nothing yet keeps its place: it may be this very note-on's.)"""
+        entry = heapq.heappop(self._heap)
+        if entry[2].kind == "on":
+            limit = entry[0] + SAME_INSTANT_S
+            off = min((e for e in self._heap if e[0] <= limit and e[2].kind == "off" and self._holding(e[2])),
+                      default=None)
+            if off is not None:
+                self._heap.remove(off)
+                self._heap.append(entry)
+                heapq.heapify(self._heap)
+                entry = off
+        return entry[2]
 
     def _record(self, planned_s: float, actual_s: float, msgs: list[mido.Message], source: str) -> None:
         for m in msgs:
@@ -229,6 +252,9 @@ class Scheduler:
             return self.out.realtime(p.kind)
         log.warning("unknown plan kind %r ignored", p.kind)
         return []
+
+    def _holding(self, p: Planned) -> bool:
+        return any(ch == p.channel and pitch == p.pitch for _, ch, pitch in self._holds.get(p.source, []))
 
     def _unhold(self, source: str, channel: int, pitch: int) -> bool:
         holds = self._holds.get(source, [])
