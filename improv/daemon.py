@@ -169,6 +169,17 @@ class Daemon:
         except Exception:  # noqa: BLE001
             self.engine.scheduler.panic()
 
+    def tap_output(self, out_port: Any) -> None:
+        """--record: improv's part from the scheduler's send records (each names its source), or,
+        where the scheduler has none, from the port's raw bytes. One tap, never both: with both,
+        the first message was taken from the port and again from its record (a doubled note)."""
+        if self.taps is None:
+            return
+        if hasattr(self.engine.scheduler, "on_record"):
+            self.engine.scheduler.on_record = self.taps.record
+        else:
+            out_port.on_send = self.taps.sent
+
     def stop(self) -> None:
         """Stop the engine thread, release every note, stop the scheduler. Safe to call twice."""
         self._engine_stop.set()
@@ -274,10 +285,7 @@ def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
         take = Take() if record else None
         daemon = Daemon(engine, midi_in, take=take, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_model.name)
-        if daemon.taps is not None:
-            out_port.on_send = daemon.taps.sent  # the fallback where no source is known
-            if hasattr(engine.scheduler, "on_record"):
-                engine.scheduler.on_record = daemon.taps.record  # exact: each send names its source
+        daemon.tap_output(out_port)
         timings = TimingLog(timing_log, engine.scheduler.records) if timing_log else None
         watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far

@@ -191,6 +191,39 @@ def test_record_writes_both_parts_at_their_times(tmp_path):
     assert mido.MidiFile(str(path)).ticks_per_beat == 960
 
 
+class HookedPort(FakePort):
+    """A port with the real one's send hook (`improv.ports`): (perf_counter s, bytes) per send."""
+
+    on_send = None
+
+    def send(self, msg: mido.Message) -> None:
+        super().send(msg)
+        if self.on_send is not None:
+            self.on_send(time.perf_counter(), msg.bytes())
+
+
+def test_record_takes_each_answer_note_once(model, tmp_path):
+    """The daemon taps improv's part from the scheduler's records, not from the port as well:
+    with both, the session's first note-on was recorded twice (seen over JACK: 5 notes in the
+    take for a 4-note chord heard)."""
+    from improv.engine import Engine
+    from improv.midifile import read_midi_tracks
+
+    port = HookedPort()
+    settings = load_settings(None, {"time.bpm": 300.0, "sampling.seed": 1})
+    daemon = Daemon(Engine(model, settings, MonotonicClock(), port), MidiInput(None), take=Take())
+    daemon.tap_output(port)
+    daemon.start()
+    try:
+        play(daemon, [(0.0, 60), (0.2, 64), (0.4, 67), (0.6, 72)], 0.15)
+        assert wait_until(lambda: sum(m.type == "note_on" and m.velocity for _, m in port.sent) >= 2)
+    finally:
+        daemon.stop()
+    sent = sorted(m.note for _, m in port.sent if m.type == "note_on" and m.velocity > 0)
+    path = daemon.take.write(tmp_path / "take.mid", bpm=300.0)
+    assert sorted(n.pitch for n in read_midi_tracks(path)["improv"]) == sent
+
+
 def test_record_never_starts_before_zero(tmp_path):
     take = Take()
     take.note_on("player", 9.9, 0, 60, 90)
