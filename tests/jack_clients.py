@@ -8,10 +8,19 @@ a non-realtime jackd until MIDI clock bytes are lost.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import rtmidi
 
@@ -59,19 +68,56 @@ class Player:
 
 
 class Recorder:
-    """A JACK MIDI input port ("<client>:in") stamping each arrival in its callback."""
+    """A JACK MIDI input port ("<client>:in") stamping each arrival, in a process of its own.
 
-    def __init__(self, client: str = "recorder") -> None:
+    rtmidi's JACK input calls its callback for event i before it copies event i+1 out of the
+    port buffer; a Python callback that waits (for the GIL, or preempted on 2 busy cores)
+    outlives the cycle, the next cycle rewrites the buffer, and the later notes of a chord arrive
+    as copies of another note. Measured with `python -m benchmarks.jack_recorders` (400 4-note
+    chords, 2 busy processes, non-realtime jackd): an rtmidi callback recorder in this process
+    received 60-83 messages of 3,200 that were never sent, the C recorder 0-2 (with
+    `--realtime`: 0 for both). So the recorder is tests/jack_recorder.c, a C client that copies
+    each cycle's events at once and stamps them with CLOCK_MONOTONIC (time.perf_counter's clock,
+    the daemon's too), compiled once per machine with cc against libjack.so.0. Without a
+    compiler, an rtmidi recorder in a child process stands in (IMPROV_REQUIRE_JACK=1 makes that
+    an error)."""
+
+    def __init__(self, client: str = "recorder", timeout_s: float = 10.0) -> None:
         self.client = client
-        self.rt = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
-        self.rt.ignore_types(sysex=True, timing=True, active_sense=True)
-        self.rt.open_virtual_port("in")
         self.port = f"{client}:in"
         self.received: list[Message] = []  # list.append is atomic under the GIL
-        self.rt.set_callback(self._on_message)
+        self._opened = False
+        self._err = tempfile.TemporaryFile()  # the child's complaints, never a pipe that fills
+        self._child = subprocess.Popen([*recorder_command(), client],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=self._err)
+        ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(ready,), daemon=True,
+                                        name=f"recorder {client}")
+        self._reader.start()
+        ready.wait(timeout_s)
+        if not self._opened:
+            self._child.kill()
+            self._child.wait()
+            why = self.errors()
+            self.close()
+            raise RuntimeError(f"JACK recorder {client} could not open its port "
+                               f"(waited up to {timeout_s:g} s): {why}")
 
-    def _on_message(self, message_and_delta, _data=None) -> None:
-        self.received.append((time.perf_counter(), message_and_delta[0]))
+    def _read(self, ready: threading.Event) -> None:
+        for line in self._child.stdout:
+            head, _, rest = line.decode().strip().partition(" ")
+            if head == "ready":
+                self._opened = True
+                ready.set()
+            elif head:
+                self.received.append((float(head), [int(b) for b in rest.split()]))
+        ready.set()  # the child ended (or never opened its port): nobody waits any longer
+
+    def errors(self) -> str:
+        """What the recorder's process wrote to stderr so far."""
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace").strip()[-500:]
 
     def clear(self) -> None:
         self.received.clear()
@@ -85,9 +131,65 @@ class Recorder:
         return predicate(list(self.received))
 
     def close(self) -> None:
-        self.rt.cancel_callback()
-        self.rt.close_port()
-        self.rt.delete()
+        """Close the port (the child exits when its stdin closes) after what it sent is read."""
+        if self._child.poll() is None:
+            self._child.stdin.close()
+            try:
+                self._child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
+        self._reader.join(timeout=5)
+        self._err.close()
+
+
+@functools.lru_cache(maxsize=1)
+def recorder_command() -> tuple[str, ...]:
+    """The command that records a JACK port: the C recorder, built on first use, else rtmidi."""
+    src = Path(__file__).with_name("jack_recorder.c")
+    binary = Path(tempfile.gettempdir()) / f"improv-jack-recorder-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
+    why = ""
+    if not binary.exists():
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            why = "no C compiler (apt install gcc)"
+        else:
+            partial = binary.with_name(f"{binary.name}.{os.getpid()}")
+            built = subprocess.run([cc, "-O2", "-o", str(partial), str(src), "-l:libjack.so.0"],
+                                   capture_output=True, text=True)
+            if built.returncode == 0:
+                os.replace(partial, binary)  # atomic: a parallel run never runs half a file
+            else:
+                why = f"{cc} failed: {built.stderr.strip()[-300:]}"
+    if binary.exists():
+        return (str(binary),)
+    if os.environ.get("IMPROV_REQUIRE_JACK") == "1":
+        raise RuntimeError(f"cannot build the JACK test recorder {src.name}: {why}")
+    warnings.warn(f"JACK test recorder {src.name} not built ({why}); rtmidi stands in and may "
+                  "mangle chords under load", stacklevel=2)
+    return (sys.executable, "-u", __file__, "record")
+
+
+def _record(client: str) -> None:
+    """The stand-in recorder's child process: one JACK input port, stamped lines on stdout until stdin closes."""
+    out = sys.stdout.buffer
+
+    def on_message(message_and_delta, _data=None) -> None:
+        t_s = time.perf_counter()
+        out.write(f"{t_s:.9f} {' '.join(map(str, message_and_delta[0]))}\n".encode())
+        out.flush()
+
+    rt = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, client)
+    rt.ignore_types(sysex=True, timing=True, active_sense=True)
+    rt.open_virtual_port("in")
+    rt.set_callback(on_message)
+    out.write(b"ready\n")
+    out.flush()
+    sys.stdin.buffer.read()  # the main thread sleeps here: the GIL is the callback's
+    rt.cancel_callback()
+    time.sleep(0.01)  # a callback in flight finishes before the port goes
+    rt.close_port()
+    rt.delete()
 
 
 @dataclass
@@ -172,3 +274,7 @@ class ClockSource:
             if self._pending_bpm is not None:
                 origin_s, k = origin_s + k * 60.0 / (self.PPQN * bpm), 0
                 bpm, self._pending_bpm = self._pending_bpm, None
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["record"]:
+    _record(sys.argv[2])

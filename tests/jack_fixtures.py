@@ -1,6 +1,6 @@
 """A private JACK server for the real-port tests (dummy driver, 48 kHz, 64-frame period).
 
-Import the fixtures into a test module (`from tests.jack_fixtures import jack_server  # noqa`).
+The `jack_server` fixture is imported once, by tests/conftest.py: one server per test module, at most one at a time.
 Each session gets a server with a unique name; every client (this process, `improv` subprocesses,
 jack_connect) finds it through JACK_DEFAULT_SERVER, so parallel runs never share a server.
 Without jackd the tests skip, unless IMPROV_REQUIRE_JACK=1, where a missing jackd fails them.
@@ -48,14 +48,21 @@ class JackServer:
         return [line for line in self._run("jack_lsp").stdout.splitlines() if line.strip()]
 
     def wait_port(self, suffix: str, timeout_s: float = 10.0) -> str:
-        """Full name of the first port ending with `suffix`, polling (sleeping) until it exists."""
+        """Full name of THE port ending with `suffix`, polling (sleeping) until exactly one exists.
+
+        A client of a process that just exited lingers until jackd notices, and JACK names a new
+        client with a taken name "<name>-01": right after one `improv run` stops and the next
+        starts there are two "…:improv in" ports, and the first one listed may be the dead
+        one's (the next improv then hears nothing: seen as "in 0 notes" in test_jack and as
+        "improv played no answer note" in the bench's call stream, which follows a duet daemon).
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             hits = [p for p in self.ports() if p.endswith(suffix)]
-            if hits:
+            if len(hits) == 1:
                 return hits[0]
             if time.monotonic() > deadline:
-                raise AssertionError(f"JACK port *{suffix} never appeared; have {self.ports()}")
+                raise AssertionError(f"wanted one JACK port *{suffix}, have {hits or self.ports()}")
             time.sleep(0.05)
 
     def connect(self, source: str, destination: str) -> None:
@@ -70,8 +77,14 @@ class JackServer:
 
         names = re.findall(r"client = (.+?) was not finished", self.log_path.read_text())
         counts = collections.Counter(names)
-        return "cycles missed per client: " + (", ".join(f"{k} {v}" for k, v in counts.items())
+        return f"jackd {'realtime' if self.realtime else 'not realtime'}; cycles missed per client: " + (", ".join(f"{k} {v}" for k, v in counts.items())
                                                or "none")
+
+    @property
+    def realtime(self) -> bool:
+        """Whether jackd got realtime scheduling (it falls back quietly where it may not)."""
+        log = self.log_path.read_text()
+        return "starting in realtime mode" in log and "Cannot use real-time scheduling" not in log
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -80,7 +93,12 @@ class JackServer:
 def _start(name: str, log_path: Path) -> subprocess.Popen:
     # The server's own log is chatty (xruns in non-realtime mode): keep it in a file for failures.
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(RATE_HZ),
+    # Not realtime by default, as CI machines allow: measured here, a realtime jackd's SCHED_FIFO
+    # client threads (5 of them, on 2 cores) preempted improv's own scheduler thread, and answer
+    # notes went out 3 ms late. IMPROV_JACK_REALTIME=1 asks for it (jackd falls back quietly
+    # where it may not, saying "Cannot use real-time scheduling").
+    rt = "--realtime" if os.environ.get("IMPROV_JACK_REALTIME") == "1" else "--no-realtime"
+    cmd = ["jackd", "-n", name, rt, "-d", "dummy", "-r", str(RATE_HZ),
            "-p", str(PERIOD_FRAMES)]
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -113,9 +131,11 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def jack_server(tmp_path_factory) -> Iterator[JackServer]:
-    """A running JACK server for this session; JACK_DEFAULT_SERVER points at it meanwhile."""
+    """A running JACK server for this test module; JACK_DEFAULT_SERVER points at it meanwhile.
+    One per module, stopped at its end: a fresh server for each module's tests (clients killed
+    and restarted by one module leave nothing behind for the next), and never several at once."""
     if shutil.which("jackd") is None:
         if os.environ.get("IMPROV_REQUIRE_JACK") == "1":
             pytest.fail("IMPROV_REQUIRE_JACK=1 but jackd is not installed (apt install jackd2)")

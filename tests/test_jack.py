@@ -19,6 +19,7 @@ is (call) or *which* beat (clock, with half a beat of margin).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jack_fixtures import JackServer, jack_server  # noqa: F401 - fixture
+from tests.jack_fixtures import JackServer
 
 pytestmark = [pytest.mark.jack, pytest.mark.timeout(120)]
 
@@ -61,9 +62,10 @@ class Improv:
         self.server = server
         self.ready_path = tmp / f"ready-{uuid.uuid4().hex[:6]}.json"
         self.log_path = tmp / f"improv-{uuid.uuid4().hex[:6]}.log"
+        self.timing_path = tmp / f"timing-{uuid.uuid4().hex[:6]}.csv"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         cmd = _improv("run", "--backend", "jack", "--model", str(model), "--quiet",
-                      "--ready-file", str(self.ready_path), *args)
+                      "--ready-file", str(self.ready_path), "--timing-log", str(self.timing_path), *args)
         self.t_spawn = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=server.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
@@ -97,6 +99,15 @@ class Improv:
         return [{"n": int(n), "origin_s": float(o), "phrase_end_s": float(e), "start_s": float(t)}
                 for n, o, e, t in re.findall(pattern, self.output())]
 
+    def sent(self) -> list[dict[str, str]]:
+        """What improv's scheduler sent, from its --timing-log (drained 4x a second, so wait a
+        little first): planned_s, actual_s, kind, channel, pitch, control, source per message."""
+        time.sleep(0.3)
+        if not self.timing_path.exists():
+            return []
+        with open(self.timing_path, newline="") as f:
+            return list(csv.DictReader(f))
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -111,7 +122,7 @@ class Improv:
 
 
 @pytest.fixture
-def clients(jack_server):  # noqa: F811
+def clients(jack_server):
     """A player, a recorder for improv's output and a loop recorder for the player's output."""
     tag = uuid.uuid4().hex[:4]
     made = [Player(f"player-{tag}"), Recorder(f"rec-{tag}"), Recorder(f"loop-{tag}")]
@@ -121,7 +132,7 @@ def clients(jack_server):  # noqa: F811
 
 
 @pytest.fixture
-def start_improv(jack_server, tiny_model_dir, tmp_path):  # noqa: F811
+def start_improv(jack_server, tiny_model_dir, tmp_path):
     running: list[Improv] = []
 
     def start(*args: str) -> Improv:
@@ -149,8 +160,31 @@ def _phrase(beats: list[float], pitches: list[int], length_beats: float, spb: fl
     return sorted(msgs, key=lambda m: (m[0], m[1][0] & 0xF0 == 0x90))
 
 
+def _send_of(improv: Improv, arrived_s: float) -> str:
+    """For a failure message: when improv planned and sent its first answer note-on (its timing
+    log), so a late arrival is told apart as improv's lateness or JACK's delivery."""
+    ons = [r for r in improv.sent() if r["kind"] == "note_on" and r["source"] == "response"]
+    if not ons:
+        return "improv's timing log has no answer note-on"
+    planned, actual = float(ons[0]["planned_s"]), float(ons[0]["actual_s"])
+    return (f"improv sent it {(actual - planned) * 1e3:+.3f} ms after its plan, JACK delivered it "
+            f"{(arrived_s - actual) * 1e3:.3f} ms after the send")
+
+
+def _offs_sent(improv: Improv, hanging: list) -> str:
+    """For a failure message: whether improv sent a note-off for each note the recorder saw hang."""
+    rows = improv.sent()
+    said = []
+    for note in hanging:
+        offs = [float(r["actual_s"]) for r in rows if r["kind"] == "note_off"
+                and int(r["pitch"] or -1) == note.pitch and float(r["actual_s"]) >= note.on_s - 0.01]
+        said.append(f"pitch {note.pitch}: improv sent its note-off at {offs[0]:.4f} s" if offs
+                    else f"pitch {note.pitch}: improv never sent a note-off")
+    return "; ".join(said)
+
+
 @pytest.mark.parametrize("anchor", ["call", "clock"])
-def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, start_improv,  # noqa: F811
+def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, start_improv,
                                                         tmp_path, anchor):
     player, rec, loop = clients
     take = tmp_path / "take.mid"
@@ -168,7 +202,8 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     call = _phrase([0, 1, 2, 3], [60, 62, 64, 65], 0.5, SPB)
     sent = player.play(call, start_s)
     assert rec.wait_for(lambda m: bool(note_ons(m)), timeout_s=10), (
-        f"no answer; {jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
+        f"no answer; the loop recorder heard {len(note_ons(loop.received))} of the call's 4 notes; "
+        f"{jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     first_on_s = note_ons(rec.received)[0][0]
     (answer,) = improv.answers()
     # last release at beat 3.5, silence 1 beat -> phrase end 4.5 -> answer on beat 5 of the call
@@ -187,12 +222,14 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
           f"{sent_error_s * 1e3:+.3f} ms (from the call's first send), "
           f"{loop_error_s * 1e3:+.3f} ms (loop-back); startup {improv.ready_after_s:.2f} s "
           f"(improv says {improv.info['startup_s']:.2f} s)")
-    assert -0.0005 <= error_s <= FIRST_NOTE_BOUND_S, f"{error_s * 1e3:.3f} ms off the beat"
+    assert -0.0005 <= error_s <= FIRST_NOTE_BOUND_S, (
+        f"{error_s * 1e3:.3f} ms off the beat; {_send_of(improv, first_on_s)}; {jack_server.xruns()}")
 
     # the answer lasts as long as the call (4 beats): 5 beats after it starts everything has ended
     sleep_until(expected_s + 5 * SPB)
     closed, hanging = pair_notes(rec.received)
-    assert closed and not hanging, f"notes left on: {hanging}"
+    assert closed and not hanging, (
+        f"notes left on: {hanging}; {_offs_sent(improv, hanging)}; {jack_server.xruns()}")
     assert all(n.off_s - n.on_s >= 0 for n in closed)
     assert improv.stop() == 0
 
@@ -206,10 +243,12 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     assert player_onsets == pytest.approx([0, 1, 2, 3], abs=0.05)
     heard = sorted((t - expected_s) / SPB + 5 for t, _ in note_ons(rec.received))
     written = sorted(n.onset_beats for n in tracks["improv"])
-    assert written == pytest.approx(heard, abs=0.01)
+    sent_ons = [(float(r["actual_s"]), r["pitch"]) for r in improv.sent() if r["kind"] == "note_on"]
+    assert written == pytest.approx(heard, abs=0.01), (
+        f"recorded {written}, heard {heard} ({note_ons(rec.received)}), improv sent {sent_ons}")
 
 
-def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_improv):  # noqa: F811
+def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_improv):
     player, rec, loop = clients
     improv = start_improv("--bpm", str(BPM), "--seed", "5", "--range", "48-84",
                           "--max-polyphony", "4")
@@ -221,7 +260,9 @@ def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_i
     def sounding(messages):
         return bool(pair_notes(messages)[1])
 
-    assert rec.wait_for(sounding, timeout_s=15), f"no answer note sounded: {improv.output()}"
+    assert rec.wait_for(sounding, timeout_s=15), (
+        f"no answer note sounded; the loop recorder heard {len(note_ons(loop.received))} of the call's "
+        f"8 notes; {jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     assert improv.stop(signal.SIGTERM) == 0, improv.output()
     time.sleep(0.1)  # let the last JACK periods deliver
     closed, hanging = pair_notes(rec.received)
@@ -229,7 +270,7 @@ def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_i
     assert any(m[:2] == [0xB0, 123] for _, m in rec.received), "no All Notes Off"
 
 
-def test_follows_midi_clock_tempo_changes(jack_server, clients, start_improv):  # noqa: F811
+def test_follows_midi_clock_tempo_changes(jack_server, clients, start_improv):
     player, rec, loop = clients
     improv = start_improv("--clock", "midi", "--bpm", "100", "--seed", "7", "--range", "48-84")
     _wire(jack_server, player, rec, loop)
@@ -291,7 +332,7 @@ def _call_on_clock(source: ClockSource, player: Player, rec: Recorder, bpm: floa
     return onsets[0] - nearest, round((nearest - start_s) / spb), off_grid
 
 
-def test_ports_command_lists_jack_ports(jack_server, clients):  # noqa: F811
+def test_ports_command_lists_jack_ports(jack_server, clients):
     player, rec, _ = clients
     result = subprocess.run(_improv("ports", "--backend", "jack"), env=jack_server.env,
                             capture_output=True, text=True, timeout=60)
@@ -300,7 +341,7 @@ def test_ports_command_lists_jack_ports(jack_server, clients):  # noqa: F811
     assert player.port in inputs and rec.port in outputs, result.stdout
 
 
-def test_unknown_input_name_lists_candidates(jack_server, clients, tiny_model_dir):  # noqa: F811
+def test_unknown_input_name_lists_candidates(jack_server, clients, tiny_model_dir):
     player, _, _ = clients
     result = subprocess.run(
         _improv("run", "--backend", "jack", "--model", str(tiny_model_dir), "--quiet",
@@ -311,7 +352,7 @@ def test_unknown_input_name_lists_candidates(jack_server, clients, tiny_model_di
     assert len(lines) == 1 and "no-such-keyboard" in lines[0] and player.port in lines[0], lines
 
 
-def test_opens_ports_by_name_and_echoes_thru(jack_server, clients, start_improv):  # noqa: F811
+def test_opens_ports_by_name_and_echoes_thru(jack_server, clients, start_improv):
     player, rec, _ = clients
     improv = start_improv("--in", player.port, "--out", rec.client, "--thru", "--bpm", str(BPM))
     assert improv.info["in_port"] == player.port and improv.info["out_port"] == rec.port

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -163,7 +162,7 @@ DEMO_CASES = ["truncated", "garbage", "foreign-sidecar", "broken-json", "missing
 
 @pytest.mark.jack
 @pytest.mark.parametrize("case", MODEL_CASES)
-def test_improv_run_rejects_a_bad_model_before_opening_a_port(case, bad_models, jack_server, tmp_path):  # noqa: F811
+def test_improv_run_rejects_a_bad_model_before_opening_a_port(case, bad_models, jack_server, tmp_path):
     folder, named, phrase = bad_models[case]
     ready = tmp_path / "ready.json"
     result = _run(["run", "--backend", "jack", "--model", str(folder), "--quiet", "--log-level", "info",
@@ -176,7 +175,7 @@ def test_improv_run_rejects_a_bad_model_before_opening_a_port(case, bad_models, 
 
 @pytest.mark.jack
 @pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_improv_run_rejects_a_bad_config_before_opening_a_port(case, tiny_model_dir, jack_server, tmp_path):  # noqa: F811
+def test_improv_run_rejects_a_bad_config_before_opening_a_port(case, tiny_model_dir, jack_server, tmp_path):
     text, phrase = CONFIGS[case]
     config = tmp_path / f"{case}.toml"
     config.write_text(text)

@@ -29,7 +29,6 @@ from improv.engine import Engine
 from improv.midi_in import MidiInput
 from improv.settings import load_settings
 from tests.fakes import FakeMidiOut, FakeModel
-from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
 
 SPB = 0.5
 REPO = Path(__file__).resolve().parent.parent
@@ -236,7 +235,7 @@ def _answer(messages, after_s):
 
 @pytest.mark.jack
 @pytest.mark.timeout(180)
-def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir, tmp_path):  # noqa: F811
+def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir, tmp_path):
     pytest.importorskip("rtmidi")
     from tests.jack_clients import Player, Recorder, pair_notes
     from tests.test_jack import Improv, _phrase

@@ -1,0 +1,138 @@
+/* A JACK MIDI recorder for the real-port tests: one input port, one line per message on stdout,
+ * "<seconds> <byte> <byte> ...", stamped with CLOCK_MONOTONIC (the clock of Python's
+ * time.perf_counter and of the daemon) when the process callback sees the event. Not
+ * jack_get_time(): libjack reads CLOCK_MONOTONIC_RAW, measured 0.31 s away on this machine.
+ *
+ * Why C: rtmidi's JACK input calls its user callback for event i before it copies event i+1 out
+ * of the port buffer. A Python callback that waits (GIL, a preempted thread) outlives the cycle,
+ * the next cycle rewrites the buffer, and the later notes of a chord arrive as copies of another
+ * note. This callback copies every event of the cycle into a ring and returns; the main thread
+ * prints. It needs no JACK headers (the few declarations are below) and links libjack.so.0.
+ *
+ *   jack_recorder CLIENT_NAME     (port CLIENT_NAME:in; exits when stdin closes)
+ * Ignored, as the tests' rtmidi recorder did: SysEx, MIDI clock and MTC, active sensing.
+ */
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct _jack_client jack_client_t;
+typedef struct _jack_port jack_port_t;
+typedef uint32_t jack_nframes_t;
+typedef unsigned char jack_midi_data_t;
+typedef struct {
+    jack_nframes_t time;
+    size_t size;
+    jack_midi_data_t *buffer;
+} jack_midi_event_t;
+typedef int (*JackProcessCallback)(jack_nframes_t nframes, void *arg);
+
+extern jack_client_t *jack_client_open(const char *name, int options, int *status, ...);
+extern jack_port_t *jack_port_register(jack_client_t *, const char *name, const char *type,
+                                       unsigned long flags, unsigned long buffer_size);
+extern int jack_set_process_callback(jack_client_t *, JackProcessCallback, void *arg);
+extern int jack_activate(jack_client_t *);
+extern int jack_deactivate(jack_client_t *);
+extern int jack_client_close(jack_client_t *);
+extern void *jack_port_get_buffer(jack_port_t *, jack_nframes_t);
+extern uint32_t jack_midi_get_event_count(void *port_buffer);
+extern int jack_midi_event_get(jack_midi_event_t *event, void *port_buffer, uint32_t index);
+
+enum { JackNoStartServer = 0x01, JackUseExactName = 0x02, JackPortIsInput = 0x1 };
+#define MIDI_TYPE "8 bit raw midi"
+
+#define RING 65536 /* messages; a 10-minute soak at 50 events/s drains it far faster */
+#define MAXBYTES 16
+
+typedef struct {
+    uint64_t t_ns;
+    uint32_t n;
+    unsigned char b[MAXBYTES];
+} record_t;
+
+static record_t ring[RING];
+static uint64_t head, tail; /* written by the JACK thread / the main thread only */
+static uint64_t overflowed;
+static jack_port_t *port;
+
+static int ignored(const jack_midi_data_t *b, size_t n) {
+    return n == 0 || b[0] == 0xF0 || b[0] == 0xF7 || b[0] == 0xF8 || b[0] == 0xF1 || b[0] == 0xFE
+           || n > MAXBYTES;
+}
+
+static int process(jack_nframes_t nframes, void *arg) {
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    void *buf = jack_port_get_buffer(port, nframes);
+    uint32_t count = jack_midi_get_event_count(buf);
+    uint64_t h = __atomic_load_n(&head, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < count; i++) {
+        jack_midi_event_t ev;
+        if (jack_midi_event_get(&ev, buf, i) != 0 || ignored(ev.buffer, ev.size))
+            continue;
+        if (h - __atomic_load_n(&tail, __ATOMIC_ACQUIRE) >= RING) {
+            overflowed++;
+            continue;
+        }
+        record_t *r = &ring[h % RING];
+        r->t_ns = now;
+        r->n = (uint32_t)ev.size;
+        memcpy(r->b, ev.buffer, ev.size);
+        h++;
+    }
+    __atomic_store_n(&head, h, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void drain(void) {
+    uint64_t h = __atomic_load_n(&head, __ATOMIC_ACQUIRE);
+    for (; tail < h; __atomic_store_n(&tail, tail + 1, __ATOMIC_RELEASE)) {
+        record_t *r = &ring[tail % RING];
+        printf("%llu.%09llu", (unsigned long long)(r->t_ns / 1000000000u),
+               (unsigned long long)(r->t_ns % 1000000000u));
+        for (uint32_t k = 0; k < r->n; k++)
+            printf(" %u", r->b[k]);
+        putchar('\n');
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: jack_recorder CLIENT_NAME\n");
+        return 2;
+    }
+    int status = 0;
+    jack_client_t *client = jack_client_open(argv[1], JackNoStartServer | JackUseExactName, &status);
+    if (!client) {
+        fprintf(stderr, "jack_recorder: cannot open JACK client %s (status 0x%x)\n", argv[1], status);
+        return 1;
+    }
+    port = jack_port_register(client, "in", MIDI_TYPE, JackPortIsInput, 0);
+    if (!port || jack_set_process_callback(client, process, NULL) != 0 || jack_activate(client) != 0) {
+        fprintf(stderr, "jack_recorder: cannot register %s:in\n", argv[1]);
+        jack_client_close(client);
+        return 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    struct pollfd in = {.fd = 0, .events = POLLIN};
+    char scratch[256];
+    for (;;) { /* print every 5 ms; stdin closed (EOF) or hung up ends the recording */
+        int ready = poll(&in, 1, 5);
+        drain();
+        if (ready > 0 && (read(0, scratch, sizeof scratch) <= 0))
+            break;
+    }
+    jack_deactivate(client);
+    drain();
+    if (overflowed)
+        fprintf(stderr, "jack_recorder: %llu messages lost (ring full)\n", (unsigned long long)overflowed);
+    jack_client_close(client);
+    return 0;
+}
