@@ -4,12 +4,16 @@ A player and a recorder (tests/jack_clients.py: sleep-only, stamped with time.pe
 daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this process. Per period:
 
 * duet: the player plays single notes below improv's pitch range at random times (gaps uniform in
-  0.25-0.6 s). Reaction = send time -> arrival of improv's next own note-on (in its range), minus
-  nothing, a sample only when that note arrives before the player's next note (else "unanswered").
-  The daemon runs with --thru, so the echo of each note (same pitch) gives the I/O path alone.
+  0.25-0.6 s). Reaction = send time -> arrival of the first note-on improv sent of its own after
+  it (the daemon's --timing-log says what it sent and when), if improv sent one before the
+  player's next note (else "unanswered"). A note-on it sent that never arrived within
+  MATCH_WINDOW_S is counted as lost in JACK, never replaced by a later note. Without the log: the
+  next own note-on that arrived. The daemon runs with --thru, so the echo of each note (same
+  pitch) gives the I/O path alone.
 * call and response: 4-beat calls on improv's beat grid (from the ready file) until the stream
   time is used up, each answered before the next. Error = arrival of each answer note-on - its
-  planned time. The plan comes from the daemon's timing log (CSV) when `improv run` has --timing-log,
+  planned time. The plan comes from the daemon's timing log (CSV) when `improv run` has --timing-log
+  (a note-on logged as sent but not received within MATCH_WINDOW_S is counted as lost),
   else from the grid: answers start on a beat and move in whole ticks (1/ticks_per_beat of a
   beat), so the plan is the last tick at or before the arrival (exact up to one tick, 41.7 ms at
   120 bpm/12 ticks; a later note would alias). Dropped note-ons: counted from the daemon's
@@ -40,6 +44,7 @@ from benchmarks.report import Report
 RANGE = (48, 84)  # improv's pitches; the player plays below, so its echoes are told apart
 LATE_MS = 1.0
 EARLY_S = 50e-6  # float slack when snapping an arrival to its tick
+MATCH_WINDOW_S = 0.05  # an arrival belongs to a sent note-on only this soon after it (JACK: a period or two)
 CALL_BEATS = 10  # call (4 beats) + silence (1) + answer (4) + a beat to spare
 
 
@@ -167,8 +172,10 @@ def _daemon(server, model: Path, work_dir: Path, costs: Costs, *args: str) -> Da
 
 def _duet(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs) -> None:
+    log_path = work_dir / f"timing-duet-p{period}.csv"
+    extra = ["--timing-log", str(log_path)] if has_timing_log() else []
     daemon = _daemon(server, model, work_dir, costs, "--mode", "duet", "--thru", "--bpm", f"{options.bpm:g}",
-                     "--seed", str(options.seed + 1))
+                     "--seed", str(options.seed + 1), *extra)
     try:
         with _clients(server) as (player, recorder):
             sends = _play_duet(player, options.seconds, np.random.default_rng(options.seed))
@@ -177,6 +184,9 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
     finally:
         daemon.stop()
     reaction, thru, unanswered = duet_latencies(sends, received)
+    lost = None
+    if extra and log_path.exists():  # exact: what improv sent, so a note JACK lost is not mistaken for a slow one
+        reaction, unanswered, lost = reactions_from_log(sends, log_path, received)
     p = f"midi.p{period}"
     where = labels_for(period, options.rate_hz)
     _put_quantiles(report, f"{p}.reaction", reaction, where[f"{p}.reaction_p99_ms"][0].replace(" p99", ""),
@@ -184,6 +194,8 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
     report.put(f"{p}.reaction_samples", float(len(reaction)))
     report.put(f"{p}.reaction_unanswered", float(unanswered), f"{period} frames: player notes improv did not answer "
                "before the next one", "")
+    report.put(f"{p}.reaction_lost", None if lost is None else float(lost), f"{period} frames: reactions improv "
+               "sent that never arrived (lost in JACK)", "", why="needs the daemon's --timing-log")
     _put_quantiles(report, f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
                    "no thru echo arrived")
 
@@ -243,8 +255,9 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
             measure_memory(daemon, costs)  # after answering
     finally:
         daemon.stop()
+    lost = None
     if extra and log_path.exists():
-        errors, source = errors_from_log(log_path, received)
+        errors, lost, source = errors_from_log(log_path, received)
     else:
         errors, source = grid_errors(received, daemon.info, tpb), f"the beat grid ({tpb} ticks per beat)"
     dropped = dropped_from_output(daemon.output())
@@ -254,7 +267,10 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
     report.put(f"{p}.plan_notes", float(len(errors)), f"{period} frames: answer notes measured", "")
     report.put(f"{p}.plan_late", float(sum(e * 1000 > LATE_MS for e in errors)),
                f"{period} frames: late (> {LATE_MS:g} ms after plan)", "")
-    report.put(f"{p}.plan_dropped", float(dropped), f"{period} frames: dropped note-ons", "")
+    report.put(f"{p}.plan_dropped", float(dropped), f"{period} frames: note-ons improv dropped as too late", "")
+    report.put(f"{p}.plan_lost", None if lost is None else float(lost),
+               f"{period} frames: answer note-ons sent but never received (lost in JACK)", "",
+               why="needs the daemon's --timing-log")
     report.note(f"{p}.plan_source", source)
 
 
@@ -298,24 +314,66 @@ def has_timing_log() -> bool:
     return "timing_log" in inspect.signature(command).parameters
 
 
-def errors_from_log(path: Path, received: list) -> tuple[list[float], str]:
-    """Arrival - planned (s) of each answer note-on in the daemon's `--timing-log` CSV
-    (``planned_s, actual_s, kind, channel, pitch, control, source``), matched to the first unused
-    arrival of that pitch at or after it was sent. Arrivals the log cannot explain are ignored."""
+def read_timing_log(path: Path, sources: tuple[str, ...]) -> list[tuple[float, float, int]]:
+    """(planned_s, sent_s, pitch) of each note-on of `sources` in the daemon's `--timing-log` CSV
+    (``planned_s, actual_s, kind, channel, pitch, control, source``), in the order sent."""
     import csv
 
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "note_on" and r["source"] == "response"]
-    arrivals = [(t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
-    used, errors = set(), []
-    for r in rows:
-        sent_s, pitch = float(r["actual_s"]), int(r["pitch"])
-        hit = next((i for i, (t, p) in enumerate(arrivals)
-                    if i not in used and p == pitch and t >= sent_s - EARLY_S), None)
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "note_on" and r["source"] in sources]
+    return sorted((float(r["planned_s"]), float(r["actual_s"]), int(r["pitch"])) for r in rows)
+
+
+def match_arrivals(sent: list[tuple[float, float, int]], received: list) -> list[float | None]:
+    """For each sent note-on (planned_s, sent_s, pitch): the arrival of that pitch within
+    `MATCH_WINDOW_S` after it was sent (each arrival used once), or None: lost on the way (a
+    non-realtime jackd in an xrun drops events). Never a later note of the same pitch."""
+    arrivals = sorted((t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0)
+    times = [t for t, _ in arrivals]
+    used: set[int] = set()
+    out: list[float | None] = []
+    for _, sent_s, pitch in sent:
+        hit = None
+        for i in range(bisect.bisect_left(times, sent_s - EARLY_S), len(arrivals)):
+            t, p = arrivals[i]
+            if t > sent_s + MATCH_WINDOW_S:
+                break
+            if p == pitch and i not in used:
+                hit = i
+                break
         if hit is not None:
             used.add(hit)
-            errors.append(arrivals[hit][0] - float(r["planned_s"]))
-    return errors, f"the daemon's timing log ({path.name})"
+        out.append(None if hit is None else arrivals[hit][0])
+    return out
+
+
+def errors_from_log(path: Path, received: list) -> tuple[list[float], int, str]:
+    """Arrival - planned (s) of each answer note-on the daemon logged, and how many of them never
+    arrived (lost in JACK, not late: they are left out of the errors and counted)."""
+    sent = read_timing_log(path, ("response",))
+    arrived = match_arrivals(sent, received)
+    errors = [t - planned for (planned, _, _), t in zip(sent, arrived) if t is not None]
+    return errors, sum(t is None for t in arrived), f"the daemon's timing log ({path.name})"
+
+
+def reactions_from_log(sends: list[tuple[float, int]], path: Path, received: list) -> tuple[list[float], int, int]:
+    """Duet reaction per player note: the first note-on improv SENT of its own (the log, sources
+    duet and response) after the player's send and before the next one, timed to its arrival.
+    Returns (reaction s, unanswered: improv sent nothing in between, lost: sent but never arrived)."""
+    own = read_timing_log(path, ("duet", "response"))
+    arrived = match_arrivals(own, received)
+    sent_times = [sent_s for _, sent_s, _ in own]
+    reaction, unanswered, lost = [], 0, 0
+    for i, (t_send, _) in enumerate(sends):
+        t_next = sends[i + 1][0] if i + 1 < len(sends) else math.inf
+        j = bisect.bisect_right(sent_times, t_send)
+        if j >= len(own) or sent_times[j] >= t_next:
+            unanswered += 1
+        elif arrived[j] is None:
+            lost += 1
+        else:
+            reaction.append(arrived[j] - t_send)
+    return reaction, unanswered, lost
 
 
 def dropped_from_output(output: str) -> int:

@@ -178,10 +178,30 @@ def test_plan_error_from_a_timing_log(tmp_path):
     log = TimingLog(tmp_path / "timing.csv", records)  # the very writer `improv run --timing-log` uses
     log.close()
     received = [(10.0007, [0x90, 60, 80]), (10.2004, [0x90, 40, 80]), (11.0009, [0x90, 64, 80])]
-    errors, _ = errors_from_log(tmp_path / "timing.csv", received)
-    assert errors == pytest.approx([0.0007, 0.0009])  # the thru echo is not an answer note
+    errors, lost, _ = errors_from_log(tmp_path / "timing.csv", received)
+    assert errors == pytest.approx([0.0007, 0.0009]) and lost == 0  # the thru echo is not an answer note
+    # the first answer note lost in JACK: not matched to a later note of the same pitch
+    errors, lost, _ = errors_from_log(tmp_path / "timing.csv", received[1:] + [(12.0, [0x90, 60, 80])])
+    assert errors == pytest.approx([0.0009]) and lost == 1
     out = "WARNING dropped a response note-on 12 ms late\nINFO fine\nWARNING dropped a duet note-on 9 ms late\n"
     assert dropped_from_output(out) == 2
+
+
+def test_duet_reaction_from_the_log_counts_a_note_lost_in_jack_as_lost(tmp_path):
+    from benchmarks.midi import reactions_from_log
+    from improv.daemon import TimingLog
+    from improv.scheduler import SendRecord
+
+    on = mido.Message("note_on", note=60, velocity=80)
+    sent = [SendRecord(1.0, 1.0015, on, "duet"), SendRecord(1.0, 1.001, on.copy(note=40), "thru"),
+            SendRecord(2.0, 2.002, on.copy(note=62), "duet"),  # lost on the way
+            SendRecord(2.1, 2.1, on.copy(note=64), "duet")]  # improv's next note: not the reaction
+    log = TimingLog(tmp_path / "t.csv", deque(sent))
+    log.close()
+    received = [(1.0012, [0x90, 40, 90]), (1.0031, [0x90, 60, 80]), (2.1012, [0x90, 64, 80])]
+    sends = [(1.0, 40), (2.0, 41), (3.0, 42)]
+    reaction, unanswered, lost = reactions_from_log(sends, tmp_path / "t.csv", received)
+    assert reaction == pytest.approx([0.0031]) and lost == 1 and unanswered == 1
 
 
 def test_duet_reaction_takes_improvs_next_own_note():
