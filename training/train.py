@@ -18,13 +18,16 @@ DistributedDataParallel; only rank 0 writes files. ``python -m training.train AR
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,24 @@ from training.dataset import IGNORE, frame_size, make_windows, piece_batches
 from training.models import MODELS, build_model, count_parameters
 
 EVAL_METHOD = "whole pieces, one forward pass each from the first token; NLL pooled over all tokens"
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it. The end of an epoch sets the
+    best epoch, appends its history and writes last.pt; a Ctrl-C between the first and the second
+    left a best epoch with no history, and the interrupt's own checkpoint failed (IndexError)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -334,6 +355,12 @@ class Trainer:
         nll, correct, tokens = distributed.all_sum(self.info, [p["nll"], p["correct"], p["tokens"]])  # all shards
         train_nll = nll / max(1, tokens)
         score = valid["nll"] if valid["nll"] is not None else train_nll
+        with _interrupt_after():  # a Ctrl-C here waits for last.pt: best weights, history, checkpoint agree
+            self._commit_epoch(complete, start, train_nll, correct, tokens, valid, score)
+
+    def _commit_epoch(self, complete: bool, start: float, train_nll: float, correct: float, tokens: float,
+                      valid: dict, score: float) -> None:
+        p, cfg = self.partial, self.config
         improved = score < self.best_nll
         if improved:
             self.best_nll, self.best_epoch, self.bad_epochs = score, self.epoch + 1, 0
@@ -409,7 +436,7 @@ class Trainer:
 
     def _summary(self) -> dict:
         last = self.history[-1] if self.history else {}
-        best = self.history[self.best_epoch - 1] if self.best_epoch else {}
+        best = self.history[self.best_epoch - 1] if 0 < self.best_epoch <= len(self.history) else {}
         return {"epoch": self.epoch, "best_epoch": self.best_epoch, "train_nll": last.get("train_nll"),
                 "valid_nll": best.get("valid_nll"), "valid_ppl": best.get("valid_ppl"), "valid_acc": best.get("valid_acc")}
 
