@@ -263,7 +263,9 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
     dropped = dropped_from_output(daemon.output())
     p = f"midi.p{period}"
     label = labels_for(period, options.rate_hz)[f"{p}.plan_error_p99_ms"][0].replace(" p99", "")
-    _put_quantiles(report, f"{p}.plan_error", errors, label, "improv played no answer note", with_max=True)
+    why = (f"improv sent {lost} answer note-ons and JACK delivered none of them to the recorder"
+           if lost else "improv played no answer note")
+    _put_quantiles(report, f"{p}.plan_error", errors, label, why, with_max=True)
     report.put(f"{p}.plan_notes", float(len(errors)), f"{period} frames: answer notes measured", "")
     report.put(f"{p}.plan_late", float(sum(e * 1000 > LATE_MS for e in errors)),
                f"{period} frames: late (> {LATE_MS:g} ms after plan)", "")

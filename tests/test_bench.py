@@ -45,7 +45,9 @@ def bench(tmp_path_factory) -> dict:
     out = tmp / "bench.json"
     env = dict(os.environ, IMPROV_MODELS=str(tmp / "models"), IMPROV_CACHE=str(tmp / "cache"))
     cmd = [sys.executable, "-m", "improv.cli", "bench", "--quick", "--json", str(out), "--jsb-metrics", str(jsb),
-           "--midi-seconds", "3", "--train-steps", "1", "--train-threads", "1", "--max-pieces", "4"]
+           "--midi-seconds", "11", "--train-steps", "1", "--train-threads", "1", "--max-pieces", "4"]
+    # 11 s: two calls per stream (a call and its answer take 10 beats, 5 s): an answer chord leaves
+    # in one JACK cycle, and a cycle the recorder misses must not leave the stream with no figure
     result = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return {"json": json.loads(out.read_text()), "stdout": result.stdout}
