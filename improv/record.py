@@ -109,14 +109,14 @@ class Taps:
     even on the same channel and pitch.
     `sent(t_s, bytes)` (the output port's send hook): the fallback where only raw bytes are at
     hand; they carry no source, so it drops the metronome's channel and, with --thru, notes on a
-    pitch the player holds (a guess). Once `record` has been called, `sent` is ignored.
+    pitch the player holds (a guess). Wire one of the two, never both
+    (`improv.daemon.Daemon.tap_output`): each would take the same note.
     """
 
     def __init__(self, take: Take, settings: Any) -> None:
         self.take = take
         self.settings = settings
         self._held: set[int] = set()  # pitches the player holds (for the --thru guess)
-        self._exact = False  # `record` is wired: the guess is off
 
     def player(self, event: Any) -> None:
         from improv.events import NoteOff, NoteOn
@@ -132,13 +132,12 @@ class Taps:
 
     def record(self, rec: Any) -> None:
         """A `SendRecord` from the scheduler: improv's own notes at their actual send time."""
-        self._exact = True
         if rec.source in OWN_SOURCES:
             self.take.feed_bytes("improv", rec.actual_s, rec.message.bytes())
 
     def sent(self, t_s: float, data: list[int]) -> None:
-        if self._exact or len(data) != 3:
-            return  # recorded exactly by `record`; or clock, start, stop
+        if len(data) != 3:
+            return  # clock, start, stop
         out, time = self.settings.output, self.settings.time
         channel, status = data[0] & 0x0F, data[0] & 0xF0
         click = time.metronome_channel - 1

@@ -1,6 +1,7 @@
 """A private JACK server for the real-port tests (dummy driver, 48 kHz, 64-frame period).
 
-The `jack_server` fixture is imported once, by tests/conftest.py: one server per test module, at most one at a time.
+The `jack_server` fixture is imported once, by tests/conftest.py: one server per test module, at
+most one at a time.
 Each session gets a server with a unique name; every client (this process, `improv` subprocesses,
 jack_connect) finds it through JACK_DEFAULT_SERVER, so parallel runs never share a server.
 Without jackd the tests skip, unless IMPROV_REQUIRE_JACK=1, where a missing jackd fails them.
@@ -77,8 +78,8 @@ class JackServer:
 
         names = re.findall(r"client = (.+?) was not finished", self.log_path.read_text())
         counts = collections.Counter(names)
-        return f"jackd {'realtime' if self.realtime else 'not realtime'}; cycles missed per client: " + (", ".join(f"{k} {v}" for k, v in counts.items())
-                                               or "none")
+        missed = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+        return f"jackd {'realtime' if self.realtime else 'not realtime'}; cycles missed per client: {missed}"
 
     @property
     def realtime(self) -> bool:
