@@ -9,7 +9,9 @@ daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this pr
   player's next note (else "unanswered"). A note-on it sent that never arrived within
   MATCH_WINDOW_S is counted as lost in JACK, never replaced by a later note. Without the log: the
   next own note-on that arrived. The daemon runs with --thru, so the echo of each note (same
-  pitch) gives the I/O path alone.
+  pitch) gives the I/O path alone, and its log entry says improv heard the note and when it
+  stamped it: a note with no echo never reached improv (counted, not timed), and "inside"
+  = improv's stamp -> the send of its reaction (or echo), improv's own share of the figure.
 * call and response: 4-beat calls on improv's beat grid (from the ready file) until the stream
   time is used up, each answered before the next. Error = arrival of each answer note-on - its
   planned time. The plan comes from the daemon's timing log (CSV) when `improv run` has --timing-log
@@ -60,6 +62,8 @@ class MidiOptions:
 
 def keys_for(period: int) -> list[str]:
     return [f"midi.p{period}.{k}" for k in ("reaction_p50_ms", "reaction_p99_ms", "thru_p50_ms", "thru_p99_ms",
+                                            "reaction_inside_p50_ms", "reaction_inside_p99_ms",
+                                            "thru_inside_p50_ms", "thru_inside_p99_ms",
                                             "plan_error_p50_ms", "plan_error_p99_ms", "plan_error_max_ms")]
 
 
@@ -96,13 +100,14 @@ def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs
 
 
 @contextlib.contextmanager
-def jack_server(period: int, rate_hz: int, work_dir: Path):
-    """A private jackd (dummy driver) for the in-process clients and the daemon."""
+def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = False):
+    """A private jackd (dummy driver) for the in-process clients and the daemon; not realtime
+    unless asked (`benchmarks.jack_transport --realtime`)."""
     from tests.jack_fixtures import JackServer
 
     name = f"improv-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log_path = work_dir / f"jackd-p{period}.log"
-    cmd = ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
+    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env=dict(os.environ, JACK_DEFAULT_SERVER=name))
@@ -184,9 +189,9 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
     finally:
         daemon.stop()
     reaction, thru, unanswered = duet_latencies(sends, received)
-    lost = None
+    lost = not_heard = None
     if extra and log_path.exists():  # exact: what improv sent, so a note JACK lost is not mistaken for a slow one
-        reaction, unanswered, lost = reactions_from_log(sends, log_path, received)
+        reaction, unanswered, lost, not_heard = reactions_from_log(sends, log_path, received)
     p = f"midi.p{period}"
     where = labels_for(period, options.rate_hz)
     _put_quantiles(report, f"{p}.reaction", reaction, where[f"{p}.reaction_p99_ms"][0].replace(" p99", ""),
@@ -196,8 +201,17 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
                "before the next one", "")
     report.put(f"{p}.reaction_lost", None if lost is None else float(lost), f"{period} frames: reactions improv "
                "sent that never arrived (lost in JACK)", "", why="needs the daemon's --timing-log")
+    report.put(f"{p}.reaction_not_heard", None if not_heard is None else float(not_heard), f"{period} frames: "
+               "player notes that never reached improv (lost in JACK; not timed)", "",
+               why="needs the daemon's --timing-log")
     _put_quantiles(report, f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
                    "no thru echo arrived")
+    inside, echo_inside = inside_improv(sends, log_path) if extra and log_path.exists() else ([], [])
+    why = "needs the daemon's --timing-log" if not extra else "the timing log has no reaction to a stamped note"
+    _put_quantiles(report, f"{p}.reaction_inside", inside, f"{period} frames: inside improv, the player's note "
+                   "stamped -> its reaction sent", why)
+    _put_quantiles(report, f"{p}.thru_inside", echo_inside, f"{period} frames: inside improv, the player's note "
+                   "stamped -> its thru echo sent", why)
 
 
 def _play_duet(player, seconds: float, rng: np.random.Generator) -> list[tuple[float, int]]:
@@ -358,16 +372,23 @@ def errors_from_log(path: Path, received: list) -> tuple[list[float], int, str]:
     return errors, sum(t is None for t in arrived), f"the daemon's timing log ({path.name})"
 
 
-def reactions_from_log(sends: list[tuple[float, int]], path: Path, received: list) -> tuple[list[float], int, int]:
+def reactions_from_log(sends: list[tuple[float, int]], path: Path, received: list) -> tuple[list[float], int, int, int]:
     """Duet reaction per player note: the first note-on improv SENT of its own (the log, sources
     duet and response) after the player's send and before the next one, timed to its arrival.
-    Returns (reaction s, unanswered: improv sent nothing in between, lost: sent but never arrived)."""
+    Returns (reaction s, unanswered: improv sent nothing in between, lost: sent but never arrived,
+    not heard: the note never reached improv). "Not heard" needs the daemon's --thru: a note
+    improv received has its echo in the log; one without (JACK dropped it on the way in) is not
+    timed, since the next note improv sends then answers nothing."""
     own = read_timing_log(path, ("duet", "response"))
     arrived = match_arrivals(own, received)
     sent_times = [sent_s for _, sent_s, _ in own]
-    reaction, unanswered, lost = [], 0, 0
-    for i, (t_send, _) in enumerate(sends):
+    echoes = read_timing_log(path, ("thru",))
+    reaction, unanswered, lost, not_heard = [], 0, 0, 0
+    for i, (t_send, pitch) in enumerate(sends):
         t_next = sends[i + 1][0] if i + 1 < len(sends) else math.inf
+        if echoes and _stamp(echoes, t_send, t_next, pitch) is None:
+            not_heard += 1
+            continue
         j = bisect.bisect_right(sent_times, t_send)
         if j >= len(own) or sent_times[j] >= t_next:
             unanswered += 1
@@ -375,7 +396,40 @@ def reactions_from_log(sends: list[tuple[float, int]], path: Path, received: lis
             lost += 1
         else:
             reaction.append(arrived[j] - t_send)
-    return reaction, unanswered, lost
+    return reaction, unanswered, lost, not_heard
+
+
+def _stamp(echoes: list[tuple[float, float, int]], t_send: float, t_next: float, pitch: int):
+    """The (planned_s = improv's stamp, sent_s, pitch) of the echo of the player's note of `pitch`
+    sent at `t_send`, or None if improv echoed no such note before the next one."""
+    k = bisect.bisect_left(echoes, (t_send - EARLY_S,))
+    while k < len(echoes) and echoes[k][0] < t_next:
+        if echoes[k][2] == pitch:
+            return echoes[k]
+        k += 1
+    return None
+
+
+def inside_improv(sends: list[tuple[float, int]], path: Path) -> tuple[list[float], list[float]]:
+    """improv's own share of each duet note (s), from the timing log alone: from improv's stamp of
+    the player's note (the planned time of its thru echo, which is the input callback's stamp) to
+    the send of (reaction) the first note of its own after it, (thru) the echo. What a reaction
+    takes beyond this is JACK's two hops and the clients' wake-ups."""
+    echoes = read_timing_log(path, ("thru",))
+    own = read_timing_log(path, ("duet", "response"))
+    own_sent = [sent_s for _, sent_s, _ in own]
+    reaction, thru = [], []
+    for i, (t_send, pitch) in enumerate(sends):
+        t_next = sends[i + 1][0] if i + 1 < len(sends) else math.inf
+        echo = _stamp(echoes, t_send, t_next, pitch)
+        if echo is None:
+            continue  # improv never heard this note: no stamp to measure from
+        stamp, echo_sent, _ = echo
+        thru.append(echo_sent - stamp)
+        j = bisect.bisect_left(own_sent, stamp)
+        if j < len(own) and own_sent[j] < t_next:
+            reaction.append(own_sent[j] - stamp)
+    return reaction, thru
 
 
 def dropped_from_output(output: str) -> int:

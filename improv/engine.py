@@ -124,13 +124,14 @@ class Engine:
 
     def feed(self, event) -> None:
         """One parsed event (improv.events). Its plans reach the scheduler before this returns, in
-        two hand-overs: first what needs no model (the thru echo, a re-plan's cut), then the
+        three hand-overs: the thru echo, then what needs no model (a re-plan's cut), then the
         duet's reaction, due at the event's time (`Improviser.react`: a few cached model steps)."""
         if isinstance(event, _TRANSPORT):
             self._transport(event)
             return
         if isinstance(event, NoteOn):
             self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
+        self._add(self._guard(self.improviser.echo, event))
         self._add(self._guard(self.improviser.on_event, event))
         self._add(self._guard(self.improviser.react))
 

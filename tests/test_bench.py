@@ -189,21 +189,29 @@ def test_plan_error_from_a_timing_log(tmp_path):
     assert dropped_from_output(out) == 2
 
 
-def test_duet_reaction_from_the_log_counts_a_note_lost_in_jack_as_lost(tmp_path):
-    from benchmarks.midi import reactions_from_log
+def test_duet_reaction_from_the_log_counts_notes_lost_in_jack_apart(tmp_path):
+    from benchmarks.midi import inside_improv, reactions_from_log
     from improv.daemon import TimingLog
     from improv.scheduler import SendRecord
 
     on = mido.Message("note_on", note=60, velocity=80)
-    sent = [SendRecord(1.0, 1.0015, on, "duet"), SendRecord(1.0, 1.001, on.copy(note=40), "thru"),
-            SendRecord(2.0, 2.002, on.copy(note=62), "duet"),  # lost on the way
-            SendRecord(2.1, 2.1, on.copy(note=64), "duet")]  # improv's next note: not the reaction
+    sent = [SendRecord(1.0003, 1.0004, on.copy(note=40), "thru"),  # improv stamped the note at 1.0003
+            SendRecord(1.0003, 1.0015, on, "duet"),  # its reaction
+            SendRecord(2.0002, 2.0003, on.copy(note=41), "thru"),
+            SendRecord(2.0002, 2.002, on.copy(note=62), "duet"),  # lost on the way out
+            SendRecord(2.1, 2.1, on.copy(note=64), "duet"),  # improv's next note: not the reaction
+            SendRecord(3.0002, 3.0003, on.copy(note=42), "thru"),  # answered by nothing before 4.0
+            SendRecord(4.1, 4.1, on.copy(note=65), "duet")]  # after 43, which improv never heard
     log = TimingLog(tmp_path / "t.csv", deque(sent))
     log.close()
-    received = [(1.0012, [0x90, 40, 90]), (1.0031, [0x90, 60, 80]), (2.1012, [0x90, 64, 80])]
-    sends = [(1.0, 40), (2.0, 41), (3.0, 42)]
-    reaction, unanswered, lost = reactions_from_log(sends, tmp_path / "t.csv", received)
-    assert reaction == pytest.approx([0.0031]) and lost == 1 and unanswered == 1
+    received = [(1.0012, [0x90, 40, 90]), (1.0031, [0x90, 60, 80]), (2.1012, [0x90, 64, 80]),
+                (4.1011, [0x90, 65, 80])]
+    sends = [(1.0, 40), (2.0, 41), (3.0, 42), (4.0, 43)]
+    reaction, unanswered, lost, not_heard = reactions_from_log(sends, tmp_path / "t.csv", received)
+    assert reaction == pytest.approx([0.0031])
+    assert (lost, unanswered, not_heard) == (1, 1, 1)
+    inside, echo = inside_improv(sends, tmp_path / "t.csv")
+    assert inside == pytest.approx([0.0012, 0.0018]) and echo == pytest.approx([0.0001] * 3)
 
 
 def test_duet_reaction_takes_improvs_next_own_note():

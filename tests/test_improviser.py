@@ -176,6 +176,36 @@ def test_thru_echoes_the_player_on_the_output_channel():
     assert port.sounding() == set()
 
 
+
+@pytest.mark.parametrize("mode", ["duet", "call"])
+def test_the_thru_echo_reaches_the_scheduler_before_the_event_is_worked_on(mode):
+    """The echo needs no decision: it is handed over before `on_event` (a duet re-plan, the
+    context) and before the reaction's model steps, so neither delays it."""
+    engine, port, _ = make({"output.thru": True, "mode.mode": mode})
+    handed: list[tuple[str, int]] = []  # (kind, pitch) of thru plans, in hand-over order
+    seen_at_event: list[list[tuple[str, int]]] = []
+    add, on_event = engine.scheduler.add, engine.improviser.on_event
+
+    def record_add(plans):
+        plans = list(plans)
+        handed.extend((p.kind, p.pitch) for p in plans if p.source == "thru")
+        add(plans)
+
+    def record_event(event):
+        if isinstance(event, NoteOn):
+            seen_at_event.append(list(handed))
+        return on_event(event)
+
+    engine.scheduler.add, engine.improviser.on_event = record_add, record_event
+    notes = call((60, 62, 64, 65, 67, 69))
+    engine.run_until(12.0, notes)
+    strikes = [e.pitch for e in notes if isinstance(e, NoteOn)]
+    assert len(seen_at_event) == len(strikes)
+    for i, pitch in enumerate(strikes):
+        assert seen_at_event[i][-1] == ("on", pitch), (i, seen_at_event[i][-3:])
+    assert [m.note for _, m in port.note_ons() if m.channel == 0][:1] == [60]  # the echo was sent
+
+
 C_ARPEGGIO = (60, 64, 67, 72, 71, 67, 65, 64, 62, 60)
 
 
