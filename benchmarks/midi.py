@@ -107,7 +107,8 @@ def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = Fals
 
     name = f"improv-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log_path = work_dir / f"jackd-p{period}.log"
-    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
+    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime",
+           "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env=dict(os.environ, JACK_DEFAULT_SERVER=name))

@@ -3,8 +3,9 @@
 The engine calls `echo(event)` and `on_event(event)` for each player event, then `react()`, and
 `on_tick(now_s)` whenever `next_wakeup_s()` comes due (or after events); all return `Planned`
 notes for the scheduler. `echo` is the thru echo alone, so it goes out first; `on_event` is O(1) -
-interruption, a re-plan's cut, a few tokens queued - so its plans go out before any model work. `react()` is the duet's immediate answer to the note-ons just
-seen: the player's tokens stepped (one cached step each) and one note sampled, due at once. The
+interruption, a re-plan's cut, a few tokens queued - so its plans go out before any model work.
+`react()` is the duet's immediate answer to the note-ons just seen: the player's tokens stepped
+(one cached step each) and one note sampled, due at once. The
 rest of the model work (one cached step per token) happens in `on_tick`, at most
 `max_steps_per_tick` steps per call, so a burst of notes or a long answer never holds up the next
 event. (`on_tick` first does any `react()` a caller left pending.)
@@ -227,11 +228,12 @@ class Improviser:
                 or not self.listens_to(event.channel):
             return []
         now = max(self._now, event.t_s)
+        off = Planned(now, "off", event.pitch, 0, self._channel, "thru")
         if isinstance(event, NoteOff):
-            return [Planned(now, "off", event.pitch, 0, self._channel, "thru")]
+            return [off]
         # a key struck again without a release: its echo ends before it sounds again
-        plans = [Planned(now, "off", event.pitch, 0, self._channel, "thru")] if event.pitch in self._held else []
-        return plans + [Planned(now, "on", event.pitch, event.velocity, self._channel, "thru")]
+        on = Planned(now, "on", event.pitch, event.velocity, self._channel, "thru")
+        return [off, on] if event.pitch in self._held else [on]
 
     def _player_on(self, ev: NoteOn) -> list[Planned]:
         plans: list[Planned] = []
