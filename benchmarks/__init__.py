@@ -40,6 +40,8 @@ class BenchOptions:
     max_pieces: int | None = None
     train_steps: int | None = None
     train_threads: int | None = None
+    jack_realtime: bool = False  # the MIDI section's jackd with --realtime (SCHED_FIFO where allowed)
+    jack_port_max: int | None = None  # jackd --port-max of the bench's servers (None: midi.PORT_MAX)
 
 
 def run_bench(options: BenchOptions, console=None) -> Report:
@@ -138,7 +140,7 @@ def _step(report: Report, options: BenchOptions, models, work: Path, console) ->
 
     step_options = StepOptions(steps=options.steps or (400 if options.quick else 2000),
                                naive_steps=options.steps or (50 if options.quick else 2000),
-                               warmup=50 if options.quick else 200)
+                               warmup=50 if options.quick else 200, idle_steps=30 if options.quick else 100)
     for name, folder in models:
         console.log(f"bench: step {name}")
         try:
@@ -150,7 +152,9 @@ def _step(report: Report, options: BenchOptions, models, work: Path, console) ->
                            f"{name}: {type(err).__name__}: {' '.join(str(err).split())[:200]}")
     if models:
         report.note("step.note", f"p50/p99/max over {step_options.steps} timed steps ({step_options.naive_steps} "
-                                 f"naive windows) after warm-up, 1 thread each; ratios are of the p50s of this run")
+                                 f"naive windows) after warm-up, 1 thread each, cached / torch / naive timed in "
+                                 f"{step_options.rounds} round-robin blocks (each block re-warmed by a few untimed "
+                                 "calls); ratios are of the p50s of this run")
 
 
 def _midi(report: Report, options: BenchOptions, models, work: Path, console) -> None:
@@ -163,7 +167,9 @@ def _midi(report: Report, options: BenchOptions, models, work: Path, console) ->
         report.missing([k for k in required_keys([], options.periods) if k.startswith("midi.")], why)
         return
     midi_options = midi.MidiOptions(seconds=options.midi_seconds or (6.0 if options.quick else 60.0),
-                                    periods=options.periods, idle_s=2.0 if options.quick else 10.0)
+                                    periods=options.periods, idle_s=2.0 if options.quick else 10.0,
+                                    realtime=options.jack_realtime,
+                                    port_max=options.jack_port_max or midi.PORT_MAX)
     midi.run(report, model, midi_options, work, costs)
     if "daemon" in options.sections:
         costs.write(report)
@@ -185,7 +191,7 @@ def _daemon(report: Report, options: BenchOptions, models, work: Path, console) 
     if no_jack is not None:
         daemon.standalone(report, model, work, idle_s, no_jack)
         return
-    with midi.jack_server(64, 48000, work) as server:  # JACK, but no player: idle only
+    with midi.jack_server(64, 48000, work, port_max=options.jack_port_max or midi.PORT_MAX) as server:  # no player
         daemon.standalone(report, model, work, idle_s, "the MIDI section did not run", env=server.env,
                           args=["--backend", "jack"])
 

@@ -123,6 +123,7 @@ class Costs:
     rss_ready_mb: float | None = None
     rss_mb: float | None = None  # after answering
     shmem_mb: float | None = None  # of rss_mb: shared memory (under JACK mostly its /dev/shm buffers)
+    own_mb: float | None = None  # of rss_mb: improv's own pages (RssAnon + RssFile), on any MIDI backend
     peak_mb: float | None = None
     idle_pct: float | None = None
     idle_s: float = 0.0
@@ -148,6 +149,8 @@ class Costs:
         report.put("daemon.rss_mb", self.rss_mb, "resident memory after the last window (VmRSS)", "MB", why=mem_why)
         report.put("daemon.rss_shmem_mb", self.shmem_mb, "of which shared memory (RssShmem: JACK's /dev/shm)",
                    "MB", why=mem_why)
+        report.put("daemon.rss_own_mb", self.own_mb, "of which improv's own pages (RssAnon + RssFile)",
+                   "MB", why=mem_why)
         report.put("daemon.rss_peak_mb", self.peak_mb, "resident memory peak (VmHWM)", "MB", why=mem_why)
         over = lambda pct, s: f", over {s:g} s" if pct is not None else ""  # noqa: E731
         report.put("daemon.cpu_idle_pct", self.idle_pct, f"CPU idle{over(self.idle_pct, self.idle_s)}", "% of a core",
@@ -159,6 +162,7 @@ class Costs:
 def measure_memory(daemon: DaemonProcess, costs: Costs) -> None:
     costs.rss_mb, costs.peak_mb = daemon.memory_mb(), daemon.memory_mb("VmHWM")
     costs.shmem_mb = daemon.memory_mb("RssShmem")
+    costs.own_mb = daemon.memory_mb("RssAnon") + daemon.memory_mb("RssFile")
 
 
 def measure_idle(daemon: DaemonProcess, costs: Costs, idle_s: float) -> None:

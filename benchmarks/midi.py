@@ -48,6 +48,12 @@ LATE_MS = 1.0
 EARLY_S = 50e-6  # float slack when snapping an arrival to its tick
 MATCH_WINDOW_S = 0.05  # an arrival belongs to a sent note-on only this soon after it (JACK: a period or two)
 CALL_BEATS = 10  # call (4 beats) + silence (1) + answer (4) + a beat to spare
+# The bench's jackd manages at most this many ports (`jackd --port-max`; `improv bench
+# --jack-port-max`). Every JACK client maps the server's shared port buffers, sized by this
+# limit, and they count in its resident memory (`daemon.rss_shmem_mb`): with jackd2's default
+# limit, as the bench ran before, improv measured 201 MB VmRSS, 107 MB of it JACK's (with
+# --jack-port-max 2048: 200 / 107 MB); at 256, 140 MB, 47 MB of it.
+PORT_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class MidiOptions:
     bpm: float = 120.0
     idle_s: float = 10.0
     seed: int = 0
+    port_max: int = PORT_MAX
+    realtime: bool = False  # jackd --realtime (SCHED_FIFO, where allowed); off: as CI machines allow
 
 
 def keys_for(period: int) -> list[str]:
@@ -78,7 +86,8 @@ def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs
     tpb = _ticks_per_beat(model)
     for period in options.periods:
         try:
-            with jack_server(period, options.rate_hz, work_dir) as server:
+            with jack_server(period, options.rate_hz, work_dir, realtime=options.realtime,
+                             port_max=options.port_max) as server:
                 _duet(report, server, model, options, period, work_dir, costs)
                 last = period == options.periods[-1]  # the daemon's idle/busy cost is taken once
                 _call(report, server, model, options, period, work_dir, costs, tpb, measure_cost=last)
@@ -87,7 +96,8 @@ def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs
             for part in ("startup", "memory", "idle", "busy"):
                 costs.why.setdefault(part, f"the daemon at period {period}: {err}")
     report.note("midi.note", (
-        f"improv run --model {model.name}; JACK dummy driver {options.rate_hz} Hz, periods "
+        f"improv run --model {model.name}; JACK dummy driver {options.rate_hz} Hz (jackd "
+        f"{'--realtime' if options.realtime else '--no-realtime'} --port-max {options.port_max}), periods "
         f"{', '.join(map(str, options.periods))} frames; "
         f"streams of {options.seconds:g} s at {options.bpm:g} bpm. Reaction = player's send -> arrival of improv's "
         "next note-on, stamped in one process: JACK in (next period), improv's callback, engine and re-plan, the "
@@ -100,14 +110,15 @@ def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs
 
 
 @contextlib.contextmanager
-def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = False):
+def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = False,
+                port_max: int = PORT_MAX):
     """A private jackd (dummy driver) for the in-process clients and the daemon; not realtime
-    unless asked (`benchmarks.jack_transport --realtime`)."""
+    unless asked (`benchmarks.jack_transport --realtime`); at most `port_max` ports (see PORT_MAX)."""
     from tests.jack_fixtures import JackServer
 
     name = f"improv-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log_path = work_dir / f"jackd-p{period}.log"
-    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime",
+    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "--port-max", str(port_max),
            "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

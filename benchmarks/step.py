@@ -1,10 +1,17 @@
 """Model step: the cached ONNX step against the PyTorch eager step and a naive window recompute.
 
-Per shipped model, all in one run, p50 / p99 / max in ms over `steps` timed calls after a warm-up:
+Per shipped model, all in one run, p50 / p99 / max in ms over `steps` timed calls after a warm-up;
+the cached, torch and naive calls are timed in round-robin blocks (`interleave`), so the ratios of
+their p50s are not the machine's mood when each was taken:
 
 * cached: `improv.model_step.StepModel.step` (1 intra-op thread), state kept between tokens;
 * context: the same step from a copy of the state after 100 and after 10 000 tokens, the two
   timed alternately so machine noise hits both alike;
+* after idle: the first cached step after the thread slept `idle_s` (20 ms), as a live step
+  comes after a silence. On this project's machine (a KVM guest whose idle vCPU halts) all code
+  is slower right after waking, onnxruntime the most (`python -m benchmarks.reaction_profile`
+  times a 15-KB onnxruntime graph, numpy and plain Python back to back and after a sleep); it is
+  most of improv's share of a live duet reaction (`midi.*.reaction_inside_*`);
 * torch: the model's own step module (`step_module()`) in eager PyTorch, 1 thread, the same
   state bookkeeping (LSTM h/c; WaveNet ring buffer);
 * naive: the full-sequence model exported to ONNX for a fixed window (64, 256 tokens and, for a
@@ -19,6 +26,7 @@ logits (streamed, 32 tokens, 1e-3) or the torch and naive figures are reported m
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +36,7 @@ import numpy as np
 
 from benchmarks.report import Report
 
+REWARM = 3  # untimed calls at the start of each interleaved block
 PARITY_TOKENS = 32
 PARITY_TOLERANCE = 1e-3  # max abs logit difference, torch full sequence vs streamed ONNX steps
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +54,9 @@ class StepOptions:
     windows: tuple[int, ...] = (64, 256)
     contexts: tuple[int, int] = (100, 10_000)
     seed: int = 0
+    idle_s: float = 0.02  # the sleep before each after-idle step
+    idle_steps: int = 100  # after-idle steps timed
+    rounds: int = 20  # round-robin blocks of the cached, torch and naive measurements (`interleave`)
 
 
 def summary(times_ms: np.ndarray) -> dict[str, float]:
@@ -52,17 +64,32 @@ def summary(times_ms: np.ndarray) -> dict[str, float]:
             "max": float(times_ms.max()), "n": float(len(times_ms))}
 
 
-def time_calls(fn, n: int, warmup: int) -> np.ndarray:
-    """Milliseconds of each of `n` calls fn(i) after `warmup` untimed ones."""
-    for i in range(warmup):
-        fn(i)
-    out = np.empty(n)
+def interleave(variants: dict[str, tuple], rounds: int, rewarm: int = REWARM) -> dict[str, np.ndarray]:
+    """{name: (fn, n, warmup)} -> {name: milliseconds of each of its n timed calls fn(i)}. After
+    every warm-up, the timed calls run in `rounds` round-robin blocks (n / rounds calls of each
+    variant in turn), so a slow spell of the machine hits every variant alike and the ratios of
+    their p50s hold (timed one after another, a cached step measured 0.107 ms p50 in the same run
+    whose later context figures had 0.072 ms). Each block starts with `rewarm` untimed calls: the
+    first cached steps after a naive window find the caches cold, and with 20 blocks those
+    would be the p99 of a streaming step (0.31 ms for bach-wavenet, 0.21 ms without them)."""
+    calls = {name: 0 for name in variants}
+    for name, (fn, _, warmup) in variants.items():
+        for _ in range(warmup):
+            fn(calls[name])
+            calls[name] += 1
+    times = {name: [] for name in variants}
     clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        fn(warmup + i)
-        out[i] = clock() - t0
-    return out / 1e6
+    for r in range(rounds):
+        for name, (fn, n, _) in variants.items():
+            for _ in range(rewarm):
+                fn(calls[name])
+                calls[name] += 1
+            for _ in range(n * (r + 1) // rounds - n * r // rounds):
+                t0 = clock()
+                fn(calls[name])
+                times[name].append(clock() - t0)
+                calls[name] += 1
+    return {name: np.asarray(t, dtype=float) / 1e6 for name, t in times.items()}
 
 
 def bench_model(report: Report, name: str, folder: Path, options: StepOptions, work_dir: Path,
@@ -73,12 +100,25 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
     rng = np.random.default_rng(options.seed)
     tokens = rng.integers(0, len(model.vocab), size=max(options.contexts) + 4 * options.steps + 4096)
     p = f"step.{name}"
-    cached = _put_summary(report, f"{p}.onnx", _cached(model, tokens, options), f"{name}: cached ONNX step")
     _contexts(report, p, name, model, tokens, options)
+    idle = summary(_after_idle(model, tokens, options))
     try:
         module, source = torch_module(model, checkpoint)
     except Missing as err:
-        why = f"no PyTorch module for {name}: {err}"
+        module, why = None, f"no PyTorch module for {name}: {err}"
+    windows = []
+    if module is not None:
+        windows = [(w, f"naive{w}", f"window {w}") for w in options.windows]
+        if model.receptive_field:
+            rf = int(model.receptive_field)
+            windows.append((rf, "naive_rf", f"window {rf} (receptive field)"))
+    times = _timed(model, module, tokens, windows, options, work_dir / name)
+    cached = _put_summary(report, f"{p}.onnx", times["onnx"], f"{name}: cached ONNX step")
+    report.put(f"{p}.after_idle_p50_ms", idle["p50"],
+               f"{name}: first step after {options.idle_s * 1e3:g} ms asleep p50", "ms")
+    report.put(f"{p}.after_idle_p99_ms", idle["p99"])
+    report.put(f"{p}.after_idle_over_cached", idle["p50"] / cached, f"{name}: after idle / back to back (p50)", "×")
+    if module is None:
         report.missing([f"{p}.torch_p50_ms", f"{p}.torch_over_onnx"], why,
                        {f"{p}.torch_over_onnx": (f"{name}: torch eager / ONNX step (p50)", "×")})
         report.missing([f"{p}.naive256_p50_ms", f"{p}.naive_over_cached"], why,
@@ -86,19 +126,26 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
         _missing_rf(report, p, name, model, why)
         return
     report.note(f"{p}.torch_source", source)
-    torch_ms = _put_summary(report, f"{p}.torch", _torch_steps(module, model, tokens, options),
-                            f"{name}: PyTorch eager step")
+    torch_ms = _put_summary(report, f"{p}.torch", times["torch"], f"{name}: PyTorch eager step")
     report.put(f"{p}.torch_over_onnx", torch_ms / cached, f"{name}: torch eager / ONNX step (p50)", "×")
-    windows = [(w, f"naive{w}", f"window {w}") for w in options.windows]
-    if model.receptive_field:
-        windows.append((int(model.receptive_field), "naive_rf", f"window {model.receptive_field} (receptive field)"))
-    else:
+    if not model.receptive_field:
         _missing_rf(report, p, name, model, "")
-    for window, tag, text in windows:
-        times = _naive(module, window, tokens, options, work_dir / f"{name}-{window}")
-        naive = _put_summary(report, f"{p}.{tag}", times, f"{name}: naive recompute, {text}")
+    for _, tag, text in windows:
+        naive = _put_summary(report, f"{p}.{tag}", times[tag], f"{name}: naive recompute, {text}")
         ratio_key = {"naive256": "naive_over_cached", "naive_rf": "naive_rf_over_cached"}.get(tag, f"{tag}_over_cached")
         report.put(f"{p}.{ratio_key}", naive / cached, f"{name}: naive {text} / cached (p50)", "×")
+
+
+def _timed(model, module, tokens: np.ndarray, windows: list, options: StepOptions, folder: Path) -> dict:
+    """The cached step, and with a torch module its eager step and the naive windows, interleaved."""
+    variants = {"onnx": (_cached_fn(model, tokens), options.steps, options.warmup)}
+    with contextlib.ExitStack() as stack:
+        if module is not None:
+            variants["torch"] = (stack.enter_context(_torch_fn(module, model, tokens)), options.steps, options.warmup)
+            for window, tag, _ in windows:
+                fn = _naive_fn(module, window, tokens, folder.with_name(f"{folder.name}-{window}"))
+                variants[tag] = (fn, options.naive_steps, min(options.warmup, 20))
+        return interleave(variants, options.rounds)
 
 
 def _missing_rf(report: Report, p: str, name: str, model, why: str) -> None:
@@ -120,10 +167,28 @@ def _put_summary(report: Report, prefix: str, times_ms: np.ndarray, label: str) 
 # ---------------------------------------------------------------------- the three ways to step
 
 
-def _cached(model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:
+def _cached_fn(model, tokens: np.ndarray):
     state = model.new_state()
     ids = tokens.tolist()
-    return time_calls(lambda i: model.step(ids[i], state), options.steps, options.warmup)
+    return lambda i: model.step(ids[i], state)
+
+
+def _after_idle(model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:
+    """Milliseconds of the first step after each `idle_s` sleep (then a second, untimed step, as
+    a player's note costs two: its time shift and its pitch)."""
+    state = model.new_state()
+    ids = tokens.tolist()
+    for i in range(options.warmup):
+        model.step(ids[i], state)
+    out = np.empty(options.idle_steps)
+    clock = time.perf_counter_ns
+    for i in range(options.idle_steps):
+        time.sleep(options.idle_s)
+        t0 = clock()
+        model.step(ids[2 * i], state)
+        out[i] = clock() - t0
+        model.step(ids[2 * i + 1], state)
+    return out / 1e6
 
 
 def _contexts(report: Report, p: str, name: str, model, tokens: np.ndarray, options: StepOptions) -> None:
@@ -152,7 +217,10 @@ def _contexts(report: Report, p: str, name: str, model, tokens: np.ndarray, opti
     report.put(f"{p}.long_over_short_context", ratio, f"{name}: step at {long_:,} / at {short} tokens (p50)", "×")
 
 
-def _torch_steps(module, model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:
+@contextlib.contextmanager
+def _torch_fn(module, model, tokens: np.ndarray):
+    """The step module's fn(i) (state kept as the runtime keeps it), while torch runs on one
+    thread in inference mode."""
     import torch
 
     step = module.step_module().eval()
@@ -181,12 +249,12 @@ def _torch_steps(module, model, tokens: np.ndarray, options: StepOptions) -> np.
     torch.set_num_threads(1)  # as onnxruntime's single intra-op thread
     try:
         with torch.inference_mode():
-            return time_calls(fn, options.steps, options.warmup)
+            yield fn
     finally:
         torch.set_num_threads(threads)
 
 
-def _naive(module, window: int, tokens: np.ndarray, options: StepOptions, folder: Path) -> np.ndarray:
+def _naive_fn(module, window: int, tokens: np.ndarray, folder: Path):
     """Generate token by token, recomputing the whole last-`window` tokens through ONNX each time."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "window.onnx"
@@ -199,7 +267,7 @@ def _naive(module, window: int, tokens: np.ndarray, options: StepOptions, folder
         buffer[0, :-1] = buffer[0, 1:]
         buffer[0, -1] = int(logits[0, -1].argmax())
 
-    return time_calls(fn, options.naive_steps, min(options.warmup, 20))
+    return fn
 
 
 def export_window(module, window: int, path: Path) -> None:

@@ -82,7 +82,8 @@ def test_ratios_follow_from_the_p50s_of_the_same_run(bench):
         pairs = {"torch_over_onnx": ("torch_p50_ms", "onnx_p50_ms"),
                  "naive_over_cached": ("naive256_p50_ms", "onnx_p50_ms"),
                  "naive_rf_over_cached": ("naive_rf_p50_ms", "onnx_p50_ms"),
-                 "long_over_short_context": ("ctx10000_p50_ms", "ctx100_p50_ms")}
+                 "long_over_short_context": ("ctx10000_p50_ms", "ctx100_p50_ms"),
+                 "after_idle_over_cached": ("after_idle_p50_ms", "onnx_p50_ms")}
         for ratio, (top, bottom) in pairs.items():
             if data[f"{p}.{ratio}"] is None:
                 continue

@@ -1,0 +1,225 @@
+"""Where improv's share of a duet reaction goes, and what this machine does to code after a sleep.
+
+    .venv/bin/python -m benchmarks.reaction_profile [--model bach-lstm] [--notes 150] [--warm-every-ms 0]
+
+No JACK: the real `Daemon` threads (engine, scheduler) and the real model, a thread in the role
+of rtmidi's callback (stamp, enqueue), single player notes at random gaps of 0.25-0.6 s as
+`improv bench`'s duet stream plays them, a fake output port. Printed, each from the note's stamp
+(milliseconds, p50 / p99):
+
+* the engine thread has the note; the thru echo is sent; the re-plan's cut is done
+  (`Duet.replan`); the context has stepped through the player's tokens (`ModelContext.catch_up`,
+  the model steps); the reaction's mask; its sample; the reaction is sent. `improv bench` reports
+  the last as `midi.*.reaction_inside_*`, through JACK;
+* "after a sleep": the same small pieces of work back to back and right after a 20-ms sleep: a
+  60-node onnxruntime graph of 8x8 Gemms (15 KB of weights), 50 numpy 64x64 matvecs, a
+  pure-Python loop. On this project's machine (a KVM guest whose idle vCPU halts) everything is
+  slower right after waking, onnxruntime the most: the first model step of a reaction costs
+  several back-to-back steps (`improv bench`'s `step.*.after_idle_*`).
+
+`--warm-every-ms N`: a thread also steps the model on a scratch state every N ms,
+to show what keeping the model warm would buy and cost (it is not something improv
+does: one step per millisecond is 7 % of a core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+
+MARKS = ("echo", "replan", "catch_up", "_reaction_mask", "sample")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="bach-lstm", help="a model name under models/ or a model folder")
+    parser.add_argument("--notes", type=int, default=150, help="player notes (0.25-0.6 s apart)")
+    parser.add_argument("--warm-every-ms", type=float, default=0.0, help="keep the model warm (see the docstring)")
+    args = parser.parse_args(argv)
+    timeline, steps = reaction_timeline(args.model, args.notes, args.warm_every_ms)
+    print(f"{args.model}, duet with thru, {args.notes} notes; ms from the note's stamp, p50 / p99:")
+    for label, values in timeline.items():
+        print(f"  {label:34s} {np.percentile(values, 50):6.3f} / {np.percentile(values, 99):6.3f}")
+    print(f"  model steps in a reaction: p50 {np.percentile(steps, 50):g}, max {max(steps)}")
+    print("after a sleep (us, p50 back to back -> p50 right after 20 ms asleep):")
+    for label, (hot, cold, faults) in after_sleep().items():
+        print(f"  {label:34s} {hot:7.1f} -> {cold:7.1f}  ({cold / hot:.1f}x; page faults per call {faults:g})")
+
+
+def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tuple[dict, list[int]]:
+    """{label: [ms from the stamp, one per note]}, [model steps per reaction]."""
+    from improv.clock import MonotonicClock
+    from improv.daemon import SWITCH_INTERVAL_S, Daemon
+    from improv.engine import Engine
+    from improv.midi_in import MidiInput
+    from improv.model_step import StepModel
+    from improv.settings import load_settings
+    from tests.fakes import FakeMidiOut
+
+    model, clock = StepModel.load(model_name), MonotonicClock()
+    settings = load_settings(None, {"time.bpm": 120.0, "sampling.seed": 1, "mode.mode": "duet", "output.thru": True})
+    engine = Engine(model, settings, clock, FakeMidiOut(clock))
+    midi_in = MidiInput(None)
+    daemon = Daemon(engine, midi_in)
+    marks: dict[float, dict[str, float]] = defaultdict(dict)
+    steps: list[int] = []
+    _instrument(daemon, clock, marks, steps)
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs
+    stop = threading.Event()
+    if warm_every_ms > 0:
+        threading.Thread(target=_keep_warm, args=(daemon, model, warm_every_ms / 1e3, stop), daemon=True).start()
+    daemon.start()
+    try:
+        stamps = _play(midi_in, notes)
+    finally:
+        stop.set()
+        daemon.stop()
+        sys.setswitchinterval(saved)
+    return _timeline(stamps, marks, list(engine.scheduler.records)), steps
+
+
+def _instrument(daemon, clock, marks: dict, steps: list[int]) -> None:
+    """Record when each piece of the engine's work on a player's note-on finished."""
+    import improv.duet
+    import improv.improviser
+    import improv.phrase
+    import improv.sampling
+
+    current: list[float | None] = [None]
+    owners = {"echo": improv.improviser.Improviser, "replan": improv.duet.Duet,
+              "catch_up": improv.phrase.ModelContext, "_reaction_mask": improv.duet.Duet,
+              "sample": improv.sampling.Sampler}
+    for name, cls in owners.items():
+        setattr(cls, name, _marked(getattr(cls, name), name, clock, marks, current))
+    feed, engine_model = daemon.feed_message, daemon.engine.improviser.model
+
+    def feed_message(t_s: float, data: list[int]) -> None:
+        note_on = data[0] & 0xF0 == 0x90 and data[2] > 0
+        current[0], before = (t_s if note_on else None), engine_model.steps
+        marks[t_s]["engine has it"] = clock.now() if note_on else 0.0
+        feed(t_s, data)
+        if note_on:
+            steps.append(engine_model.steps - before)
+        current[0] = None
+
+    daemon.feed_message = feed_message
+
+
+def _marked(fn, name: str, clock, marks: dict, current: list):
+    def wrapper(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if current[0] is not None:
+            marks[current[0]].setdefault(name, clock.now())
+        return result
+
+    return wrapper
+
+
+def _keep_warm(daemon, model, every_s: float, stop: threading.Event) -> None:
+    scratch = model.new_state()
+    while not stop.wait(every_s):
+        model.step(2, scratch)
+
+
+def _play(midi_in, notes: int) -> list[float]:
+    rng, stamps = random.Random(0), []
+    for _ in range(notes):
+        time.sleep(rng.uniform(0.25, 0.6))
+        pitch = rng.randint(36, 47)  # below improv's range: its notes are told apart
+        stamps.append(time.perf_counter())
+        midi_in.queue.put((stamps[-1], [0x90, pitch, 90]))  # as the rtmidi callback does
+        time.sleep(0.1)
+        midi_in.queue.put((time.perf_counter(), [0x80, pitch, 0]))
+    time.sleep(0.3)
+    return stamps
+
+
+def _timeline(stamps: list[float], marks: dict, records: list) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = defaultdict(list)
+    labels = {"engine has it": "the engine thread has the note", "echo": "thru echo planned",
+              "replan": "re-plan's cut done", "catch_up": "player's tokens stepped (model)",
+              "_reaction_mask": "reaction's mask", "sample": "reaction sampled"}
+    for t in stamps:
+        for key, label in labels.items():
+            if key in marks.get(t, {}):
+                out[label].append((marks[t][key] - t) * 1e3)
+        for source, label in (("thru", "thru echo sent"), ("duet", "reaction sent")):
+            sent = [r.actual_s for r in records if r.source == source and r.message.type == "note_on"
+                    and r.message.velocity > 0 and t <= r.actual_s < t + 0.05]
+            if sent:
+                out[label].append((sent[0] - t) * 1e3)
+    order = [*labels.values(), "thru echo sent", "reaction sent"]
+    return {label: out[label] for label in sorted(out, key=lambda x: np.median(out[x]) if out[x] else order.index(x))}
+
+
+def after_sleep(sleep_s: float = 0.02, n: int = 60) -> dict[str, tuple[float, float, float]]:
+    """{work: (p50 us back to back, p50 us right after `sleep_s` asleep, page faults per call)}."""
+    import resource
+
+    work = {"onnxruntime: 60 Gemms 8x8 (15 KB)": _tiny_onnx(), "numpy: 50 matvecs 64x64": _numpy_work(),
+            "Python: a 2000-iteration loop": _python_work}
+    out = {}
+    for label, fn in work.items():
+        for _ in range(200):
+            fn()
+        hot, cold = [], []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            hot.append(time.perf_counter() - t0)
+            time.sleep(sleep_s)
+            t0 = time.perf_counter()
+            fn()
+            cold.append(time.perf_counter() - t0)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (2 * n)
+        out[label] = (float(np.median(hot)) * 1e6, float(np.median(cold)) * 1e6, faults)
+    return out
+
+
+def _tiny_onnx(nodes: int = 60, width: int = 8):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.normal(size=(width, width)) * 0.1).astype(np.float32), f"w{i}")
+             for i in range(nodes)]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x" if i == 0 else f"y{i - 1}", f"w{i}"], [f"y{i}"]) for i in range(nodes)],
+        "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(f"y{nodes - 1}", TensorProto.FLOAT, [1, width])], inits)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                   .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, width), dtype=np.float32)
+    return lambda: session.run(None, {"x": x})
+
+
+def _numpy_work():
+    rng = np.random.default_rng(0)
+    a, v = rng.random((64, 64), dtype=np.float32), rng.random(64, dtype=np.float32)
+
+    def fn() -> None:
+        for _ in range(50):
+            v @ a
+
+    return fn
+
+
+def _python_work() -> int:
+    total = 0
+    for i in range(2000):
+        total += i
+    return total
+
+
+if __name__ == "__main__":
+    main()
