@@ -70,10 +70,19 @@ class DaemonProcess:
         raise DaemonError(f"improv run not ready after {timeout_s:g} s: {self.last_line()}")
 
     def memory_mb(self, field_name: str = "VmRSS") -> float:
+        return self.memory_fields_mb(field_name)[field_name]
+
+    def memory_fields_mb(self, *field_names: str) -> dict[str, float]:
+        """The named /proc/PID/status memory fields (MB), from one read of the file."""
+        values = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1]) * 1024 / 1e6  # kB (KiB) -> MB
-        raise DaemonError(f"/proc/{self.pid}/status has no {field_name}")
+            key, _, rest = line.partition(":")
+            if key in field_names:
+                values[key] = int(rest.split()[0]) * 1024 / 1e6  # kB (KiB) -> MB
+        missing = [name for name in field_names if name not in values]
+        if missing:
+            raise DaemonError(f"/proc/{self.pid}/status has no {', '.join(missing)}")
+        return values
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -160,9 +169,9 @@ class Costs:
 
 
 def measure_memory(daemon: DaemonProcess, costs: Costs) -> None:
-    costs.rss_mb, costs.peak_mb = daemon.memory_mb(), daemon.memory_mb("VmHWM")
-    costs.shmem_mb = daemon.memory_mb("RssShmem")
-    costs.own_mb = daemon.memory_mb("RssAnon") + daemon.memory_mb("RssFile")
+    mb = daemon.memory_fields_mb("VmRSS", "VmHWM", "RssShmem", "RssAnon", "RssFile")  # one moment
+    costs.rss_mb, costs.peak_mb, costs.shmem_mb = mb["VmRSS"], mb["VmHWM"], mb["RssShmem"]
+    costs.own_mb = mb["RssAnon"] + mb["RssFile"]
 
 
 def measure_idle(daemon: DaemonProcess, costs: Costs, idle_s: float) -> None:

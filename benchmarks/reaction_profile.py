@@ -74,7 +74,7 @@ def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tupl
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs
     stop = threading.Event()
     if warm_every_ms > 0:
-        threading.Thread(target=_keep_warm, args=(daemon, model, warm_every_ms / 1e3, stop), daemon=True).start()
+        threading.Thread(target=_keep_warm, args=(model, warm_every_ms / 1e3, stop), daemon=True).start()
     daemon.start()
     try:
         stamps = _play(midi_in, notes)
@@ -103,7 +103,8 @@ def _instrument(daemon, clock, marks: dict, steps: list[int]) -> None:
     def feed_message(t_s: float, data: list[int]) -> None:
         note_on = data[0] & 0xF0 == 0x90 and data[2] > 0
         current[0], before = (t_s if note_on else None), engine_model.steps
-        marks[t_s]["engine has it"] = clock.now() if note_on else 0.0
+        if note_on:
+            marks[t_s]["engine has it"] = clock.now()
         feed(t_s, data)
         if note_on:
             steps.append(engine_model.steps - before)
@@ -122,7 +123,7 @@ def _marked(fn, name: str, clock, marks: dict, current: list):
     return wrapper
 
 
-def _keep_warm(daemon, model, every_s: float, stop: threading.Event) -> None:
+def _keep_warm(model, every_s: float, stop: threading.Event) -> None:
     scratch = model.new_state()
     while not stop.wait(every_s):
         model.step(2, scratch)
@@ -155,8 +156,7 @@ def _timeline(stamps: list[float], marks: dict, records: list) -> dict[str, list
                     and r.message.velocity > 0 and t <= r.actual_s < t + 0.05]
             if sent:
                 out[label].append((sent[0] - t) * 1e3)
-    order = [*labels.values(), "thru echo sent", "reaction sent"]
-    return {label: out[label] for label in sorted(out, key=lambda x: np.median(out[x]) if out[x] else order.index(x))}
+    return {label: out[label] for label in sorted(out, key=lambda label: np.median(out[label]))}
 
 
 def after_sleep(sleep_s: float = 0.02, n: int = 60) -> dict[str, tuple[float, float, float]]:

@@ -112,7 +112,7 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
         if model.receptive_field:
             rf = int(model.receptive_field)
             windows.append((rf, "naive_rf", f"window {rf} (receptive field)"))
-    times = _timed(model, module, tokens, windows, options, work_dir / name)
+    times = _timed(model, module, tokens, windows, options, work_dir, name)
     cached = _put_summary(report, f"{p}.onnx", times["onnx"], f"{name}: cached ONNX step")
     report.put(f"{p}.after_idle_p50_ms", idle["p50"],
                f"{name}: first step after {options.idle_s * 1e3:g} ms asleep p50", "ms")
@@ -136,14 +136,15 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
         report.put(f"{p}.{ratio_key}", naive / cached, f"{name}: naive {text} / cached (p50)", "×")
 
 
-def _timed(model, module, tokens: np.ndarray, windows: list, options: StepOptions, folder: Path) -> dict:
+def _timed(model, module, tokens: np.ndarray, windows: list, options: StepOptions, work_dir: Path,
+           name: str) -> dict:
     """The cached step, and with a torch module its eager step and the naive windows, interleaved."""
     variants = {"onnx": (_cached_fn(model, tokens), options.steps, options.warmup)}
     with contextlib.ExitStack() as stack:
         if module is not None:
             variants["torch"] = (stack.enter_context(_torch_fn(module, model, tokens)), options.steps, options.warmup)
             for window, tag, _ in windows:
-                fn = _naive_fn(module, window, tokens, folder.with_name(f"{folder.name}-{window}"))
+                fn = _naive_fn(module, window, tokens, work_dir / f"{name}-{window}")
                 variants[tag] = (fn, options.naive_steps, min(options.warmup, 20))
         return interleave(variants, options.rounds)
 
@@ -176,18 +177,17 @@ def _cached_fn(model, tokens: np.ndarray):
 def _after_idle(model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:
     """Milliseconds of the first step after each `idle_s` sleep (then a second, untimed step, as
     a player's note costs two: its time shift and its pitch)."""
-    state = model.new_state()
-    ids = tokens.tolist()
+    step = _cached_fn(model, tokens)
     for i in range(options.warmup):
-        model.step(ids[i], state)
+        step(i)
     out = np.empty(options.idle_steps)
     clock = time.perf_counter_ns
     for i in range(options.idle_steps):
         time.sleep(options.idle_s)
         t0 = clock()
-        model.step(ids[2 * i], state)
+        step(2 * i)
         out[i] = clock() - t0
-        model.step(ids[2 * i + 1], state)
+        step(2 * i + 1)
     return out / 1e6
 
 

@@ -238,26 +238,18 @@ def option_steppers(folder: Path) -> dict:
 
 
 def interleaved(variants: dict, steps: int, warmup: int, rounds: int, vocab: int) -> dict[str, np.ndarray]:
-    """Round-robin blocks of steps over the variants; each keeps its own state across blocks."""
+    """Round-robin blocks of steps over the variants (`benchmarks.step.interleave`); each keeps its
+    own state across blocks and all step the same tokens; us per step."""
+    from benchmarks.step import interleave
+
     tokens = np.random.default_rng(0).integers(0, vocab, warmup + steps + 1).tolist()
-    states = {name: model.new_state() for name, (model, _) in variants.items()}
-    for name, (_, step) in variants.items():
-        for t in tokens[:warmup]:
-            step(t, states[name])
-    times = {name: [] for name in variants}
-    clock = time.perf_counter_ns
-    block = max(1, steps // rounds)
-    done = 0
-    while done < steps:
-        n = min(block, steps - done)
-        for name, (_, step) in variants.items():
-            state, out, ids = states[name], times[name], tokens[warmup + done: warmup + done + n]
-            for t in ids:
-                t0 = clock()
-                step(t, state)
-                out.append(clock() - t0)
-        done += n
-    return {name: np.asarray(v) / 1e3 for name, v in times.items()}
+
+    def streaming(model, step):
+        state = model.new_state()
+        return lambda i: step(tokens[i], state)
+
+    timed = {name: (streaming(model, step), steps, warmup) for name, (model, step) in variants.items()}
+    return {name: ms * 1e3 for name, ms in interleave(timed, rounds, rewarm=0).items()}
 
 
 def naive_ratios(net, results: dict, work: Path, naive_steps: int) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks.step import interleave
+from benchmarks.wavenet_step_profile import node_counts
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "bach-wavenet"
 
@@ -200,12 +202,6 @@ def open_session(path: Path, optimized: Path | None = None) -> ort.InferenceSess
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def optimized_nodes(path: Path, out: Path) -> int:
-    """How many nodes onnxruntime runs: the graph after its optimisations, written to `out`."""
-    open_session(path, out)
-    return len(onnx.load(str(out)).graph.node)
-
-
 class Stepper:
     """One session IO-bound to preallocated buffers, with StepModel's ring buffer of layer inputs."""
 
@@ -245,17 +241,18 @@ def parity(ref: Stepper, other: Stepper, tokens: np.ndarray) -> tuple[float, flo
 
 def interleaved(steppers: dict[str, Stepper], tokens: list[int], rounds: int) -> dict[str, np.ndarray]:
     """Bare run_with_iobinding (past fixed, token changing) in round-robin blocks; us per run."""
-    times: dict[str, list[int]] = {name: [] for name in steppers}
-    clock, block = time.perf_counter_ns, max(1, len(tokens) // rounds)
-    for start in range(0, len(tokens), block):
-        for name, s in steppers.items():
-            run, io, token, out = s.session.run_with_iobinding, s.io, s.token, times[name]
-            for t in tokens[start:start + block]:
-                token[0] = t
-                t0 = clock()
-                run(io)
-                out.append(clock() - t0)
-    return {name: np.asarray(v) / 1e3 for name, v in times.items()}
+
+    def bare(s: Stepper) -> Callable[[int], None]:
+        run, io, token = s.session.run_with_iobinding, s.io, s.token
+
+        def fn(i: int) -> None:
+            token[0] = tokens[i]
+            run(io)
+
+        return fn
+
+    variants = {name: (bare(s), len(tokens), 0) for name, s in steppers.items()}
+    return {name: ms * 1e3 for name, ms in interleave(variants, rounds, rewarm=0).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
           f"IO-bound runs per graph x {args.repeats} repeats, {args.rounds} interleaved blocks each")
     with tempfile.TemporaryDirectory(prefix="wavenet-variants.") as tmp:
         paths = build_all(spec, Path(tmp), args.model / "model.onnx")
-        nodes = {label: optimized_nodes(path, Path(tmp) / f"{path.stem}.optimized.onnx") for label, path in paths.items()}
+        nodes = {label: sum(node_counts(path)[1].values()) for label, path in paths.items()}
         steppers = {label: Stepper(path, spec) for label, path in paths.items()}
     shipped = next(iter(paths))
     checks = {label: parity(Stepper(paths[shipped], spec), steppers[label], rng.integers(0, spec.vocab, 512))
