@@ -250,22 +250,28 @@ def _check_hash(onnx_path: Path, meta: dict) -> None:
         raise ModelError(f"{onnx_path}: contents do not match the sha256 in model.json (corrupt or replaced); re-export it")
 
 
-def _open_session(onnx_path: Path, threads: int):
+def session_options(threads: int = 1):
+    """The onnxruntime settings of every improv session: `threads` intra-op threads (one: a step
+    is tiny, hand-offs cost more than they save), sequential, all graph optimisations, no
+    spinning (idle spinning workers slow everything else on a small machine). Why these, measured:
+    docs/TIMING.md."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads  # one thread: a step is tiny, thread hand-offs cost more than they save
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    # Measured on the WaveNet step (benchmarks/wavenet_step_profile.py): the memory pattern planner
-    # (default on) saves ~10 us; arena on/off, ENABLE_EXTENDED vs ALL, mem reuse and disabling
-    # pre-packing are within noise. Spinning: with 1 thread there is no pool and it changes nothing;
-    # with 2 threads on the 2 shared cores spinning made the step faster but its idle workers pushed
-    # the p99 of everything else on the machine to ~4 ms, so it stays off for threads > 1.
     opts.enable_mem_pattern = True
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def _open_session(onnx_path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = session_options(threads)
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
