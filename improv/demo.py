@@ -19,6 +19,7 @@ import mido
 from improv.clock import ManualClock
 from improv.engine import Engine, EngineStats
 from improv.events import NoteOff, NoteOn
+from improv.pairing import pair_messages
 from improv.settings import Settings, load_settings
 from improv.tokens import Note
 
@@ -116,18 +117,8 @@ def _result(engine: Engine, recorder: Recorder, model, out, settings: Settings) 
 
 def recorded_notes(sent: list[tuple[float, mido.Message]], beats_at) -> list[Note]:
     """Pair recorded note-ons and note-offs into notes (beats on the engine's beat clock)."""
-    open_: dict[tuple[int, int], tuple[float, int]] = {}
-    notes = []
-    for t, msg in sent:
-        if msg.type not in ("note_on", "note_off"):
-            continue
-        key = (msg.channel, msg.note)
-        if key in open_:
-            t0, vel = open_.pop(key)
-            notes.append(Note(beats_at(t0), beats_at(t) - beats_at(t0), msg.note, vel))
-        if msg.type == "note_on" and msg.velocity > 0:
-            open_[key] = (t, msg.velocity)
-    return sorted(notes, key=lambda n: (n.onset_beats, n.pitch))
+    notes, _ = pair_messages(sent)
+    return [Note(beats_at(n.start), beats_at(n.end) - beats_at(n.start), n.pitch, n.velocity) for n in notes]
 
 
 def report(r: DemoResult, model, settings: Settings) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import mido
 
 from improv.errors import DataError
+from improv.pairing import NotePairer
 from improv.tokens import Note
 
 DEFAULT_BPM = 120.0
@@ -119,24 +120,10 @@ def read_midi(path: str | Path, *, skip_drums: bool = True) -> list[Note]:
 
 
 def _track_notes(track: mido.MidiTrack, tpb: int, skip_drums: bool) -> list[Note]:
-    notes: list[Note] = []
-    open_notes: dict[tuple[int, int], tuple[int, int]] = {}  # (channel, pitch) -> (on tick, velocity)
+    pairer = NotePairer(restrike_ends=True)
     now = 0
-
-    def close(key: tuple[int, int]) -> None:
-        on, vel = open_notes.pop(key)
-        notes.append(Note(on / tpb, max(1, now - on) / tpb, key[1], vel))
-
     for msg in track:
         now += msg.time
-        if msg.type not in ("note_on", "note_off") or (skip_drums and msg.channel == DRUM_CHANNEL):
-            continue
-        key = (msg.channel, msg.note)
-        if key in open_notes:  # a note-off, or a re-strike of a sounding note: either ends it
-            close(key)
-        if msg.type == "note_on" and msg.velocity > 0:
-            open_notes[key] = (now, msg.velocity)
-    for key in list(open_notes):
-        close(key)
-    notes.sort(key=lambda n: (n.onset_beats, n.pitch))
-    return notes
+        if msg.type in ("note_on", "note_off") and not (skip_drums and msg.channel == DRUM_CHANNEL):
+            pairer.feed(now, msg)
+    return [Note(n.start / tpb, max(1, n.end - n.start) / tpb, n.pitch, n.velocity) for n in pairer.notes(now)]

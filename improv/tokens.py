@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from improv.errors import ModelError
+from improv.pairing import NotePairer
 
 SCHEMES = ("event", "grid")
 SPECIALS = ("BOS", "UNK")  # event scheme only; BOS starts every encoded piece
@@ -254,21 +255,17 @@ def decode_ids(ids: Iterable[int], vocab: Vocabulary) -> list[Note]:
     and is left out."""
     decoder = StreamDecoder(vocab)
     tpb = vocab.config.ticks_per_beat
-    open_notes: dict[int, tuple[int, int]] = {}  # pitch -> (onset tick, velocity)
-    notes: list[Note] = []
+    pairer = NotePairer(restrike_ends=True)
     for token_id in ids:
         action = decoder.feed(int(token_id))
-        if action is None or action.kind == "shift":
-            continue
-        if action.pitch in open_notes:  # an ON for a sounding pitch ends it too
-            on, vel = open_notes.pop(action.pitch)
-            if decoder.tick > on:
-                notes.append(Note(on / tpb, (decoder.tick - on) / tpb, action.pitch, vel))
-        if action.kind == "on":
-            open_notes[action.pitch] = (decoder.tick, action.velocity)
+        if action is not None and action.kind == "on":
+            pairer.on(decoder.tick, 0, action.pitch, max(1, action.velocity))
+        elif action is not None and action.kind == "off":
+            pairer.off(decoder.tick, 0, action.pitch)
     end = decoder.tick
-    for pitch, (on, vel) in open_notes.items():
-        notes.append(Note(on / tpb, max(1, end - on) / tpb, pitch, vel))
+    notes = [Note(n.start / tpb, (n.end - n.start) / tpb, n.pitch, n.velocity)
+             for n in pairer.closed if n.end > n.start]
+    notes += [Note(n.start / tpb, max(1, end - n.start) / tpb, n.pitch, n.velocity) for n in pairer.hanging]
     notes.sort(key=lambda n: (n.onset_beats, n.pitch))
     return notes
 
