@@ -7,9 +7,7 @@ Threads (no thread per message):
     released (the engine panics) and the improviser starts listening again;
   * scheduler (`improv.scheduler`, started by `Engine.start`): the only one touching the output;
   * main: signals and the view (`improv.view`, ~4 Hz from snapshots).
-Live input is framed (`MidiParser.feed_message`: a broken message never joins the next) and kept
-sane before the engine sees it: a key struck again while down first ends its earlier strike, a
-release of a key that is not down is dropped. Ports opened by name are watched from the main
+Live input takes the engine's one input path (`Engine.feed_message`). Ports opened by name are watched from the main
 thread (`improv.ports.PortWatch`): when one disappears the engine thread releases what it can
 (the player's held keys for an input, every improv note for an output), and when it returns it
 is reconnected (an output gets All Notes Off first). `--timing-log` streams the scheduler's
@@ -25,6 +23,7 @@ together with the engine's beat origin so scripts (and tests/test_jack.py) know 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -35,11 +34,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from improv.errors import ImprovError, ModelError
-from improv.events import NoteOff, NoteOn
 from improv.midi_in import MidiInput
 
 log = logging.getLogger("improv")
@@ -70,16 +69,16 @@ class Daemon:
     def __init__(self, engine: Any, midi_in: MidiInput, *, take: Any = None,
                  in_name: str = "", out_name: str = "", backend: str = "",
                  model_name: str = "") -> None:
-        from improv.events import MidiParser
         from improv.record import Taps
 
         self.engine = engine
         self.midi_in = midi_in
         self.take = take
         self.taps = Taps(take, engine.settings) if take is not None else None  # --record
+        if self.taps is not None:
+            engine.player_tap = self.taps.player
+            engine.scheduler.on_record = self.taps.record
         self.names = (in_name, out_name, backend, model_name)
-        self.parser = MidiParser()
-        self.keys: set[tuple[int, int]] = set()  # the player's keys down now: (channel, pitch)
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # port changes, for the engine thread
         self._engine_stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,29 +104,10 @@ class Daemon:
             wait = max(wait, self._backoff_until_s - now)
             item = self.midi_in.get(wait)
             while item is not None:
-                self._guarded(self.feed_message, *item)
+                self._guarded(self.engine.feed_message, *item)
                 item = self.midi_in.get_nowait()
             self._guarded(self.handle_port_changes)
             self._guarded(self.engine.tick)
-
-    def feed_message(self, t_s: float, data: list[int]) -> None:
-        """One message from the input callback (engine thread; see the module docstring)."""
-        for event in self.parser.feed_message(t_s, data):
-            if isinstance(event, NoteOn):
-                key = (event.channel, event.pitch)
-                if key in self.keys:  # struck again without a release: the first strike ends here
-                    self._deliver(NoteOff(event.t_s, *key))
-                self.keys.add(key)
-            elif isinstance(event, NoteOff):
-                if (event.channel, event.pitch) not in self.keys:
-                    continue  # nothing to release (its note-on came before we listened, or never)
-                self.keys.discard((event.channel, event.pitch))
-            self._deliver(event)
-
-    def _deliver(self, event: Any) -> None:
-        if self.taps is not None:
-            self.taps.player(event)
-        self.engine.feed(event)
 
     def port_changed(self, change: str) -> None:
         """From any thread: "input lost" | "output lost" | "output back"; the engine thread acts."""
@@ -140,10 +120,8 @@ class Daemon:
 
     def _port_changed(self, change: str) -> None:
         now = self.engine.clock.now()
-        if change == "input lost":  # the keys it held will never be released: release them now
-            self.parser.reset()
-            for channel, pitch in sorted(self.keys):
-                self.feed_message(now, [0x80 | channel, pitch, 0])
+        if change == "input lost":
+            self.engine.release_player_keys(now)
         elif change in ("output lost", "output back"):  # lost: forget what sounded; back: silence the synth
             self.engine.scheduler.add(self.engine.improviser.all_off(now))
             self.engine.scheduler.panic(now)
@@ -168,17 +146,6 @@ class Daemon:
             self.engine.scheduler.add(self.engine.improviser.all_off(now))
         except Exception:  # noqa: BLE001
             self.engine.scheduler.panic()
-
-    def tap_output(self, out_port: Any) -> None:
-        """--record: improv's part from the scheduler's send records (each names its source), or,
-        where the scheduler has none, from the port's raw bytes. One tap, never both: with both,
-        the first message was taken from the port and again from its record (a doubled note)."""
-        if self.taps is None:
-            return
-        if hasattr(self.engine.scheduler, "on_record"):
-            self.engine.scheduler.on_record = self.taps.record
-        else:
-            out_port.on_send = self.taps.sent
 
     def stop(self) -> None:
         """Stop the engine thread, release every note, stop the scheduler. Safe to call twice."""
@@ -222,32 +189,45 @@ class Daemon:
 # ---------------------------------------------------------------------- the command's body
 
 
-def run_daemon(*, in_port: str | None = None, out_port: str | None = None,
-               backend: str | None = None, model: str | None = None,
-               config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-               record: str | Path | None = None, quiet: bool = False,
-               log_level: str = "warning", ready_file: str | Path | None = None,
-               timing_log: str | Path | None = None, start_s: float | None = None) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `improv run` was asked for, beyond the settings (ports, files, logging)."""
+
+    in_port: str | None = None  # exact name, substring or index; None: a virtual port
+    out_port: str | None = None
+    backend: str | None = None  # rtmidi API name; None: the platform's default
+    model: str | Path | None = None  # None: the shipped default
+    config: str | Path | None = None  # TOML settings file
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, over the file
+    record: str | Path | None = None  # --record FILE.mid
+    quiet: bool = False  # no live view
+    log_level: str = "warning"
+    ready_file: str | Path | None = None  # JSON written once the ports are open
+    timing_log: str | Path | None = None  # CSV of every send, planned vs actual
+    start_s: float | None = None  # process start on time.perf_counter (start-up is measured from it)
+
+
+def run_daemon(options: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM. Errors before ports are open are raised (one line at the CLI)."""
-    start_s = time.perf_counter() if start_s is None else start_s
-    _setup_logging(log_level)
+    start_s = time.perf_counter() if options.start_s is None else options.start_s
+    options = dataclasses.replace(options, start_s=start_s)
+    _setup_logging(options.log_level)
     stop = threading.Event()
     restore = _install_signals(stop)
     try:
         from improv.settings import load_settings
 
-        settings = load_settings(config, overrides)  # ConfigError: nothing opened yet
+        settings = load_settings(options.config, options.overrides)  # ConfigError: nothing opened yet
         log.info("start-up: settings at %.3f s", process_age_s(start_s))
         from improv.ports import choose_backend
 
-        backend_name = choose_backend(backend)
-        log.info("start-up: MIDI backend %s at %.3f s", backend_name, process_age_s(start_s))
-        step_model = load_live_model(model)  # ModelError: nothing opened yet
+        options = dataclasses.replace(options, backend=choose_backend(options.backend))
+        log.info("start-up: MIDI backend %s at %.3f s", options.backend, process_age_s(start_s))
+        step_model = load_live_model(options.model)  # ModelError: nothing opened yet
         log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
         if stop.is_set():
             return
-        _serve(step_model, settings, backend_name, in_port, out_port, record, quiet,
-               ready_file, start_s, stop, timing_log)
+        _serve(step_model, settings, options, stop)
     finally:
         restore()
 
@@ -261,39 +241,35 @@ def load_live_model(model: str | Path | None) -> Any:
     return step_model
 
 
-def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
-           out_spec: str | None, record: str | Path | None, quiet: bool,
-           ready_file: str | Path | None, start_s: float, stop: threading.Event,
-           timing_log: str | Path | None = None) -> None:
+def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threading.Event) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
     from improv.ports import PortWatch, open_port
     from improv.record import Take
     from improv.view import make_view
 
+    start_s, backend = options.start_s, options.backend
     log.info("start-up: engine modules imported at %.3f s", process_age_s(start_s))
-    in_port = open_port("in", in_spec, backend)
+    in_port = open_port("in", options.in_port, backend)
     out_port = None
     daemon = None
     timings = None
     try:
-        out_port = open_port("out", out_spec, backend)
+        out_port = open_port("out", options.out_port, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
         midi_in = MidiInput(in_port.rt)
         engine = Engine(step_model, settings, MonotonicClock(), out_port)
         log.info("start-up: engine built at %.3f s", process_age_s(start_s))
-        take = Take() if record else None
-        daemon = Daemon(engine, midi_in, take=take, in_name=in_port.name,
+        daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_model.name)
-        daemon.tap_output(out_port)
-        timings = TimingLog(timing_log, engine.scheduler.records) if timing_log else None
+        timings = TimingLog(options.timing_log, engine.scheduler.records) if options.timing_log else None
         watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
         daemon.startup_s = process_age_s(start_s)
-        _announce(daemon, settings, ready_file)
-        with make_view(quiet) as view:
+        _announce(daemon, settings, options.ready_file)
+        with make_view(options.quiet) as view:
             while not stop.wait(1.0 / _refresh_hz()):
                 _guard_main(failed, "the port watch", _watch, daemon, watches)
                 _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
@@ -309,10 +285,10 @@ def _serve(step_model: Any, settings: Any, backend: str, in_spec: str | None,
             time.sleep(OUTPUT_DRAIN_S)  # JACK/CoreMIDI send from their own thread, later
             out_port.close()
         in_port.close()
-        if daemon is not None and daemon.take is not None and record:
-            _write_record(daemon, settings, record)
-        if ready_file:
-            Path(ready_file).unlink(missing_ok=True)
+        if daemon is not None and daemon.take is not None and options.record:
+            _write_record(daemon, settings, options.record)
+        if options.ready_file:
+            Path(options.ready_file).unlink(missing_ok=True)
 
 
 def _guard_main(failed: set, what: str, fn: Any, *args: Any) -> None:

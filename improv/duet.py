@@ -1,34 +1,22 @@
-"""Mode "duet": improv plays along from the player's first note (driven by `improv.improviser`).
+"""Mode "duet": improv plays along from the player's first note. Pure decisions, no threads, no I/O.
 
 A generator plans `duet_horizon_beats` ahead of now from a fork of the dialogue; its notes go into
 a `Part` (beats) and reach the scheduler just before they are due. Each player note re-plans from
-``now + guard`` (`ReplanGuard`: at least `replan_guard_s`, more when the model is too slow to
-deliver the first new note that soon): notes not yet started are dropped, notes already started keep their planned end
-(the part keeps their note-offs, the scheduler the ones it has), and the next generator - its
-context has the player's note - takes over from the cutoff, ending the inherited notes that have
-no end yet and not re-striking those still to end.
+``now + guard`` (`improv.replan_guard`): notes not yet started are dropped, notes already started
+keep their planned end, and the next generator (its context has the player's note) takes over
+from the cutoff, ending the inherited notes that have no end yet and not re-striking those still
+to end. The duet plays while the player plays and `max_response_beats` after; after an `all_off`
+it waits for the player's next note.
 
-The reaction (`ModeSettings.duet_react`, `react`): a player's note-on is also answered AT ONCE, the
-way a comping musician answers a struck note: one note, due at that very instant (no guard).
-
-* What sounds: the context steps through the player's tokens (cached state, one step per token)
-  and the note is sampled from its logits with a mask that allows only note starts - ``ON_p`` in
-  the pitch range and the key, on no pitch the player holds or improv sounds, within the
-  polyphony - so the model picks the note that would sound together with the player's (from a
-  chorale model, a chord tone). Velocity: the player's times `REACT_VELOCITY_SCALE`.
-* The context hears it at once (it sounds at once), as it hears every note of improv's that has
-  sounded, so the line planned next knows it.
-* When it ends: it is the first note of improv's line, a voice of the part with no end yet. The
-  next generator inherits it, so the model's continuation (from a copy of the state) ends it -
-  after at least a tick, at most `max_note_beats` later, or when the duet stops playing. A re-plan
-  keeps it like any note already started; stop, mode switch, all-off and a model error release it
-  as they release the part.
-* Polyphony: the line keeps one voice free for reactions (its generators start no note while
-  `max_polyphony - 1` sound). If improv sounds `max_polyphony` all the same (reactions in quick
-  succession), one of its notes lets go at that instant for the new one - a comping hand moving
-  to the new chord: the oldest whose note-off the part still holds, else the one ending first
-  (whose queued note-off then finds nothing to release; its pitch is not struck again before).
-  A note whose mask allows nothing gets no reaction (counted in `unanswered`).
+The reaction (`ModeSettings.duet_react`): a player's note-on is also answered at once, the way a
+comping musician answers a struck note: one note, due at that very instant. The context steps
+through the player's tokens and the note is sampled with a mask that allows only note starts in
+range and key, on no pitch the player holds or improv sounds, within the polyphony, so the model
+picks the note that would sound with the player's. It is the first note of improv's line, a voice
+with no end yet that the next generator inherits and ends. The line keeps one voice free for
+reactions; at the polyphony limit all the same, one of improv's notes lets go for the new one (the
+oldest whose note-off the part still holds, else the one ending first). A note whose mask allows
+nothing gets no reaction (counted in `unanswered`).
 """
 
 from __future__ import annotations
@@ -36,97 +24,111 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import numpy as np
 
 from improv.clock import BeatTimeline
-from improv.phrase import Dialogue, GenEvent, MaskRules, PhraseGenerator, TokenTable
-from improv.plans import Part, Planned, Voice
-from improv.sampling import Sampler
+from improv.context import Dialogue
+from improv.events import NoteOn
+from improv.listener import Listener
+from improv.parts import Part, Voice
+from improv.performer import Performer
+from improv.phrase import GenEvent, MaskRules, PhraseGenerator
+from improv.replan_guard import ReplanGuard
+from improv.scheduler import Planned
 
 log = logging.getLogger(__name__)
-
-# fork(start_beats, sounding {pitch: onset beats}, ending {pitch: end beats}) -> a generator
-Fork = Callable[[float, dict[int, float], dict[int, float]], PhraseGenerator]
 
 REACT_VELOCITY_SCALE = 0.8  # a comping note sits a little under the player's
 REACT_MAX_STEPS = 32  # a context further behind than this (never, in practice) gets no reaction
 
 
-class ReplanGuard:
-    """How far ahead of now a re-plan cuts: at least `min_s`, and long enough for the generator to
-    deliver the first new note before it is due. That takes the model steps from the re-plan until
-    the generator's frontier passes the cutoff (the player's tokens, then the continuation: the
-    most any of the last `WINDOW` re-plans took, counted in steps so a manual clock sees the same)
-    times the wall time of a step as the engine measured it (model, sampling and bookkeeping),
-    times a margin.
-
-    A window, not a decaying maximum: how many steps a re-plan needs depends on the music (a
-    chord, a beat crossed), so the rare long ones recur; a maximum that decayed by 5 % per re-plan
-    had forgotten them after twenty short ones, and the next long one went out late."""
-
-    MARGIN = 1.5
-    WINDOW = 128  # re-plans remembered (two per player note: ~a minute of a busy duet)
-    MAX_S = 0.05  # never cut later than this: the line must still follow the player
-    PRIOR_STEPS = 10  # until a re-plan has delivered: what bach-lstm takes (the player's 2-3
-    # tokens, then the first new note or two)
-
-    def __init__(self, min_s: float) -> None:
-        self.min_s = min_s
-        self.step_s = 0.0  # EMA of seconds per model step in the engine's ticks (0 on a manual clock)
-        self._delivered: deque[int] = deque(maxlen=self.WINDOW)  # steps each recent re-plan took
-        self._mark: int | None = None  # model steps at the last re-plan, until it delivered
-
-    @property
-    def steps(self) -> int:
-        """The most steps a recent re-plan took to deliver (`PRIOR_STEPS` before any did)."""
-        return max(self._delivered) if self._delivered else self.PRIOR_STEPS
-
-    def seconds(self) -> float:
-        return min(self.MAX_S, max(self.min_s, self.MARGIN * self.steps * self.step_s))
-
-    def measured(self, elapsed_s: float, steps: int) -> None:
-        """One engine tick took `elapsed_s` for `steps` model steps."""
-        if steps > 0:
-            per_step = elapsed_s / steps
-            self.step_s = per_step if self.step_s == 0.0 else 0.9 * self.step_s + 0.1 * per_step
-
-    def replanned(self, steps_now: int) -> None:
-        if self._mark is None:  # a re-plan before the last one delivered counts from the first
-            self._mark = steps_now
-
-    def delivered(self, steps_now: int) -> None:
-        if self._mark is not None:
-            self._delivered.append(steps_now - self._mark)
-            self._mark = None
-
-
 class Duet:
-    def __init__(self, clock: BeatTimeline, dialogue: Dialogue, channel: int, guard_s: float,
-                 table: TokenTable) -> None:
-        self.clock = clock
+    def __init__(self, listener: Listener, dialogue: Dialogue, performer: Performer) -> None:
+        self.listener = listener
+        self.clock: BeatTimeline = listener.clock
         self.dialogue = dialogue
-        self.guard = ReplanGuard(guard_s)
-        self.table = table
-        self.part = Part("duet", channel)
+        self.performer = performer
+        self.facts = performer.facts
+        self.guard = ReplanGuard()
+        self.part = Part("duet", self._channel)
         self.gen: PhraseGenerator | None = None
         self.resume_beats = -math.inf  # a re-plan starts here (its cutoff)
         self.reactions = 0  # notes played as reactions
         self.unanswered = 0  # player notes that got none (mask empty, or the context too far behind)
-        self._mask = np.empty(len(table.kind), dtype=bool)  # (V,) the reaction's mask, reused
+        self.armed = False  # the player has played since the last `stop`
+        self._to_react: deque[NoteOn] = deque(maxlen=16)  # note-ons `react` has yet to answer
+        self._mask = np.empty(len(self.facts.kind), dtype=bool)  # (V,) the reaction's mask, reused
         # pitch -> beats: let go early for a reaction after its note-off was handed over; that
         # note-off is still queued in the scheduler, so the pitch is not struck again before it
         self._released: dict[int, float] = {}
 
-    def begin(self, now_s: float, fork: Fork, steps_now: int) -> PhraseGenerator:
+    @property
+    def _channel(self) -> int:
+        return self.listener.settings.output.channel - 1
+
+    @property
+    def _steps(self) -> int:
+        return self.performer.model.steps
+
+    # ------------------------------------------------------------------ the player
+
+    def after_note_on(self, ev: NoteOn) -> None:
+        self.armed = True
+        if self.listener.settings.mode.duet_react:
+            self._to_react.append(ev)
+
+    def react(self) -> list[Planned]:
+        """For each player note-on since the last call, one note due now (see the module doc).
+        The engine calls this right after handing over the note's other plans."""
+        plans: list[Planned] = []
+        while self._to_react:
+            ev = self._to_react.popleft()
+            plans += self._react(self.listener.now, self.performer.rules(), self.listener.held.keys(), ev.velocity)
+        return plans
+
+    # ------------------------------------------------------------------ time
+
+    def wanted(self) -> bool:
+        """While the player plays, and `max_response_beats` after; never between a `stop` and
+        the player's next note."""
+        if not self.armed:
+            return False
+        since = self.clock.beats_at(self.listener.now) - self.listener.last_player_beats
+        return bool(self.listener.held) or since <= self.listener.settings.mode.max_response_beats
+
+    def until_beats(self) -> float:
+        return self.clock.beats_at(self.listener.now) + self.listener.settings.mode.duet_horizon_beats
+
+    def tick(self, budget: int) -> list[Planned]:
+        if self.gen is None:
+            if not (self.listener.context.ready and self.wanted()):
+                return []
+            self.begin(self.listener.now)
+        if not self.wanted() and not self.gen.done:
+            self.performer.queue(self.part, self.gen.finish())
+        elif budget > 0 and self.performer.generate(self.gen, self.part, budget, self.until_beats()):
+            self.performer.show_line(self.part, self.gen.frontier_beats)
+            self.generated(self._steps)
+        return []
+
+    def busy(self, active: bool) -> bool:
+        """Model work to do: a start wanted (in duet mode), or a line behind its horizon."""
+        if active and self.gen is None and self.wanted():
+            return True
+        return self.behind(self.until_beats())
+
+    def release_due(self, now_s: float) -> list[Planned]:
+        return self.part.release_due(self.clock, now_s)
+
+    def begin(self, now_s: float) -> PhraseGenerator:
         """A generator from the last re-plan's cutoff, inheriting the notes that still sound. A
         first start (or one after a stop) has no cutoff ahead: it is a re-plan that keeps
-        nothing, so it starts a guard ahead of now too, or its first note would be due before
-        the model had produced it (3-4 ms late with a 0.25-ms model)."""
+        nothing, so it starts a guard ahead of now too."""
         if self.resume_beats < self.clock.beats_at(now_s):
             self.resume_beats = self.clock.beats_at(now_s + self.guard.seconds())
-            self.guard.replanned(steps_now)
+            self.guard.replanned(self._steps)
         start = self.resume_beats
         voices = self.part.voices
         sounding = {v.pitch: v.on_beats for v in voices if v.off_beats is None}
@@ -134,7 +136,9 @@ class Duet:
         for pitch, until in self._still_released(start).items():
             if pitch not in sounding:
                 ending[pitch] = max(until, ending.get(pitch, until))
-        self.gen = fork(start, sounding, ending)
+        reserve = 1 if self.listener.settings.mode.duet_react else 0  # a voice kept free for reactions
+        self.gen = self.performer.fork(start, math.inf, first_on=False, sounding=sounding, ending=ending,
+                                       reserve=reserve)
         return self.gen
 
     def generated(self, steps_now: int) -> None:
@@ -147,25 +151,23 @@ class Duet:
         """Whether the generator has model work to do before `until_beats`."""
         return self.gen is not None and not self.gen.done and self.gen.frontier_beats < until_beats - 1e-9
 
-    def replan(self, now_s: float, steps_now: int) -> list[Planned]:
+    def replan(self, now_s: float) -> list[Planned]:
         """A player note: what starts before the cutoff (`ReplanGuard`) stays (with its planned
         end), everything later is dropped, to be planned again from a context that has the
-        player's note. `steps_now`: the model's step count (for the guard)."""
+        player's note."""
         if self.gen is None:
             return []
         cutoff_s = now_s + self.guard.seconds()
-        self.guard.replanned(steps_now)
+        self.guard.replanned(self._steps)
         cutoff_beats, self.gen = self.clock.beats_at(cutoff_s), None
         self.resume_beats = cutoff_beats
         plans, ends = self.part.cut(self.clock, cutoff_s)
         self.dialogue.replanned(cutoff_beats, ends)
         return [*plans, Planned(cutoff_s, "cancel", source="duet")]
 
-    def react(self, now_s: float, sampler: Sampler, rules: MaskRules, avoid: Collection[int],
-              velocity: int) -> list[Planned]:
+    def _react(self, now_s: float, rules: MaskRules, avoid: Collection[int], velocity: int) -> list[Planned]:
         """One note due at `now_s`, picked by the model to sound with what it just heard (the
-        player's note-on, queued in the context); see the module docstring. `avoid`: the
-        player's held keys. Call after `replan`, which the same note-on caused."""
+        player's note-on, queued in the context). `avoid`: the player's held keys."""
         context = self.dialogue.context
         context.catch_up(REACT_MAX_STEPS)  # the player's tokens: one cached step each
         beats = self.clock.beats_at(now_s)
@@ -179,7 +181,7 @@ class Duet:
             log.debug("duet: no reaction at %.6f s (%s)", now_s, "the context is behind" if not context.ready
                       else f"no note allowed: {together} of improv's sound, {len(avoid)} keys held")
             return []
-        pitch = int(self.table.value[sampler.sample(context.logits, mask)])
+        pitch = int(self.facts.value[self.performer.sampler.sample(context.logits, mask)])
         plans = [] if victim is None else [self._let_go(victim, beats, now_s)]
         velocity = max(1, min(127, round(velocity * REACT_VELOCITY_SCALE)))
         self.dialogue.planned(GenEvent(beats, "on", pitch, velocity))
@@ -224,8 +226,8 @@ class Duet:
         """Only note starts: ON_p in range and key, within the polyphony (`together` other notes
         of improv's sound with it), on no pitch the player holds or improv sounds (or lets go
         of). Into a buffer reused for every reaction."""
-        t, mask = self.table, self._mask
-        allowed = t.masks.allowed(pitch_range=(rules.pitch_lo, rules.pitch_hi),
+        t, mask = self.facts, self._mask
+        allowed = self.performer.masks.allowed(pitch_range=(rules.pitch_lo, rules.pitch_hi),
                                   pitch_classes=rules.pitch_classes, sounding=together,
                                   max_polyphony=rules.max_polyphony)
         np.logical_and(allowed, t.is_on, out=mask)
@@ -240,10 +242,13 @@ class Duet:
         self.part = Part("duet", self.part.channel)
         self.gen = None
         self._released.clear()  # (the cancel drops their queued note-offs)
+        self._to_react.clear()
+        self.armed = False
         return plans
 
-    def wakeups(self, horizon_beats: float) -> list[float | None]:
+    def wakeups(self) -> list[float | None]:
         """When the duet needs a tick: to hand notes over, and to plan on (half a horizon ahead)."""
+        horizon_beats = self.listener.settings.mode.duet_horizon_beats
         times = [self.part.next_release_s(self.clock)]
         if self.gen is not None and not self.gen.done:
             times.append(self.clock.time_at(self.gen.frontier_beats - horizon_beats / 2))

@@ -2,10 +2,10 @@
 
 Used by the demo (a `ManualClock`, `run_until`, no threads) and by the daemon, which adds threads
 around it (improv.daemon): the MIDI callback enqueues ``(t_s, bytes)``; one engine thread loops:
-wait for input at most until `next_wakeup_s()`, `feed` the parsed events (or `feed_bytes`), then
-`tick()`. `feed` hands its plans to the scheduler at once, the duet's immediate reaction
-included, and `Scheduler.add` sends a plan that is already due right there: a reaction waits for
-no `tick` and no thread wake-up. `start()` runs the scheduler's own thread, which sends everything
+wait for input at most until `next_wakeup_s()`, `feed_message` what came (the one input path:
+framed per message, then kept sane by `Listener.admit`), then `tick()`. `feed` hands its plans to
+the scheduler at once, the duet's immediate reaction included, and `Scheduler.add` sends a plan
+that is already due right there: a reaction waits for no `tick` and no thread wake-up. `start()` runs the scheduler's own thread, which sends everything
 else (every send is under the scheduler's lock); `shutdown()` (main thread, after the engine
 thread has stopped) releases everything. `stats()` may be called from any thread. Nothing else
 here is thread-safe: one engine thread only.
@@ -16,7 +16,7 @@ away without one (no tick for `MidiClockFollower.lost_after_s`: logged once, the
 free-runs until ticks come back). With ``send_clock`` the engine
 plans 24-ppqn clock at absolute deadlines (`ClockSender`) and Start/Stop around the session; with
 ``metronome`` it plans a click on every beat (accent on the bar). Both are planned `HORIZON_S` ahead,
-as improv's notes are (`improv.plans`).
+as improv's notes are (`improv.parts`).
 
 The beat grid answers start on: the clock's when the player hears it (metronome, clock out, MIDI
 clock), else the player's - each call's first note, when improv is idle, is a bar line
@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +39,10 @@ import numpy as np
 from improv.clock import BeatClock, Clock, ClockSender, ManualClock, MidiClockFollower, next_grid_beats
 from improv.errors import ImprovError, ModelError
 from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
-from improv.improviser import Improviser, Planned
+from improv.improviser import Improviser
 from improv.midi_out import MidiOut, Port
-from improv.plans import LOOKAHEAD_S
-from improv.scheduler import Scheduler
+from improv.parts import LOOKAHEAD_S
+from improv.scheduler import Planned, Scheduler
 from improv.settings import Settings, TimeSettings
 
 log = logging.getLogger(__name__)
@@ -94,20 +94,20 @@ class Metronome:
 
 class Engine:
     def __init__(self, model, settings: Settings, clock: Clock, out: Port, *,
-                 rng: np.random.Generator | None = None, spin_s: float = 0.0003,
-                 max_steps_per_tick: int = 16) -> None:
+                 rng: np.random.Generator | None = None) -> None:
         self.settings = settings
         self.clock = clock
         now = clock.now()
         self.out = MidiOut(out, settings.output.channel - 1)
-        self.scheduler = Scheduler(self.out, clock, spin_s=spin_s)
+        self.scheduler = Scheduler(self.out, clock)
         t = settings.time
         self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
-        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, max_steps_per_tick=max_steps_per_tick)
+        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng)
         self.parser = MidiParser()
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None
         self.notes_in = 0
+        self.player_tap: Callable[[object], None] | None = None  # --record: each player event admitted
         self._answers_logged = 0
         self._threaded = False
         self._closed = False
@@ -122,23 +122,32 @@ class Engine:
         self._threaded = True
         self.scheduler.start()
 
-    def feed(self, event) -> None:
-        """One parsed event (improv.events). Its plans reach the scheduler before this returns, in
-        three hand-overs: the thru echo, then what needs no model (a re-plan's cut), then the
-        duet's reaction, due at the event's time (`Improviser.react`: a few cached model steps)."""
-        if isinstance(event, _TRANSPORT):
-            self._transport(event)
-            return
-        if isinstance(event, NoteOn):
-            self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
-        self._add(self._guard(self.improviser.echo, event))
-        self._add(self._guard(self.improviser.on_event, event))
-        self._add(self._guard(self.improviser.react))
-
-    def feed_bytes(self, t_s: float, data: bytes | Iterable[int]) -> None:
-        """Raw MIDI as stamped by the input callback."""
-        for event in self.parser.feed(t_s, data):
+    def feed_message(self, t_s: float, data: bytes | Iterable[int]) -> None:
+        """One MIDI message as stamped by the input callback (a broken one never joins the next)."""
+        for event in self.parser.feed_message(t_s, data):
             self.feed(event)
+
+    def feed(self, event) -> None:
+        """One parsed event (improv.events), kept sane first (`Listener.admit`). Its plans reach
+        the scheduler before this returns, in three hand-overs: the thru echo, then what needs no
+        model (a re-plan's cut), then the duet's reaction, due at the event's time."""
+        for ev in self.improviser.listener.admit(event):
+            if self.player_tap is not None:
+                self.player_tap(ev)
+            if isinstance(ev, _TRANSPORT):
+                self._transport(ev)
+                continue
+            if isinstance(ev, NoteOn):
+                self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
+            self._add(self._guard(self.improviser.echo, ev))
+            self._add(self._guard(self.improviser.on_event, ev))
+            self._add(self._guard(self.improviser.react))
+
+    def release_player_keys(self, now_s: float) -> None:
+        """The input port went away: the keys it held will never be released, so release them."""
+        self.parser.reset()
+        for off in self.improviser.listener.keys_down(now_s):
+            self.feed(off)
 
     def tick(self, now_s: float | None = None) -> None:
         now = self.clock.now() if now_s is None else now_s

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from improv.context import TimedModel
 from improv.errors import ConfigError, DataError, ImprovError
 from improv.sampling import Sampler, TokenMasks
 from improv.tokens import Note, StreamDecoder, Vocabulary, decode_ids, grid_to_ids, grid_to_notes, ids_to_grid, notes_to_names
@@ -53,26 +54,6 @@ class Continuation:
     @property
     def ms_per_step(self) -> float:
         return 1000.0 * self.step_seconds / max(1, self.steps)
-
-
-class _TimedModel:
-    """Counts a model's steps and the time they take."""
-
-    def __init__(self, model) -> None:
-        self.model, self.steps, self.seconds = model, 0, 0.0
-
-    def step(self, token: int, state) -> np.ndarray:
-        t0 = time.perf_counter()
-        logits = self.model.step(int(token), state)
-        self.seconds += time.perf_counter() - t0
-        self.steps += 1
-        return logits
-
-    def feed(self, tokens: Sequence[int], state) -> np.ndarray:
-        logits = None
-        for token in tokens:
-            logits = self.step(token, state)
-        return logits
 
 
 def continue_notes(
@@ -127,7 +108,7 @@ def _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphon
     vocab = model.vocab
     tpb = vocab.config.ticks_per_beat
     seed_ids, seed_ticks = seed_event_ids(seed_notes, vocab, seed_beats if seed_notes else 0.0)
-    timed, state = _TimedModel(model), model.new_state()
+    timed, state = TimedModel(model), model.new_state()
     logits = timed.feed(seed_ids, state)
     decoder, sounding = StreamDecoder(vocab), set()
     for token in seed_ids:
@@ -189,7 +170,7 @@ def _continue_grid(model, seed_notes, beats, sampler, seed_beats, pitch_range) -
     vocab, cfg = model.vocab, model.vocab.config
     frames = _grid_seed(seed_notes, cfg, seed_beats)
     seed_ids = grid_to_ids(frames, vocab)
-    timed, state = _TimedModel(model), model.new_state()
+    timed, state = TimedModel(model), model.new_state()
     logits = timed.feed(seed_ids, state)
     mask = TokenMasks(vocab).allowed(pitch_range=pitch_range)
     total = max(1, round(beats * cfg.grid_steps_per_beat)) * cfg.grid_voices

@@ -23,7 +23,6 @@ import contextlib
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,7 +238,6 @@ class OpenPort:
     name: str  # the port connected to (by name), or our virtual port's name
     backend: str
     virtual: bool
-    on_send: Callable[[float, list[int]], None] | None = None  # (perf_counter s, bytes) per send
     spec: str | None = None  # what the user asked for (--in / --out), to find the port again
     own_name: str = ""  # our end of the connection, e.g. "improv in"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # send vs reconnect
@@ -249,8 +247,6 @@ class OpenPort:
         data = msg.bytes()
         with self._lock:
             self.rt.send_message(data)
-        if self.on_send is not None:
-            self.on_send(time.perf_counter(), data)
 
     def present(self) -> bool:
         """Whether the port we are connected to is still listed (a virtual port always is)."""

@@ -5,8 +5,8 @@ draws from one seeded `numpy.random.Generator`: the same seed and the same logit
 tokens. The order of operations is the usual one: mask, temperature, top-k, top-p, draw.
 
 Masks are boolean arrays over the vocabulary, True = allowed, combined with ``&``. `TokenMasks`
-precomputes what each token means (its pitch, whether it starts a note) so the live path builds a
-mask per step without allocating; the module-level functions are the same rules for offline use:
+builds them from the vocabulary's `TokenFacts`, so the live path builds a mask per step without
+allocating; the module-level functions are the same rules for offline use:
 
 * `base_mask`: never BOS or UNK (they are inputs, not music);
 * `pitch_range_mask`: no ``ON_p`` (event) / ``P_p`` (grid) with p outside [lo, hi];
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from improv.token_facts import TokenFacts
 from improv.tokens import Vocabulary
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -131,26 +132,21 @@ class Sampler:
 # --------------------------------------------------------------------------- masks
 
 
-def _pitch_of(name: str, prefixes: tuple[str, ...]) -> int:
-    kind, _, value = name.partition("_")
-    return int(value) if f"{kind}_" in prefixes and value.isdigit() else -1
-
-
 class TokenMasks:
-    """Per-token facts for one vocabulary, precomputed, and masks built from them.
+    """Masks from one vocabulary's token facts (`improv.token_facts`).
 
     `allowed` writes into a reused buffer by default (no allocation per step; copy the result if
     you keep it past the next call), and keeps the range & key part until those settings change.
     """
 
-    def __init__(self, vocab: Vocabulary) -> None:
-        names = vocab.names
-        self.size = len(names)
-        # the pitch a token starts: ON_p (event) or P_p (grid); -1 for everything else
-        self.start_pitch = np.array([_pitch_of(n, ("ON_", "P_")) for n in names], dtype=np.int16)
+    def __init__(self, vocab: Vocabulary | TokenFacts) -> None:
+        facts = vocab if isinstance(vocab, TokenFacts) else TokenFacts(vocab)
+        self.facts = facts
+        self.size = len(facts.kind)
+        self.start_pitch = facts.start_pitch
         self.is_start = self.start_pitch >= 0
-        self.is_on = np.array([n.startswith("ON_") for n in names], dtype=bool)
-        self.base = np.array([n not in ("BOS", "UNK") for n in names], dtype=bool)
+        self.is_on = facts.is_on
+        self.base = facts.base
         self._out = np.empty(self.size, dtype=bool)
         self._tmp = np.empty(self.size, dtype=bool)
         self._static_key: tuple | None = (None, None)

@@ -38,19 +38,34 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import mido
 
 from improv.clock import Clock
 from improv.midi_out import MidiOut
 
-if TYPE_CHECKING:
-    from improv.plans import Planned
-
 log = logging.getLogger(__name__)
 
 _REALTIME = ("clock", "start", "stop", "continue")
+ALL = "*"  # the source of a cancel that means every source
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One thing for the scheduler to do at `due_s`.
+
+    kind: "on" | "off" (notes); "clock" | "start" | "stop" | "continue" (real-time); "cancel":
+    acts when added: drop the unsent plans of `source` (or every source for "*") due at or after
+    `due_s` and release that source's notes that started at or after `due_s` (-inf: all of them).
+    """
+
+    due_s: float
+    kind: str
+    pitch: int = 0
+    velocity: int = 0
+    channel: int = 0
+    source: str = "response"  # "response" | "duet" | "thru" | "metronome" | "clock"
 
 
 class SendRecord(NamedTuple):

@@ -83,7 +83,7 @@ def test_each_note_on_gets_exactly_one_reaction_due_at_its_own_instant():
         assert record.message.velocity == round(ev.velocity * REACT_VELOCITY_SCALE)
         assert 36 <= record.message.note <= 96 and record.message.note != ev.pitch
     imp = engine.improviser
-    assert imp._duet.reactions == 16 and imp._duet.unanswered == 0
+    assert imp.duet.reactions == 16 and imp.duet.unanswered == 0
     assert engine.scheduler.dropped == 0
     assert well_paired(port)
 
@@ -102,7 +102,7 @@ def test_the_reaction_is_sampled_in_feed_from_the_context_that_has_the_players_n
     (plan,) = [p for *_, p in engine.scheduler._heap if p.source == "duet" and p.kind == "on" and p.due_s == 2.0]
     # the reaction's ON (after the OFF of a note that let go for it, if any), for the next tick
     assert [vocab.name(i) for i in imp.context._queue][-1] == f"ON_{plan.pitch}"
-    assert vocab.name(int(imp.table.on_id[plan.pitch])) == f"ON_{plan.pitch}"
+    assert vocab.name(int(imp.performer.facts.on_id[plan.pitch])) == f"ON_{plan.pitch}"
     engine.run_until(2.01)  # the next tick: the context hears the reaction as it sounded
     assert vocab.id(f"ON_{plan.pitch}") in model.fed[steps + len(tokens):]
     assert port.note_ons()[-1][0] >= 2.0 and (0, plan.pitch) in {(m.channel, m.note) for t, m in port.note_ons()}
@@ -136,7 +136,7 @@ def test_at_the_polyphony_limit_an_older_note_lets_go_for_the_reaction():
 def test_a_note_whose_note_off_is_already_with_the_scheduler_can_let_go_too():
     engine, port, _ = make({"sampling.max_polyphony": 1, "sampling.key": "off"})
     engine.run_until(1.0, [NoteOn(0.5, 0, 40, 90)])  # held: the line plays on
-    part, t = engine.improviser._duet.part, 1.0
+    part, t = engine.improviser.duet.part, 1.0
     while not (victims := [v for v in part.voices if v.on_s is not None and v.on_s <= t < (v.off_s or -1.0)]):
         t += 0.005  # until the line's note has its note-off handed over (LOOKAHEAD_S before it)
         engine.run_until(t)
@@ -175,7 +175,7 @@ def test_without_duet_react_the_duet_plays_as_before():
     engine.run_until(40.0)
     assert not any(duet_ons(engine, at=ev.t_s) for ev in events)
     assert duet_ons(engine), "the duet still plays along"
-    assert engine.improviser._duet.reactions == 0
+    assert engine.improviser.duet.reactions == 0
     assert well_paired(port)
 
 
@@ -261,7 +261,7 @@ def test_every_improv_note_on_gets_exactly_one_note_off(moves, thru, react, poly
         engine.run_until(last + 30.0, events)
         assert engine.next_wakeup_s() is None
         assert engine.scheduler.holds == {}  # each note-on's hold was released exactly once
-        assert all(v.off_s is not None for v in engine.improviser._duet.part.voices)
+        assert all(v.off_s is not None for v in engine.improviser.duet.part.voices)
     assert well_paired(port)
     engine.shutdown()
     assert port.sounding() == set()
@@ -297,7 +297,7 @@ def test_a_re_plan_leaves_the_model_time_to_deliver_its_first_note(step_ms):
     assert len(duet) > 30
     assert not late, f"{len(late)} of {len(duet)} duet note-ons went out late, by up to " \
                      f"{max(r.actual_s - r.planned_s for r in late) * 1000:.2f} ms"
-    guard = engine.improviser._duet.guard
+    guard = engine.improviser.duet.guard
     assert guard.seconds() == pytest.approx(max(guard.min_s, guard.MARGIN * guard.steps * guard.step_s))
 
 
@@ -328,6 +328,6 @@ def test_the_duet_starts_a_guard_ahead_of_the_players_first_note():
     before the model can deliver it (from the player's note it was 3-4 ms late, every time)."""
     engine, _, clock = make({"mode.duet_react": False})
     engine.run_until(1.0, [NoteOn(1.0, 0, 40, 90)])
-    duet = engine.improviser._duet
+    duet = engine.improviser.duet
     assert duet.gen is not None
     assert duet.resume_beats >= engine.improviser.clock.beats_at(1.0 + duet.guard.min_s) - 1e-9

@@ -87,7 +87,7 @@ def test_the_answer_keeps_the_rhythm_of_the_calls_grid():
     engine, port = make({"mode.response_length": "4 beats"})
     t0 = 0.777
     engine.run_until(6.0, phrase(t0, range(3)))
-    tick_s = SPB / engine.improviser.table.tpb  # the model's time step
+    tick_s = SPB / engine.improviser.performer.facts.tpb  # the model's time step
     for t in ons(port):
         steps = (t - t0) / tick_s
         assert steps == pytest.approx(round(steps), abs=1e-6)
@@ -195,7 +195,7 @@ def test_the_duets_reaction_is_due_at_the_note_and_sent_at_once():
     (reaction,) = [r for r in engine.scheduler.records
                    if r.source == "duet" and r.message.type == "note_on" and r.planned_s == t]
     assert reaction.actual_s == t  # due at the note, no guard; sent then, no wait for a tick
-    assert engine.improviser._duet.reactions == 1
+    assert engine.improviser.duet.reactions == 1
 
 
 def test_the_duets_reaction_leaves_within_feed_on_the_real_clock(capsys):

@@ -26,14 +26,9 @@ from hypothesis import strategies as st
 from improv.clock import ManualClock
 from improv.events import ClockTick, MidiParser, NoteOff, NoteOn
 from improv.midi_out import MidiOut
-from improv.scheduler import Scheduler
+from improv.scheduler import Planned, Scheduler
 from improv.tokens import Note, StreamDecoder, TokenConfig, Vocabulary, decode_ids, encode_notes
 from tests.fakes import FakeMidiOut
-
-try:  # the planner's plans are moving to improv.plans
-    from improv.plans import Planned
-except ImportError:
-    from improv.improviser import Planned
 
 pytestmark = pytest.mark.timeout(300)
 

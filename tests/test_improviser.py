@@ -14,7 +14,7 @@ from improv.engine import Engine
 from improv.errors import ModelError
 from improv.events import ClockTick, Control, NoteOff, NoteOn, Start, Stop
 from improv.keys import parse_key
-from improv.phrase import ModelContext, TimedModel
+from improv.context import ModelContext, TimedModel
 from improv.settings import load_settings
 from tests.fakes import BrokenModel, FakeMidiOut, FakeModel
 
@@ -47,7 +47,7 @@ def test_phrase_ends_after_silence_and_the_answer_starts_on_the_next_beat():
     engine.run_until(3.4, call())  # last release at beat 5.9, phrase end at 6.9
     assert ons(port) == []
     assert engine.improviser.state == "waiting"
-    pending = engine.improviser._pending
+    pending = engine.improviser.call.pending
     assert pending is not None and pending.buffer, "the answer is prepared during the silence"
     engine.run_until(3.6)
     assert engine.improviser.state == "responding"

@@ -3,7 +3,7 @@ SysEx and clock floods, pitches outside the vocabulary, other channels, garbage 
 
 Three levels. The engine on a ManualClock with a FakeMidiOut (exact: the model's token history
 and every message sent are compared with what the clean events alone give); the daemon's input
-path (`Daemon.feed_message`, the framed messages the rtmidi callback queues), without threads;
+path (`Engine.feed_message`, the framed messages the rtmidi callback queues), without threads;
 and `improv run` over real JACK ports, where a raw-bytes client sends a hostile stream.
 
 At 120 bpm one beat is 0.5 s; the beat clock starts at t = 0.
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from improv.clock import ManualClock
 from improv.daemon import Daemon
 from improv.engine import Engine
-from improv.events import NoteOff, NoteOn
+from improv.events import MidiParser, NoteOff, NoteOn
 from improv.midi_in import MidiInput
 from improv.settings import load_settings
 from tests.fakes import FakeMidiOut, FakeModel
@@ -59,20 +59,20 @@ CLEAN = phrase(2, [60, 62, 64, 65]) + phrase(14, [67, 65, 64, 62, 60]) + phrase(
 
 
 def play_bytes(engine, timed, end_s):
-    """Feed (t_s, bytes) through the engine's byte-stream parser at their times, then run on."""
+    """Feed (t_s, bytes) as framed messages (the live input path) at their times, then run on."""
     for t, data in timed:
         engine.run_until(t)
-        engine.feed_bytes(t, data)
+        engine.feed_message(t, data)
     engine.run_until(end_s)
 
 
 def play_daemon(daemon, timed, end_s):
     """The daemon's input path without threads: each framed message at its time."""
-    engine = daemon.engine
-    for t, data in timed:
-        engine.run_until(t)
-        daemon.feed_message(t, data)
-    engine.run_until(end_s)
+    play_bytes(daemon.engine, timed, end_s)
+
+
+def keys_down(engine):
+    return engine.improviser.listener.keys_down(0.0)
 
 
 def names(model, ids):
@@ -126,7 +126,12 @@ def test_running_status_and_velocity_zero_note_ons_read_as_the_plain_messages():
         compact.append((t, [pitch, velocity] if status == last else [status, pitch, velocity]))
         last = status
     assert any(len(d) == 2 for _, d in compact)  # running status is really used
-    play_bytes(engine, compact, 30.0)
+    parser = MidiParser()  # a byte stream (a MIDI file, a serial port), parsed across messages
+    for t, data in compact:
+        engine.run_until(t)
+        for event in parser.feed(t, data):
+            engine.feed(event)
+    engine.run_until(30.0)
     assert model.fed == clean_model.fed and port.sent == clean_port.sent
 
 
@@ -191,7 +196,7 @@ def test_a_re_struck_key_through_the_daemon_leaves_nothing_on(thru):
     timed = [(1.0, [0x90, 60, 90]), (1.2, [0x90, 60, 80]), (1.5, [0x80, 60, 0])]
     play_daemon(daemon, timed, 1.6)
     assert port.sounding() == set()
-    assert daemon.keys == set() and engine.improviser.state == "waiting"  # the phrase ends
+    assert keys_down(engine) == [] and engine.improviser.state == "waiting"  # the phrase ends
     play_daemon(daemon, [], 8.0)
     assert port.note_ons(), "the phrase is answered"
     assert_paired(port)
@@ -278,7 +283,7 @@ def test_whatever_arrives_once_the_input_goes_away_nothing_sounds(messages, thru
     play_daemon(daemon, timed, t + 0.01)
     daemon.port_changed("input lost")  # the keys still down are released
     daemon.handle_port_changes()
-    assert daemon.keys == set()
+    assert keys_down(daemon.engine) == []
     play_daemon(daemon, [], t + 60.0)
     assert port.sounding() == set()
     assert engine.next_wakeup_s() is None  # quiet: no key is still down for the improviser

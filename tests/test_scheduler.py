@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from improv.clock import ManualClock, MonotonicClock
-from improv.improviser import Planned
+from improv.scheduler import Planned
 from improv.midi_out import MidiOut
 from improv.scheduler import Scheduler
 from tests.fakes import FakeMidiOut

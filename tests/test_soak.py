@@ -147,7 +147,7 @@ def replan_lateness(step_s: float = SLOW_STEP_S, fixed_guard: bool = False) -> d
         add(plans)
 
     engine.scheduler.add = add_and_note
-    guard = engine.improviser._duet.guard
+    guard = engine.improviser.duet.guard
     if fixed_guard:
         guard.seconds = lambda: guard.min_s
     daemon = Daemon(engine, MidiInput(None))

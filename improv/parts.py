@@ -1,4 +1,4 @@
-"""Improv's own notes between the model and the scheduler: kept in beats, handed over late.
+"""The hand-over of improv's own notes from the model to the scheduler: kept in beats, handed over late.
 
 A `Part` is one stream of improv's notes (an answer, or the duet). The generator's events
 (`GenEvent`, in beats) wait in it and become `Planned` (seconds) only `LOOKAHEAD_S` before they
@@ -21,26 +21,10 @@ from dataclasses import dataclass
 
 from improv.clock import BeatTimeline
 from improv.phrase import GenEvent
+from improv.scheduler import Planned
 from improv.tokens import Note
 
 LOOKAHEAD_S = 0.1  # plans reach the scheduler this long before they are due
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """One thing for the scheduler to do at `due_s`.
-
-    kind: "on" | "off" (notes); "clock" | "start" | "stop" | "continue" (real-time); "cancel":
-    acts when added: drop the unsent plans of `source` (or every source for "*") due at or after
-    `due_s` and release that source's notes that started at or after `due_s` (-inf: all of them).
-    """
-
-    due_s: float
-    kind: str
-    pitch: int = 0
-    velocity: int = 0
-    channel: int = 0
-    source: str = "response"  # "response" | "duet" | "thru" | "metronome" | "clock"
 
 
 @dataclass

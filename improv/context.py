@@ -1,0 +1,176 @@
+"""The model's running context: the dialogue so far as the model heard it, stepped token by token.
+
+* `TimedModel` wraps a step model and remembers how long its steps took (the view, the bench,
+  `improv generate`, the duet's re-plan guard).
+* `ModelContext` is one `StreamEncoder` and one model state. Events go in time order (the player's
+  notes, and improv's own once they have sounded); each becomes a few tokens, queued, and
+  `catch_up` steps the model one cached step per token, a bounded number at a time, so the
+  caller stays responsive. Nothing is ever recomputed from a window. `fork` gives a copy to
+  generate from, so listening is never disturbed.
+* `Dialogue` holds improv's planned notes until they have sounded, then feeds them to the
+  context: the model hears what was actually played, interruptions included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from improv.phrase import GenEvent
+from improv.token_facts import TokenFacts
+from improv.tokens import StreamEncoder, Vocabulary
+
+MAX_GAP_BEATS = 8.0  # a longer silence reaches the model as this much: it is a boundary either way
+
+
+class TimedModel:
+    """A step model that counts its steps and keeps the recent ones' wall times (ms)."""
+
+    def __init__(self, model, history: int = 2000) -> None:
+        self.model = model
+        self.vocab: Vocabulary = model.vocab
+        self.times_ms: deque[float] = deque(maxlen=history)
+        self.steps = 0
+        self.seconds = 0.0  # all steps together
+
+    def new_state(self):
+        return self.model.new_state()
+
+    def step(self, token: int, state) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self.model.step(int(token), state)
+        elapsed = time.perf_counter() - t0
+        self.times_ms.append(elapsed * 1000.0)
+        self.seconds += elapsed
+        self.steps += 1
+        return logits
+
+    def feed(self, tokens: Sequence[int], state) -> np.ndarray | None:
+        """Step through `tokens`; the logits after the last (None if there were none)."""
+        logits = None
+        for token in tokens:
+            logits = self.step(token, state)
+        return logits
+
+
+class ModelContext:
+    """The dialogue as the model heard it; see the module docstring."""
+
+    def __init__(self, model: TimedModel) -> None:
+        self.model = model
+        self.encoder = StreamEncoder(model.vocab)
+        self.state = model.new_state()
+        self.logits = model.step(TokenFacts(model.vocab).bos if "BOS" in model.vocab else 0, self.state)
+        self.pos_beats: float | None = None  # time of the latest event fed
+        self._queue: deque[int] = deque()
+
+    @property
+    def ready(self) -> bool:
+        return not self._queue
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def note_on(self, beats: float, pitch: int, velocity: int) -> None:
+        self._queue.extend(self.encoder.note_on(self._elapsed(beats), pitch, velocity))
+
+    def note_off(self, beats: float, pitch: int) -> None:
+        self._queue.extend(self.encoder.note_off(self._elapsed(beats), pitch))
+
+    def push(self, event: GenEvent) -> None:
+        if event.kind == "on":
+            self.note_on(event.beats, event.pitch, event.velocity)
+        else:
+            self.note_off(event.beats, event.pitch)
+
+    def catch_up(self, max_steps: int) -> int:
+        """Step the model through up to `max_steps` queued tokens; returns how many."""
+        n = 0
+        while self._queue and n < max_steps:
+            self.logits = self.model.step(self._queue.popleft(), self.state)
+            n += 1
+        return n
+
+    def fork(self, at_beats: float) -> tuple[object, np.ndarray, list[int]]:
+        """(state copy, its logits, the SHIFT tokens from the latest event to `at_beats`).
+
+        Call when `ready`. The tokens are for the copy to consume first (`PhraseGenerator` does).
+        """
+        encoder = copy.copy(self.encoder)
+        gap = 0.0 if self.pos_beats is None else min(max(0.0, at_beats - self.pos_beats), MAX_GAP_BEATS)
+        return self.state.copy(), self.logits.copy(), encoder.advance(gap)
+
+    def shift(self, beats: float) -> None:
+        """The beat clock moved by `beats` (the grid was re-anchored): so does the latest event."""
+        if self.pos_beats is not None:
+            self.pos_beats += beats
+
+    def _elapsed(self, beats: float) -> float:
+        if self.pos_beats is None:
+            self.pos_beats = beats
+            return 0.0
+        elapsed = min(max(0.0, beats - self.pos_beats), MAX_GAP_BEATS)
+        self.pos_beats = max(self.pos_beats, beats)
+        return elapsed
+
+
+class Dialogue:
+    """The context plus improv's own planned notes, which join it only once they have sounded."""
+
+    def __init__(self, context: ModelContext) -> None:
+        self.context = context
+        self._outbox: list[GenEvent] = []  # planned, not yet heard; sorted by time
+        self._sounding: set[int] = set()  # improv pitches the context has heard start, not end
+
+    def planned(self, event: GenEvent) -> None:
+        bisect.insort(self._outbox, event, key=_beats)  # after a re-plan, kept note-offs lie ahead
+
+    def unplanned(self, event: GenEvent) -> bool:
+        """A planned event that will not happen (a note ended earlier than planned); False if
+        it is not waiting to be heard (the context heard it already)."""
+        i = bisect.bisect_left(self._outbox, event.beats, key=_beats)
+        while i < len(self._outbox) and self._outbox[i].beats == event.beats:
+            if self._outbox[i] == event:
+                del self._outbox[i]
+                return True
+            i += 1
+        return False
+
+    def heard_until(self, beats: float) -> None:
+        n = 0
+        for event in self._outbox:
+            if event.beats > beats:
+                break
+            self.context.push(event)
+            (self._sounding.add if event.kind == "on" else self._sounding.discard)(event.pitch)
+            n += 1
+        del self._outbox[:n]
+
+    def stopped_at(self, beats: float) -> None:
+        """Improv stopped at `beats`: the context hears its notes end there, and nothing after."""
+        self.heard_until(beats)
+        for pitch in sorted(self._sounding):
+            self.context.note_off(beats, pitch)
+        self._sounding.clear()
+        self._outbox.clear()
+
+    def shift(self, beats: float) -> None:
+        """The beat clock moved by `beats`: so do the notes still to be heard."""
+        self._outbox = [dataclasses.replace(e, beats=e.beats + beats) for e in self._outbox]
+
+    def replanned(self, cutoff_beats: float, kept_ends: set[tuple[int, float]]) -> None:
+        """A re-plan from `cutoff_beats`: later plans are void except the kept notes' ends."""
+        self._outbox = [e for e in self._outbox
+                        if e.beats < cutoff_beats or (e.kind == "off" and (e.pitch, e.beats) in kept_ends)]
+        self.heard_until(cutoff_beats)
+
+
+def _beats(event: GenEvent) -> float:
+    return event.beats
