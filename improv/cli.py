@@ -47,12 +47,7 @@ def _one_line_errors(func: Callable) -> Callable:
 
 def _register() -> None:
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"improv.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"improv.commands.{name}":
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(f"improv.commands.{name}")
         app.command(name, help=module.command.__doc__)(_one_line_errors(module.command))
 
 

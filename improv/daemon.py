@@ -7,11 +7,11 @@ Threads (no thread per message):
     released (the engine panics) and the improviser starts listening again;
   * scheduler (`improv.scheduler`, started by `Engine.start`): the only one touching the output;
   * main: signals and the view (`improv.view`, ~4 Hz from snapshots).
-Live input takes the engine's one input path (`Engine.feed_message`). Ports opened by name are watched from the main
-thread (`improv.ports.PortWatch`): when one disappears the engine thread releases what it can
-(the player's held keys for an input, every improv note for an output), and when it returns it
-is reconnected (an output gets All Notes Off first). `--timing-log` streams the scheduler's
-planned-vs-actual records to a CSV file as the session goes.
+Live input takes the engine's one input path (`Engine.feed_message`). Ports opened by name are
+watched from the main thread (`improv.ports.PortWatch`): when one disappears the engine thread
+releases what it can (the player's held keys for an input, every improv note for an output),
+and when it returns it is reconnected (an output gets All Notes Off first). `--timing-log`
+streams the scheduler's planned-vs-actual records to a CSV file as the session goes.
 SIGINT / SIGTERM set one Event; the main thread then stops the engine thread, releases every
 sounding note (note-offs + All Notes Off via `Engine.shutdown`), closes the ports, writes
 `--record` and returns (exit 0). The same happens in `finally` on any other exit.

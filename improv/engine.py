@@ -1,29 +1,16 @@
 """The engine: model + improviser + scheduler + output, driven by one clock. Single-threaded.
 
-Used by the demo (a `ManualClock`, `run_until`, no threads) and by the daemon, which adds threads
-around it (improv.daemon): the MIDI callback enqueues ``(t_s, bytes)``; one engine thread loops:
-wait for input at most until `next_wakeup_s()`, `feed_message` what came (the one input path:
-framed per message, then kept sane by `Listener.admit`), then `tick()`. `feed` hands its plans to
-the scheduler at once, the duet's immediate reaction included, and `Scheduler.add` sends a plan
-that is already due right there: a reaction waits for no `tick` and no thread wake-up. `start()` runs the scheduler's own thread, which sends everything
-else (every send is under the scheduler's lock); `shutdown()` (main thread, after the engine
-thread has stopped) releases everything. `stats()` may be called from any thread. Nothing else
-here is thread-safe: one engine thread only.
+The demo drives it on a `ManualClock` (`run_until`, no threads); the daemon (improv.daemon) runs
+one engine thread around it: wait for input at most until `next_wakeup_s()`, `feed_message` what
+came (the one input path: framed per message, kept sane by `Listener.admit`), then `tick()`.
+`feed` hands its plans to the scheduler at once, the duet's reaction included, and a plan that is
+already due is sent right there. `start()` runs the scheduler's own thread; `shutdown()` releases
+everything. `stats()` may be called from any thread; nothing else is thread-safe.
 
-Clock events (MIDI clock, Start/Stop/Continue, Song Position) drive the `MidiClockFollower` when
-``time.clock = "midi"``; a Stop then also releases improv's notes, and so does a clock that went
-away without one (no tick for `MidiClockFollower.lost_after_s`: logged once, the follower then
-free-runs until ticks come back). With ``send_clock`` the engine
-plans 24-ppqn clock at absolute deadlines (`ClockSender`) and Start/Stop around the session; with
-``metronome`` it plans a click on every beat (accent on the bar). Both are planned `HORIZON_S` ahead,
-as improv's notes are (`improv.parts`).
-
-The beat grid answers start on: the clock's when the player hears it (metronome, clock out, MIDI
-clock), else the player's - each call's first note, when improv is idle, is a bar line
-(`TimeSettings.grid_follows_call`, see improv.improviser). `beat_origin_s()` says where the grid
-is now; every answer is logged at INFO level with its grid origin, phrase end and start.
-
-A model failure releases every note (`Scheduler.panic`) and is raised as `ModelError`.
+With ``time.clock = "midi"`` clock events drive the `MidiClockFollower`; a Stop, or a clock that
+went away without one, releases improv's notes. With ``send_clock`` the engine plans 24-ppqn clock
+at absolute deadlines, with ``metronome`` a click on every beat, both `HORIZON_S` ahead. A model
+failure releases every note (`Scheduler.panic`) and is raised as `ModelError`.
 """
 
 from __future__ import annotations

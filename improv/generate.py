@@ -31,7 +31,8 @@ import numpy as np
 from improv.context import TimedModel
 from improv.errors import ConfigError, DataError, ImprovError
 from improv.sampling import Sampler, TokenMasks
-from improv.tokens import Note, StreamDecoder, Vocabulary, decode_ids, grid_to_ids, grid_to_notes, ids_to_grid, notes_to_names
+from improv.tokens import (Note, StreamDecoder, Vocabulary, decode_ids, grid_to_ids, grid_to_notes, ids_to_grid,
+                           notes_to_names, split_name)
 
 GRID_START_CHORD = (72, 67, 64, 48, 43, 36)  # C5 G4 E4 C3 (G2 C2 for grids with more voices)
 DEFAULT_CORPUS_SEED_BEATS = 8.0
@@ -89,12 +90,13 @@ def seed_event_ids(notes: Sequence[Note], vocab: Vocabulary, seed_beats: float |
     names = notes_to_names([n for n in notes if round(n.onset_beats * tpb) < cut], cfg)
     kept, tick = [], 0
     for name in names:
-        if name.startswith("SHIFT_"):
-            ticks = min(int(name[6:]), cut - tick)
+        head, value = split_name(name)
+        if head == "SHIFT":
+            ticks = min(value, cut - tick)
             if ticks > 0:
                 kept.append(f"SHIFT_{ticks}")
                 tick += ticks
-            if ticks < int(name[6:]):
+            if ticks < value:
                 break  # the next events lie beyond the cut
         else:
             kept.append(name)  # ONs all start before the cut; OFFs at or before it
@@ -239,41 +241,46 @@ def load_seed(
     return [], None
 
 
-def generate(
-    *,
-    model=None,
-    out: str | Path,
-    seed_midi: str | Path | None = None,
-    seed_corpus: str | None = None,
-    seed_piece: int = 0,
-    seed_beats: float | None = None,
-    beats: float = 16.0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    max_polyphony: int = 0,
-    png: str | Path | None = None,
-    bpm: float = 120.0,
-) -> Continuation:
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What `improv generate` continues and how."""
+
+    out: str | Path  # .mid: tracks "seed" and "improv"
+    seed_midi: str | Path | None = None
+    seed_corpus: str | None = None
+    seed_piece: int = 0
+    seed_beats: float | None = None  # where the seed is cut; None: its end
+    beats: float = 16.0  # how much to generate
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None  # the sampler's random seed
+    max_polyphony: int = 0
+    png: str | Path | None = None
+    bpm: float = 120.0  # written into the file
+
+
+def generate(model, options: GenerateOptions) -> Continuation:
     """Load the model (a path or name, None = the default; or an already loaded model) and the
-    seed, continue it, and write `out` (.mid: tracks "seed" and "improv") and `png` if given."""
+    seed, continue it, and write `out` and `png` if given."""
     from improv.midifile import write_midi
     from improv.pianoroll import write_png
 
+    o = options
     if isinstance(model, (str, Path)) or model is None:
         from improv.model_step import StepModel
 
         model = StepModel.load(model)
     try:
-        sampler = Sampler(temperature, top_k, top_p, np.random.default_rng(seed))
+        sampler = Sampler(o.temperature, o.top_k, o.top_p, np.random.default_rng(o.seed))
     except ValueError as err:
         raise ConfigError(f"bad sampling option: {err}") from err
-    notes, cut = load_seed(seed_midi=seed_midi, seed_corpus=seed_corpus, seed_piece=seed_piece, seed_beats=seed_beats)
-    result = continue_notes(model, notes, beats=beats, sampler=sampler, seed_beats=cut, max_polyphony=max_polyphony)
-    write_midi(out, {"seed": result.seed, "improv": result.notes}, bpm=bpm)
-    if png is not None:
-        write_png(png, [result.seed, result.notes])
+    notes, cut = load_seed(seed_midi=o.seed_midi, seed_corpus=o.seed_corpus, seed_piece=o.seed_piece,
+                           seed_beats=o.seed_beats)
+    result = continue_notes(model, notes, beats=o.beats, sampler=sampler, seed_beats=cut, max_polyphony=o.max_polyphony)
+    write_midi(o.out, {"seed": result.seed, "improv": result.notes}, bpm=o.bpm)
+    if o.png is not None:
+        write_png(o.png, [result.seed, result.notes])
     return result
 
 

@@ -1,31 +1,19 @@
 """Planned events -> the output port at their due time. The only thing that touches the port.
 
-A heap of `Planned` ordered by (due time, order added): plans come from the planner in their
-logical order, so a note's on precedes its off even at the same instant, and the `NoteTracker`
-makes a re-strike come out right in either order. One exception: a note-on yields to a note-off
-due at the same instant (within a microsecond: beats turned into seconds round apart) that ends a
-note sounding now, so a voice ending as another starts never makes one too many sound (a synth
-at its voice limit, a polyphony cap). The thread waits
-on a `threading.Condition` with a timeout until ~`spin_s` before the next due time, so `add`
-wakes it at once, then spins only that last fraction (spinning longer on a busy 2-core machine
-caused rare 10 ms outliers; `spin_s=0` turns spinning off). Deadlines are absolute seconds on the
-injected clock, never "sleep for the period", so nothing drifts. A plan that is already due when
-it is added (the duet's reaction to a note, a thru echo) is sent by `add` itself, on the adding
-thread, under the same lock: no wake-up and no GIL hand-off on the path from a player's note to
-the answer (measured: the hand-off cost 0.1 ms at p50 and ~2 ms at p99 on a busy 2-core machine).
-Every send happens under the lock, from whichever thread (the scheduler's, `add`'s, `panic`'s).
+A heap of `Planned` ordered by (due time, order added), so a note's on precedes its off even at
+the same instant; one exception: a note-on yields to a note-off due within a microsecond that
+ends a note sounding now, so a voice ending as another starts never makes one too many sound.
+The thread waits on a `threading.Condition` until `spin_s` before the next due time (so `add`
+wakes it at once) and spins only that last fraction; deadlines are absolute seconds on the
+injected clock, so nothing drifts. A plan already due when added (a duet reaction, a thru echo)
+is sent by `add` itself, on the adding thread. Every send happens under the lock, so a cancel
+never races a note-on into a stuck note (why these choices, measured: docs/LIVE.md).
 
-Every send is recorded as a `SendRecord` ``(planned_s, actual_s, message, source)`` (bounded) for
-timing statistics, and handed to `on_record` if set (the `--record` tap: the source tells improv's
-own notes from the echoed player and the metronome exactly). Releases by `cancel` carry their
-source; what `panic` sends carries "panic".
-Late policy (measured, not hidden): note-offs and clock are always sent however late; a note-on
-more than `max_late_s` late is dropped and counted, its note-off then finds nothing to release.
-
-Per source ("response", "duet", "thru", "metronome", "clock") the scheduler knows which notes it
-started, so `cancel(source)` can drop what is unsent and release what sounds - including a note
-that went out a moment ago, after the planner last looked. Sends happen under the lock, so a
-cancel never races a note-on into a stuck note.
+Every send is recorded as a `SendRecord` (planned, actual, message, source), bounded, and handed
+to `on_record` if set (`--record`). Late policy: note-offs and clock always go out however late;
+a note-on more than `max_late_s` late is dropped and counted. Per source ("response", "duet",
+"thru", "metronome", "clock") the scheduler knows which notes it started, so `cancel(source)`
+drops what is unsent and releases what sounds; what `panic` sends carries "panic".
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ class Vocabulary:
             if pitch is not None:
                 return f"{kind}_{pitch}"
         if kind == "VEL" and value is not None:
-            kept = [int(n[4:]) for n in self.names if n.startswith("VEL_")]
+            kept = self._values("VEL")
             if kept:
                 return f"VEL_{min(kept, key=lambda b: (abs(b - value), b))}"
         if self.config.scheme == "grid":
@@ -152,8 +152,12 @@ class Vocabulary:
                     return candidate
         return None
 
+    def _values(self, kind: str) -> list[int]:
+        """The values of this vocabulary's tokens of `kind` ("P" -> its pitches)."""
+        return [value for head, value in map(split_name, self.names) if head == kind and value is not None]
+
     def _any_pitch(self, pitch: int) -> str:
-        kept = [int(n[2:]) for n in self.names if n.startswith("P_")]
+        kept = self._values("P")
         return f"P_{min(kept, key=lambda p: (abs(p - pitch), p))}" if kept else "REST"
 
     def pruned(self, counts: Mapping[str, int], min_count: int) -> Vocabulary:
@@ -362,7 +366,7 @@ def grid_to_ids(frames: np.ndarray, vocab: Vocabulary) -> np.ndarray:
 def ids_to_grid(ids: Sequence[int] | np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """Inverse of `grid_to_ids`: (T * voices,) ids -> (T, voices) MIDI pitches, 0 = silence."""
     voices = vocab.config.grid_voices
-    pitch_of = np.array([0 if n == "REST" else int(n[2:]) for n in vocab.names], dtype=np.int64)
+    pitch_of = np.array([split_name(n)[1] if split_name(n)[0] == "P" else 0 for n in vocab.names], dtype=np.int64)
     ids = np.asarray(ids, dtype=np.int64)
     usable = len(ids) - len(ids) % voices
     return pitch_of[ids[:usable]].reshape(-1, voices)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from improv.cli import app
 from improv.errors import ConfigError, DataError, ImprovError
-from improv.generate import continue_notes, generate, load_seed, notes_to_grid, seed_event_ids, summary
+from improv.generate import GenerateOptions, continue_notes, generate, load_seed, notes_to_grid, seed_event_ids, summary
 from improv.midifile import read_midi, read_midi_tracks, write_midi
 from improv.pianoroll import encode_png, rich_roll, roll_cells, text_roll, write_png
 from improv.sampling import Sampler
@@ -183,8 +183,8 @@ def test_grid_without_seed_starts_from_a_chord():
 
 def test_generate_writes_midi_and_png(tmp_path):
     seed_file = write_midi(tmp_path / "seed.mid", {"melody": scale()[:4]})
-    result = generate(model=event_fake(), out=tmp_path / "out.mid", seed_midi=seed_file, beats=4, seed=1,
-                      temperature=0.9, top_p=0.95, png=tmp_path / "out.png")
+    result = generate(event_fake(), GenerateOptions(out=tmp_path / "out.mid", seed_midi=seed_file, beats=4, seed=1,
+                                                     temperature=0.9, top_p=0.95, png=tmp_path / "out.png"))
     tracks = read_midi_tracks(tmp_path / "out.mid")
     assert list(tracks) == ["seed", "improv"] and tracks["seed"] == scale()[:4]
     assert len(tracks["improv"]) == len(result.notes)
@@ -195,9 +195,9 @@ def test_generate_writes_midi_and_png(tmp_path):
 
 def test_generate_rejects_bad_sampling_options(tmp_path):
     with pytest.raises(ConfigError):
-        generate(model=event_fake(), out=tmp_path / "x.mid", top_p=0.0)
+        generate(event_fake(), GenerateOptions(out=tmp_path / "x.mid", top_p=0.0))
     with pytest.raises(ConfigError):
-        generate(model=event_fake(), out=tmp_path / "x.mid", beats=0)
+        generate(event_fake(), GenerateOptions(out=tmp_path / "x.mid", beats=0))
 
 
 # --------------------------------------------------------------------------- end to end, real ONNX

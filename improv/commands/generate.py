@@ -37,11 +37,11 @@ def command(
         help="Also draw a piano-roll PNG here (seed and continuation in two colours).")] = None,
 ) -> None:
     """Continue a seed (a MIDI file, a corpus piece, or nothing) with a model and write MIDI."""
-    from improv.generate import generate, summary
+    from improv.generate import GenerateOptions, generate, summary
 
-    result = generate(
-        model=model, out=out, seed_midi=seed_midi, seed_corpus=seed_corpus, seed_piece=seed_piece,
+    result = generate(model, GenerateOptions(
+        out=out, seed_midi=seed_midi, seed_corpus=seed_corpus, seed_piece=seed_piece,
         seed_beats=seed_beats, beats=beats, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         max_polyphony=max_polyphony, png=png, bpm=bpm,
-    )
+    ))
     typer.echo(summary(result, out, png))
