@@ -284,12 +284,9 @@ def export_window(module, window: int, path: Path) -> None:
 def _session(path: Path):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()  # the same settings as improv.model_step
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from improv.model_step import session_options
+
+    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------- where the torch module comes from

@@ -21,6 +21,7 @@ from typing import Protocol
 PPQN = 24  # MIDI clock ticks per quarter note (beat)
 GAP_RATIO = 1.5  # an interval this many expected tick periods long has lost ticks in it
 LOST_AFTER_S = 0.5  # no tick for this long (or 2 beats, if shorter): the clock is lost
+WINDOW_TICKS = 24  # tick intervals the tempo estimate looks at: one beat
 
 
 class Clock(Protocol):
@@ -81,10 +82,10 @@ def _check_bpm(bpm: float) -> float:
 class BeatClock:
     """Internal tempo: beats = origin_beats + (t - origin_s) * bpm / 60, re-anchored on changes."""
 
-    def __init__(self, bpm: float = 120.0, origin_s: float = 0.0, origin_beats: float = 0.0) -> None:
+    def __init__(self, bpm: float = 120.0, origin_s: float = 0.0) -> None:
         self._bpm = _check_bpm(bpm)
         self._origin_s = float(origin_s)
-        self._origin_beats = float(origin_beats)
+        self._origin_beats = 0.0
 
     @property
     def bpm(self) -> float:
@@ -93,10 +94,6 @@ class BeatClock:
     @property
     def running(self) -> bool:
         return True
-
-    @property
-    def seconds_per_beat(self) -> float:
-        return 60.0 / self._bpm
 
     def beats_at(self, t_s: float) -> float:
         return self._origin_beats + (t_s - self._origin_s) * self._bpm / 60.0
@@ -115,52 +112,26 @@ class BeatClock:
         same amount, so whoever keeps beats must shift them too (the improviser does)."""
         self._origin_s, self._origin_beats = float(t_s), float(beats)
 
-    def next_grid_time(self, t_s: float, grid_beats: float) -> float:
-        return next_grid_time(self, t_s, grid_beats)
 
-
-def next_grid_beats(beats: float, grid_beats: float, eps: float = 1e-9) -> float:
+def next_grid_beats(beats: float, grid_beats: float) -> float:
     """The first multiple of `grid_beats` at or after `beats` (beat 0 is on every grid)."""
-    return math.ceil(beats / grid_beats - eps) * grid_beats
-
-
-def next_grid_time(timeline: BeatTimeline, t_s: float, grid_beats: float) -> float:
-    """Seconds of the first grid point (a multiple of `grid_beats`) at or after `t_s`."""
-    return timeline.time_at(next_grid_beats(timeline.beats_at(t_s), grid_beats))
+    return math.ceil(beats / grid_beats - 1e-9) * grid_beats  # a rounding error under a point is on it
 
 
 class MidiClockFollower:
     """Follows external MIDI clock: 24 ticks per beat, Start / Stop / Continue / Song Position.
 
-    Tempo: the median over the last `window` tick intervals of the slope across half the window
-    (t[i + h] - t[i]) / h. Jitter enters each slope only at its two ends, divided by h, and the
-    median ignores a late or dropped tick; a tempo change is fully followed within one beat.
-    Phase: anchored at the latest tick, extrapolated at the estimated tempo in between.
-
-    While stopped (or before any clock arrives) it free-runs at the last tempo from where it
-    stopped, so listening and answering keep working; `running` says whether it is locked.
-    After Start the first tick is beat 0; after Continue the first tick is the song position
-    (set by Song Position Pointer, or where it stopped).
-
-    Lost bytes: a tick `GAP_RATIO` (1.5) expected periods or more after the one before (at the
-    current estimate) is either late or comes after ticks that never arrived. The next tick
-    decides: how many were lost is the count that best fits both arrivals, measured from the last
-    tick before the gap (so one late tick followed by a short interval counts none, and jitter
-    must fool two arrivals at once); those ticks are counted and put into the tempo window at even
-    spacing, so a dropped byte costs nothing after one tick. If the next interval is long too, the
-    tempo fell: nothing was lost, the estimate restarts from the new interval. At most
-    `lost_after_s` worth is ever inferred. (A lost tick whose neighbours' jitter keeps its
-    interval under 1.5 periods goes unseen: intervals, unlike phases, stay honest through
-    tempo changes.)
-    Lost clock: no tick for `lost_after_s` (0.5 s, or 2 beats if shorter, at least 3 periods)
-    and `check(now)` marks the follower not running (a clock that stopped without a Stop byte,
-    or a pulled cable): it free-runs at the last tempo, and the engine treats it as a Stop.
-    When ticks come again it locks again from where it was lost, as after Continue.
+    Tempo: the median, over the last `WINDOW_TICKS` intervals, of the slopes across half the
+    window, so jitter is divided by the span and a late tick is outvoted. Phase: anchored at the
+    latest tick. Ticks that never arrived are counted from the tick after a long interval. After
+    Start the first tick is beat 0; after Continue, the song position. Stopped, or lost (no tick
+    for `lost_after_s`, see `check`), it free-runs at the last tempo with `running` False and
+    resumes from where it was when ticks come again. Why and how well: docs/TIMING.md.
     """
 
-    def __init__(self, bpm: float = 120.0, window: int = 24, t0_s: float = 0.0) -> None:
+    def __init__(self, bpm: float = 120.0, t0_s: float = 0.0) -> None:
         self._bpm = _check_bpm(bpm)
-        self._ticks: deque[float] = deque(maxlen=window + 1)
+        self._ticks: deque[float] = deque(maxlen=WINDOW_TICKS + 1)
         self._anchor_s = float(t0_s)  # time of the latest tick (or of the free-run origin)
         self._anchor_beats = 0.0
         self._next_tick = 0  # song position of the next tick, in ticks
@@ -187,9 +158,6 @@ class MidiClockFollower:
 
     def time_at(self, beats: float) -> float:
         return self._anchor_s + (beats - self._anchor_beats) * 60.0 / self._bpm
-
-    def next_grid_time(self, t_s: float, grid_beats: float) -> float:
-        return next_grid_time(self, t_s, grid_beats)
 
     @property
     def period_s(self) -> float:
@@ -256,7 +224,9 @@ class MidiClockFollower:
             self._anchor_beats = position_ticks / PPQN
 
     def _count_lost_ticks(self, t_s: float) -> None:
-        """Note a long interval; at the tick after it, count the ticks lost (see the class doc)."""
+        """Note a long interval (`GAP_RATIO` periods or more); at the tick after it, count the ticks
+        lost as the number that best fits both arrivals, or, if that interval is long too, take it
+        as a slower tempo."""
         if not self._ticks:
             return
         period, gap, self._gap = self.period_s, self._gap, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +85,10 @@ class StepModel:
             # position % depth -> rows of history.reshape(L * depth, C) written dilations[l] steps ago
             slots = (np.arange(self._depth)[:, None] - self._dilations[None, :]) % self._depth  # (depth, L)
             self._gather_rows = [np.ascontiguousarray(self._layers * self._depth + row, dtype=np.intp) for row in slots]
-        # The fast path: onnxruntime IO binding with inputs and outputs in buffers allocated once here, so
-        # a step allocates nothing in onnxruntime and converts nothing in Python, and a closure that
-        # touches as few Python objects as it can (the WaveNet step 135 -> 105 us, the LSTM step
-        # 115 -> 104 us, benchmarks/wavenet_step_profile.py). One caller at a time uses the buffers (a
-        # non-blocking lock); a concurrent caller, or a session that cannot be bound, takes `run`.
-        import threading
-
+        # The fast path: onnxruntime IO binding onto buffers allocated once here, so a step allocates
+        # and converts nothing, in a closure that touches few Python objects (measured: docs/TIMING.md).
+        # One caller at a time uses the buffers (a non-blocking lock); a concurrent caller, or a session
+        # that cannot be bound, takes `run`.
         self._io_lock = threading.Lock()
         self._fast = None
 
@@ -143,6 +141,8 @@ class StepModel:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path | None = None, threads: int = 1) -> StepModel:
+        """The model at `path` (see `resolve_model_path`), checked; every failure is a `ModelError`
+        that names the file."""
         folder = resolve_model_path(path)
         meta = _read_sidecar(folder / "model.json")
         onnx_path = folder / meta.get("onnx_file", "model.onnx")
@@ -168,6 +168,9 @@ class StepModel:
                              "improv run and improv demo need an event-scheme model (e.g. models/bach-lstm)")
 
     def _check_graph(self, onnx_path: Path) -> None:
+        """Raise unless the graph has every input and output the sidecar names, its logits the
+        vocabulary's width and its state inputs the sidecar's shapes: a mismatch found here is one
+        line at load, not an onnxruntime error in the middle of playing."""
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         expected_in = [self._token_name] + [i for i, _, _ in self._state]
@@ -183,9 +186,13 @@ class StepModel:
                 f"{onnx_path}: logits have {width} classes but the sidecar vocabulary has {len(self.vocab)}; "
                 "the sidecar does not belong to this model, re-export it"
             )
-        for name, _, shape in self._state:
-            if tuple(inputs[name]) != shape:
-                raise ModelError(f"{onnx_path}: state {name} is {inputs[name]} in the graph, {list(shape)} in model.json")
+        shapes = [(name, list(shape)) for name, _, shape in self._state]
+        if self._queues:  # WaveNet: one row per layer of `channels` values
+            shapes.append((self._queues["input"], [len(self._dilations), int(self._queues["channels"])]))
+        for name, shape in shapes:
+            if list(inputs[name]) != shape:
+                raise ModelError(f"{onnx_path}: state {name} is {inputs[name]} in the graph, {shape} in model.json; "
+                                 "re-export the model")
 
     # ------------------------------------------------------------------ stepping
     def new_state(self) -> StepState:

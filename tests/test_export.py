@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from improv.errors import ModelError
+from improv.model_step import session_options
 from improv.tokens import TokenConfig, Vocabulary
 from training.checkpoint import save_checkpoint
 from training.dataset import synthetic_corpus
@@ -165,9 +166,7 @@ def _node_counts(path) -> tuple[int, int]:
     import onnxruntime as ort
 
     exported = sum(n.op_type != "Constant" for n in onnx.load(str(path)).graph.node)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options()
     options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return exported, len(onnx.load(options.optimized_model_filepath).graph.node)

@@ -5,13 +5,15 @@ file and the problem, exit with code 2, and - for `improv run` - do so before op
 
 `improv run` runs against the test's JACK server with `--backend jack --log-level info`: the MIDI
 system is there, so the only thing wrong is the model or the config, and the info log shows how
-far start-up got ("ports open" is logged the moment both ports exist).
+far start-up got ("ports open" is logged the moment both ports exist). Sidecars that disagree with
+their graph are also checked without JACK: `improv run` in-process on a fake MIDI system.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 
 pytestmark = pytest.mark.timeout(300)
@@ -212,3 +215,91 @@ def test_the_live_model_check_in_process(bad_models, tiny_model_dir):
     StepModel.load(tiny_model_dir).check_live()
     with pytest.raises(ModelError, match=r"grid/model.json: a grid-scheme model cannot play live"):
         StepModel.load(bad_models["grid"][0]).check_live()
+
+
+MISMATCHES = {  # case -> (model kind, how its model.json disagrees with the graph, what the message says)
+    "lstm-token-input": ("lstm", lambda m: m.update(token_input="tokens"), "graph lacks tokens"),
+    "lstm-logits-output": ("lstm", lambda m: m.update(logits_output="probs"), "graph lacks probs"),
+    "lstm-state-input": ("lstm", lambda m: m["state"][0].update(input="hidden"), "graph lacks hidden"),
+    "lstm-state-output": ("lstm", lambda m: m["state"][1].update(output="cell"), "graph lacks cell"),
+    "lstm-state-shape": ("lstm", lambda m: m["state"][0].update(shape=[3, 1, 32]),
+                         "state h_in is [2, 1, 32] in the graph, [3, 1, 32] in model.json"),
+    "wavenet-token-input": ("wavenet", lambda m: m.update(token_input="tokens"), "graph lacks tokens"),
+    "wavenet-logits-output": ("wavenet", lambda m: m.update(logits_output="probs"), "graph lacks probs"),
+    "wavenet-queue-input": ("wavenet", lambda m: m["queues"].update(input="history"), "graph lacks history"),
+    "wavenet-queue-output": ("wavenet", lambda m: m["queues"].update(output="now"), "graph lacks now"),
+    "wavenet-channels": ("wavenet", lambda m: m["queues"].update(channels=16),
+                         "state past is [6, 8] in the graph, [6, 16] in model.json"),
+    "wavenet-layers": ("wavenet", lambda m: m["queues"].update(dilations=[1, 2, 4, 1, 2]),
+                       "state past is [6, 8] in the graph, [5, 8] in model.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def mismatched(tiny_model_dir, tiny_wavenet_dir, tmp_path_factory) -> dict[str, Path]:
+    """case -> a copy of a tiny model whose sidecar disagrees with its graph (its sha256 still right)."""
+    root = tmp_path_factory.mktemp("mismatched")
+    out = {}
+    for case, (kind, edit, _) in MISMATCHES.items():
+        folder = _copy(tiny_model_dir if kind == "lstm" else tiny_wavenet_dir, root / case)
+        meta = _sidecar(folder)
+        edit(meta)
+        _write_sidecar(folder, meta)
+        out[case] = folder
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_load_names_the_graph_and_what_the_sidecar_gets_wrong(case, mismatched):
+    from improv.errors import ModelError
+    from improv.model_step import StepModel
+
+    with pytest.raises(ModelError) as err:
+        StepModel.load(mismatched[case])
+    assert str(mismatched[case] / "model.onnx") in str(err.value) and MISMATCHES[case][2] in str(err.value)
+
+
+def _invoke(args: list[str], monkeypatch) -> str:
+    """`improv ARGS` in-process; asserts exit code 2 and returns the one line it printed."""
+    from improv.cli import app
+
+    monkeypatch.delenv("IMPROV_VERBOSE", raising=False)  # verbose re-raises: a traceback on purpose
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.output.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1 and lines[0].startswith("improv: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_improv_demo_rejects_a_sidecar_that_disagrees_with_its_graph(case, mismatched, tmp_path, monkeypatch):
+    out = tmp_path / "demo.mid"
+    line = _invoke(["demo", "--model", str(mismatched[case]), "--out", str(out)], monkeypatch)
+    assert str(mismatched[case] / "model.onnx") in line and MISMATCHES[case][2] in line, line
+    assert not out.exists()
+
+
+@pytest.fixture
+def fake_midi(monkeypatch):
+    """A MIDI system that is there (the backend "fake") and whose ports record being opened."""
+    import improv.ports
+
+    opened = []
+
+    def open_port(kind, spec, backend):
+        opened.append(kind)
+        raise AssertionError(f"the {kind} port was opened")
+
+    monkeypatch.setattr(improv.ports, "choose_backend", lambda name: "fake")
+    monkeypatch.setattr(improv.ports, "open_port", open_port)
+    level = logging.getLogger().level
+    yield opened
+    logging.getLogger().setLevel(level)  # run_daemon sets the root level from --log-level
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_improv_run_rejects_a_sidecar_that_disagrees_with_its_graph_before_opening_a_port(
+        case, mismatched, fake_midi, monkeypatch):
+    line = _invoke(["run", "--model", str(mismatched[case]), "--quiet"], monkeypatch)
+    assert str(mismatched[case] / "model.onnx") in line and MISMATCHES[case][2] in line, line
+    assert fake_midi == []

@@ -116,10 +116,10 @@ class OnnxStream:
     def __init__(self, folder: Path) -> None:
         import onnxruntime as ort
 
+        from improv.model_step import session_options
+
         self.spec = json.loads((folder / "model.json").read_text())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / self.spec["onnx_file"]), options,
+        self.session = ort.InferenceSession(str(folder / self.spec["onnx_file"]), session_options(),
                                             providers=["CPUExecutionProvider"])
         self._check_names(folder)
         self.states = {s["input"]: np.zeros(s["shape"], np.float32) for s in self.spec["state"]}
