@@ -10,6 +10,7 @@ import mido
 import numpy as np
 
 from improv.clock import ManualClock
+from improv.pairing import NotePairer
 from improv.tokens import TokenConfig, Vocabulary
 
 FAKE_CONFIG = TokenConfig(pitch_min=36, pitch_max=96)
@@ -43,16 +44,13 @@ class FakeMidiOut:
         return [(t, m) for t, m in self.sent if m.type == "note_on" and m.velocity > 0]
 
     def sounding(self) -> set[tuple[int, int]]:
-        """What a synth would still be playing after these messages."""
-        on: set[tuple[int, int]] = set()
-        for _, m in self.sent:
-            if m.type == "note_on" and m.velocity > 0:
-                on.add((m.channel, m.note))
-            elif m.type in ("note_off", "note_on"):
-                on.discard((m.channel, m.note))
-            elif m.type == "control_change" and m.control == 123:
-                on = {k for k in on if k[0] != m.channel}
-        return on
+        """The notes still waiting for a note-off of their own: every note-on needs one (an All
+        Notes Off is a safety net, not a release: a synth may ignore it)."""
+        pairer = NotePairer(restrike_ends=False)
+        for t, m in self.sent:
+            if m.type in ("note_on", "note_off"):
+                pairer.feed(t, m)
+        return {(n.channel, n.pitch) for n in pairer.hanging}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from improv import ports
 from improv.clock import MonotonicClock
 from improv.daemon import Daemon
 from improv.midi_in import MidiInput
+from improv.pairing import pair_messages
 from improv.record import Take
 from improv.settings import load_settings
 from improv.view import LogView, Snapshot, make_view, render
@@ -46,16 +47,10 @@ class FakePort:
 
 
 def hanging(sent) -> list[tuple[int, int]]:
-    """(channel, pitch) still sounding at the end: note-ons without a later note-off / CC 123."""
-    on: dict[tuple[int, int], int] = {}
-    for _, m in sent:
-        if m.type == "note_on" and m.velocity > 0:
-            on[(m.channel, m.note)] = on.get((m.channel, m.note), 0) + 1
-        elif m.type in ("note_on", "note_off"):
-            on.pop((m.channel, m.note), None)
-        elif m.type == "control_change" and m.control == 123:
-            on = {k: v for k, v in on.items() if k[0] != m.channel}
-    return sorted(on)
+    """(channel, pitch) of every note-on without a note-off of its own (All Notes Off is not one)."""
+    _, strikes = pair_messages([(t, m) for t, m in sent if m.type in ("note_on", "note_off")],
+                               restrike_ends=False)
+    return sorted({(n.channel, n.pitch) for n in strikes})
 
 
 def wait_until(predicate, timeout_s: float = 10.0) -> bool:
