@@ -46,7 +46,7 @@ def test_a_model_equal_to_the_bigram_scores_exactly_like_it(tmp_path):
     dataset = fake_dataset()
     report = ev.evaluate(model=bigram_model(dataset), dataset=dataset, show_progress=False, json_path=tmp_path / "r.json")
     assert math.isclose(report["model"]["nll"], report["ngram"]["2"]["nll"], rel_tol=1e-6)
-    assert math.isclose(report["model"]["accuracy"], report["ngram"]["2"]["accuracy"])
+    assert math.isclose(report["model"]["acc"], report["ngram"]["2"]["acc"])
     assert report["tokens"] == sum(len(p) - 1 for p in dataset.splits["test"]) == report["ngram"]["1"]["tokens"]
     assert set(report["ngram"]) == {"1", "2", "3", "4", "5"}
     best = report["best_ngram"]
@@ -54,18 +54,21 @@ def test_a_model_equal_to_the_bigram_scores_exactly_like_it(tmp_path):
     assert math.isclose(report["improvement_over_best_ngram"], (best["nll"] - report["model"]["nll"]) / best["nll"])
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
     assert report["data"] == "fake melodies" and report["data_hash"] == "sha256:fake"
+    metric_keys = {"nll", "ppl", "acc", "tokens"}  # Metrics.as_dict: as in metrics.json and the sidecar
+    assert set(report["model"]) == metric_keys | {"name", "kind", "ms_per_step"}
+    assert all(set(m) == metric_keys for m in report["ngram"].values()) and set(best) == metric_keys | {"order"}
 
 
 def test_model_metrics_are_pooled_over_tokens_with_a_fresh_state_per_piece():
     table = np.random.default_rng(0).normal(size=(len(EVENT), len(EVENT)))
     model = FakeStepModel(EVENT, table)
     pieces = melodies(3, 2)
-    result = ev.evaluate_steps(model, pieces)
+    result, ms_per_step = ev.step_metrics(model, pieces)
     logp = table - np.log(np.exp(table).sum(axis=1, keepdims=True))
     expected = -np.mean([logp[a, b] for p in pieces for a, b in zip(p[:-1], p[1:])])
-    assert math.isclose(result["nll"], expected, rel_tol=1e-6)
-    assert model.steps == result["tokens"] == sum(len(p) - 1 for p in pieces)
-    assert result["ms_per_step"] >= 0
+    assert math.isclose(result.nll, expected, rel_tol=1e-6) and math.isclose(result.ppl, math.exp(expected))
+    assert model.steps == result.tokens == sum(len(p) - 1 for p in pieces)
+    assert ms_per_step >= 0
 
 
 def test_data_in_another_vocabulary_is_mapped_through_names():
@@ -159,7 +162,7 @@ def test_improv_eval_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "tiny.json").read_text())
     assert report["tokens"] == 40 and report["model"]["kind"] == "lstm" and "6 pieces" in report["data"]
-    assert math.isclose(report["model"]["perplexity"], math.exp(report["model"]["nll"]))
+    assert math.isclose(report["model"]["ppl"], math.exp(report["model"]["nll"]))
     assert report["model"]["nll"] > report["best_ngram"]["nll"]  # untrained: worse than counting
     assert report["data_hash"].startswith("sha256:")
 

@@ -48,6 +48,7 @@ def test_run_folder(kind, tmp_path):
     row = on_disk["history"][-1]
     assert {"train_nll", "train_ppl", "train_acc", "valid_nll", "valid_ppl", "valid_acc", "tokens_per_s", "wall_s"} <= set(row)
     test = on_disk["test"]
+    assert set(test) == {"nll", "ppl", "acc", "tokens"}  # training.metrics.Metrics.as_dict
     assert test["tokens"] == sum(len(p) - 1 for p in CORPUS.splits["test"])  # whole pieces, every token once
     assert 0 < test["nll"] < 3 and test["ppl"] == pytest.approx(torch.tensor(test["nll"]).exp().item(), rel=1e-5)
     assert metrics["test"] == test
@@ -64,7 +65,8 @@ def test_checkpoint_round_trip(tmp_path):
                 "step", "best_valid_nll", "metrics", "train_command", "data_hash", "rng"):
         assert key in raw
     model, vocab = model_from_checkpoint(load_checkpoint(path))
-    assert vocab == CORPUS.vocab and raw["metrics"]["test_nll"] is not None
+    assert vocab == CORPUS.vocab and {"test_nll", "test_ppl", "test_acc", "test_tokens"} <= set(raw["metrics"])
+    assert raw["metrics"]["test_nll"] is not None
     tokens = torch.from_numpy(CORPUS.splits["test"][0][:50]).long()[None]
     again, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run"))  # a run folder means its best.pt
     assert torch.equal(model(tokens), again(tokens))
