@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -167,9 +166,6 @@ def test_improv_eval_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert report["data_hash"].startswith("sha256:")
 
 
-JSB = Path("/work/shared/data/jsb_chorales.tgz")
-
-
 @pytest.fixture(scope="module")
 def tiny_grid_dir(tmp_path_factory):
     from tests.tiny_models import export_tiny
@@ -178,15 +174,14 @@ def tiny_grid_dir(tmp_path_factory):
     return export_tiny("lstm", tmp_path_factory.mktemp("models") / "tiny-grid", config=JSB_TOKEN_CONFIG)
 
 
-@pytest.mark.skipif(not JSB.is_file(), reason="jsb_chorales.tgz is not on this machine")
-def test_grid_model_on_the_jsb_benchmark(tiny_grid_dir, tmp_path):
-    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_grid_dir), "--data", str(JSB), "--max-pieces", "2",
+def test_grid_model_on_the_jsb_benchmark(tiny_grid_dir, jsb_archive, tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_grid_dir), "--data", str(jsb_archive), "--max-pieces", "2",
                                       "--limit-tokens", "200", "--max-order", "3", "--json", str(tmp_path / "g.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "g.json").read_text())
     assert report["tokens"] == 200 and set(report["ngram"]) == {"1", "2", "3"} and "JSB" in report["data"]
     out = tmp_path / "g.mid"
-    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_grid_dir), "--seed-corpus", str(JSB), "--seed-piece", "1",
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_grid_dir), "--seed-corpus", str(jsb_archive), "--seed-piece", "1",
                                       "--seed-beats", "2", "--beats", "2", "--out", str(out), "--seed", "0"])
     assert result.exit_code == 0, result.output
     from improv.midifile import read_midi_tracks
