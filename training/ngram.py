@@ -17,7 +17,7 @@ predicted from the tokens before it in the same piece. Before a piece's first to
 holds a start symbol (id V, never predicted), so "the start of a piece" is a context of its own.
 
 Counting uses numpy: an n-gram is one int64 key in base V + 1 (the target is the lowest digit),
-counted with `np.unique` and looked up with `np.searchsorted`; 500k tokens fit in about a second.
+counted with `np.unique` and looked up with `np.searchsorted`.
 """
 
 from __future__ import annotations

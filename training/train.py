@@ -1,19 +1,11 @@
 """The training loop: teacher forcing, cross-entropy, AdamW, checkpoints, early stopping, DDP.
 
-Reads top to bottom: `train` loads the data, builds the model and a `Trainer`, and runs epochs.
-Each epoch trains on shuffled windows (`training.dataset`), then measures validation NLL; the best
-weights go to ``best.pt``, every epoch to ``last.pt`` (both atomic). At the end the best weights
-are scored on the test split and ``metrics.json`` / ``loss.png`` are written.
-
-Evaluation (valid and test) runs every piece WHOLE, in one forward pass from its first token: each
-token after a piece's first is predicted once from everything before it in the piece, which is
-exactly what the exported step model computes live. NLL is in nats per token, pooled over all
-tokens of the split (every token weighs the same), perplexity = exp(NLL).
-
-Under ``torchrun`` every rank trains on its own shard of windows (DistributedSampler) in
-DistributedDataParallel; only rank 0 writes files. ``python -m training.train ARGS`` is
-``improv train ARGS`` (so torchrun can start it), e.g.
-``OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m training.train --model lstm --corpus bach``.
+`train` loads the data, builds the model and a `Trainer`, and runs epochs: shuffled windows
+(`training.dataset`), then validation; the best weights go to ``best.pt``, every epoch to
+``last.pt``, and at the end the best weights are scored on the test split (``metrics.json``).
+Valid and test run every piece whole from its first token, as the exported step model runs live.
+Under ``torchrun`` each rank trains its own shard in DDP and rank 0 writes; ``python -m
+training.train ARGS`` is ``improv train ARGS`` for that (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -51,9 +43,8 @@ EVAL_METHOD = "whole pieces, one forward pass each from the first token; NLL poo
 
 @contextlib.contextmanager
 def _interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it. The end of an epoch sets the
-    best epoch, appends its history and writes last.pt; a Ctrl-C between the first and the second
-    left a best epoch with no history, and the interrupt's own checkpoint failed (IndexError)."""
+    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it, so that an epoch's best
+    weights, history and checkpoints are committed together or not at all (docs/TRAINING.md)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -119,7 +110,7 @@ def train(config: TrainConfig, model_options: dict | None = None, *, corpus=None
     `corpus` (anything with vocab / splits / data_hash / description, like
     `training.data.EncodedCorpus`) skips data loading. `resume` continues from ``<out>/last.pt``
     exactly: its data, model and optimiser settings win, only `RESUME_OVERRIDES` come from `config`.
-    `on_step(trainer)` runs after every optimizer step (tests raise KeyboardInterrupt from it).
+    `on_step(trainer)` runs after every optimizer step.
     """
     last = Path(config.out) / "last.pt"
     if resume and not last.is_file():
@@ -200,7 +191,7 @@ def nll_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def whole_piece_metrics(model: nn.Module, pieces, device: str, max_tokens: int = 65536) -> Metrics:
-    """NLL / perplexity / accuracy over whole pieces (see module docstring)."""
+    """`Metrics` of whole pieces, each in one forward pass from its first token."""
     was_training = model.training
     model.eval()
     nll, correct, count = 0.0, 0, 0
