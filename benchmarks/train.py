@@ -186,7 +186,7 @@ def quality(report: Report, models: list[tuple[str, Path]], options: TrainOption
             report.put(f"{p}.nll", None, f"{name}: test NLL (nats/token)", why=_one_line(err))
             continue
         report.put(f"{p}.nll", result["model"]["nll"], f"{name}: test NLL", "nats/token")
-        report.put(f"{p}.accuracy", result["model"]["accuracy"], f"{name}: test accuracy")
+        report.put(f"{p}.accuracy", result["model"]["acc"], f"{name}: test accuracy")
         for order, m in result["ngram"].items():
             report.put(f"{p}.ngram{order}_nll", m["nll"])
         report.put(f"{p}.best_ngram_nll", result["best_ngram"]["nll"],

@@ -4,8 +4,10 @@
 Krumhansl-Kessler profiles and returns the best (tonic, mode) with its correlation as the
 confidence (-1..1; above ~0.6 is a clear key, short or chromatic phrases score lower).
 
-`scale_pitch_classes` is what the key lock allows: the major scale, or the natural minor scale
-plus the raised 7th (the leading tone minor-key music uses all the time, e.g. Bach chorales).
+`scale_pitch_classes` is what the key lock allows (`improv.sampling.key_mask`): the major scale,
+or for minor the natural minor plus the raised 7th. Natural minor alone would forbid the leading
+tone that minor-key music (Bach chorales above all) uses at every cadence; harmonic minor alone
+would forbid the flat 7th of a descending line. `NOTE_NAMES` spells pitch classes for all of improv.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
 MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10, 11)  # natural minor + leading tone
-NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _KEY_RE = re.compile(r"^\s*([A-Ga-g])\s*([#b♯♭]*)\s*(.*?)\s*$")
 _MODES = {"": "major", "maj": "major", "major": "major", "m": "minor", "min": "minor", "minor": "minor"}
@@ -40,10 +42,11 @@ class Key:
 
     @property
     def name(self) -> str:
-        return f"{NAMES[self.tonic]} {self.mode}"
+        return f"{NOTE_NAMES[self.tonic]} {self.mode}"
 
 
 def scale_pitch_classes(tonic: int, mode: str) -> frozenset[int]:
+    """Pitch classes (0 = C) the key lock allows in `mode` ("major" | "minor") on `tonic`."""
     steps = MINOR_STEPS if mode == "minor" else MAJOR_STEPS
     return frozenset((tonic + s) % 12 for s in steps)
 

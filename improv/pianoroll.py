@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from improv.keys import NOTE_NAMES
 from improv.tokens import Note
 
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # (onset glyph, held glyph) per part; plain ASCII fallbacks in ASCII_GLYPHS
 GLYPHS = (("█", "▀"), ("▓", "▒"), ("●", "─"), ("◆", "═"))
 ASCII_GLYPHS = (("#", "="), ("@", "-"), ("O", "~"), ("X", "+"))

@@ -10,7 +10,7 @@ allocating; the module-level functions are the same rules for offline use:
 
 * `base_mask`: never BOS or UNK (they are inputs, not music);
 * `pitch_range_mask`: no ``ON_p`` (event) / ``P_p`` (grid) with p outside [lo, hi];
-* `key_mask`: no ``ON_p`` / ``P_p`` whose pitch class is outside a set (`scale_pitch_classes`);
+* `key_mask`: no ``ON_p`` / ``P_p`` whose pitch class is outside a set (`improv.keys.scale_pitch_classes`);
 * `polyphony_mask`: no ``ON_`` at all once `max_notes` are sounding.
 
 Masks only ever forbid note starts and specials, so SHIFT, OFF and REST stay allowed and a mask
@@ -27,19 +27,6 @@ import numpy as np
 
 from improv.token_facts import TokenFacts
 from improv.tokens import Vocabulary
-
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-_FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E"}
-SCALES = {
-    "major": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10),  # natural minor
-    "harmonic-minor": (0, 2, 3, 5, 7, 8, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-    "pentatonic": (0, 2, 4, 7, 9),
-    "blues": (0, 3, 5, 6, 7, 10),
-    "chromatic": tuple(range(12)),
-}
 
 
 class Sampler:
@@ -204,15 +191,3 @@ def key_mask(vocab: Vocabulary, pitch_classes: Iterable[int]) -> np.ndarray:
 def polyphony_mask(vocab: Vocabulary, sounding: int, max_notes: int) -> np.ndarray:
     """No ON_ token once `sounding` notes reach `max_notes` (0 = no limit)."""
     return TokenMasks(vocab).allowed(sounding=sounding, max_polyphony=max_notes).copy()
-
-
-def scale_pitch_classes(tonic: str | int, scale: str = "major") -> frozenset[int]:
-    """Pitch classes of a scale, e.g. ``scale_pitch_classes("D", "minor")``; for `key_mask`."""
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
-    if isinstance(tonic, str):
-        name = _FLATS.get(tonic.strip().capitalize(), tonic.strip().capitalize())
-        if name not in NOTE_NAMES:
-            raise ValueError(f"unknown tonic {tonic!r}; use a note name such as C, F#, Bb")
-        tonic = NOTE_NAMES.index(name)
-    return frozenset((int(tonic) + step) % 12 for step in SCALES[scale])

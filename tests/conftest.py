@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny exported models, so runtime tests need no trained model."""
+"""Shared fixtures: tiny exported models, so runtime tests need no trained model; the shared data."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
 
 
 JACK_RERUNS = 2
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"  # ../shared/data from the repo root
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,3 +47,20 @@ def tiny_wavenet_dir(tmp_path_factory):
     from tests.tiny_models import export_tiny
 
     return export_tiny("wavenet", tmp_path_factory.mktemp("models") / "tiny-wavenet")
+
+
+def shared_file(name: str) -> Path:
+    """A file in ../shared/data beside the repository (README there). Missing, it skips the test,
+    or fails it under IMPROV_REQUIRE_SHARED=1 (CI sets it), so CI never passes by skipping."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        if os.environ.get("IMPROV_REQUIRE_SHARED") == "1":
+            pytest.fail(f"IMPROV_REQUIRE_SHARED=1 but {path} is missing; put the shared data beside the repository")
+        pytest.skip(f"{path} is missing (set IMPROV_REQUIRE_SHARED=1 to make this a failure)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def jsb_archive() -> Path:
+    """The JSB chorales 16th-note archive, ../shared/data/jsb_chorales.tgz."""
+    return shared_file("jsb_chorales.tgz")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-JSB = Path("/work/shared/data/jsb_chorales.tgz")
 
 WORKER = textwrap.dedent("""
     import sys
@@ -63,12 +62,10 @@ def test_two_cpu_ranks_share_the_work(kind, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_module_entry_point(tmp_path):
+def test_torchrun_module_entry_point(jsb_archive, tmp_path):
     """The documented command: torchrun ... -m training.train <improv train options>, on real data."""
-    if not JSB.is_file():
-        pytest.skip("no JSB archive here")
     out = tmp_path / "jsb"
-    torchrun("-m", "training.train", "--model", "lstm", "--data", str(JSB), "--max-pieces", "4", "--epochs", "1",
+    torchrun("-m", "training.train", "--model", "lstm", "--data", str(jsb_archive), "--max-pieces", "4", "--epochs", "1",
              "--embed", "8", "--hidden", "16", "--window", "64", "--batch-size", "8", "--threads", "1",
              "--no-progress", "--out", str(out))
     check_ranks(out)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,7 +45,7 @@ def test_a_model_equal_to_the_bigram_scores_exactly_like_it(tmp_path):
     dataset = fake_dataset()
     report = ev.evaluate(model=bigram_model(dataset), dataset=dataset, show_progress=False, json_path=tmp_path / "r.json")
     assert math.isclose(report["model"]["nll"], report["ngram"]["2"]["nll"], rel_tol=1e-6)
-    assert math.isclose(report["model"]["accuracy"], report["ngram"]["2"]["accuracy"])
+    assert math.isclose(report["model"]["acc"], report["ngram"]["2"]["acc"])
     assert report["tokens"] == sum(len(p) - 1 for p in dataset.splits["test"]) == report["ngram"]["1"]["tokens"]
     assert set(report["ngram"]) == {"1", "2", "3", "4", "5"}
     best = report["best_ngram"]
@@ -54,18 +53,21 @@ def test_a_model_equal_to_the_bigram_scores_exactly_like_it(tmp_path):
     assert math.isclose(report["improvement_over_best_ngram"], (best["nll"] - report["model"]["nll"]) / best["nll"])
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
     assert report["data"] == "fake melodies" and report["data_hash"] == "sha256:fake"
+    metric_keys = {"nll", "ppl", "acc", "tokens"}  # Metrics.as_dict: as in metrics.json and the sidecar
+    assert set(report["model"]) == metric_keys | {"name", "kind", "ms_per_step"}
+    assert all(set(m) == metric_keys for m in report["ngram"].values()) and set(best) == metric_keys | {"order"}
 
 
 def test_model_metrics_are_pooled_over_tokens_with_a_fresh_state_per_piece():
     table = np.random.default_rng(0).normal(size=(len(EVENT), len(EVENT)))
     model = FakeStepModel(EVENT, table)
     pieces = melodies(3, 2)
-    result = ev.evaluate_steps(model, pieces)
+    result, ms_per_step = ev.step_metrics(model, pieces)
     logp = table - np.log(np.exp(table).sum(axis=1, keepdims=True))
     expected = -np.mean([logp[a, b] for p in pieces for a, b in zip(p[:-1], p[1:])])
-    assert math.isclose(result["nll"], expected, rel_tol=1e-6)
-    assert model.steps == result["tokens"] == sum(len(p) - 1 for p in pieces)
-    assert result["ms_per_step"] >= 0
+    assert math.isclose(result.nll, expected, rel_tol=1e-6) and math.isclose(result.ppl, math.exp(expected))
+    assert model.steps == result.tokens == sum(len(p) - 1 for p in pieces)
+    assert ms_per_step >= 0
 
 
 def test_data_in_another_vocabulary_is_mapped_through_names():
@@ -159,12 +161,9 @@ def test_improv_eval_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "tiny.json").read_text())
     assert report["tokens"] == 40 and report["model"]["kind"] == "lstm" and "6 pieces" in report["data"]
-    assert math.isclose(report["model"]["perplexity"], math.exp(report["model"]["nll"]))
+    assert math.isclose(report["model"]["ppl"], math.exp(report["model"]["nll"]))
     assert report["model"]["nll"] > report["best_ngram"]["nll"]  # untrained: worse than counting
     assert report["data_hash"].startswith("sha256:")
-
-
-JSB = Path("/work/shared/data/jsb_chorales.tgz")
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +174,14 @@ def tiny_grid_dir(tmp_path_factory):
     return export_tiny("lstm", tmp_path_factory.mktemp("models") / "tiny-grid", config=JSB_TOKEN_CONFIG)
 
 
-@pytest.mark.skipif(not JSB.is_file(), reason="jsb_chorales.tgz is not on this machine")
-def test_grid_model_on_the_jsb_benchmark(tiny_grid_dir, tmp_path):
-    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_grid_dir), "--data", str(JSB), "--max-pieces", "2",
+def test_grid_model_on_the_jsb_benchmark(tiny_grid_dir, jsb_archive, tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_grid_dir), "--data", str(jsb_archive), "--max-pieces", "2",
                                       "--limit-tokens", "200", "--max-order", "3", "--json", str(tmp_path / "g.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "g.json").read_text())
     assert report["tokens"] == 200 and set(report["ngram"]) == {"1", "2", "3"} and "JSB" in report["data"]
     out = tmp_path / "g.mid"
-    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_grid_dir), "--seed-corpus", str(JSB), "--seed-piece", "1",
+    result = CliRunner().invoke(app, ["generate", "--model", str(tiny_grid_dir), "--seed-corpus", str(jsb_archive), "--seed-piece", "1",
                                       "--seed-beats", "2", "--beats", "2", "--out", str(out), "--seed", "0"])
     assert result.exit_code == 0, result.output
     from improv.midifile import read_midi_tracks

@@ -1,11 +1,10 @@
-"""The JSB 16th-note benchmark loader: its own 229/76/77 split and the 47-class grid encoding."""
+"""The JSB 16th-note benchmark loader: its own 229/76/77 split and the 47-class grid encoding.
+The archive is the `jsb_archive` fixture (tests/conftest.py: ../shared/data beside the repository)."""
 
 from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 from rich.console import Console
@@ -15,17 +14,13 @@ from improv.tokens import TokenConfig, ids_to_grid
 from training import jsb
 from training.data import load_dataset, load_pieces
 
-TGZ = Path("/work/shared/data/jsb_chorales.tgz")
-pytestmark = pytest.mark.skipif(not TGZ.is_file(), reason="jsb_chorales.tgz is not on this machine")
-
-
 def load(**kwargs):
     return load_dataset(console=Console(file=io.StringIO()), show_progress=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def benchmark():
-    return load(data=[TGZ])
+def benchmark(jsb_archive):
+    return load(data=[jsb_archive])
 
 
 def test_split_sizes_steps_and_vocabulary(benchmark):
@@ -37,8 +32,8 @@ def test_split_sizes_steps_and_vocabulary(benchmark):
     assert benchmark.description.startswith("JSB 16th-note CSVs")
 
 
-def test_hands_on_ml_class_mapping(benchmark):
-    chorales = jsb.read_jsb(TGZ)
+def test_hands_on_ml_class_mapping(benchmark, jsb_archive):
+    chorales = jsb.read_jsb(jsb_archive)
     frames = chorales["train"][0][1]
     ids = benchmark.splits["train"][0]
     expected = np.where(frames > 0, frames - 35, 0).reshape(-1)  # 0 = silence, 1..46 = MIDI 36..81
@@ -48,31 +43,31 @@ def test_hands_on_ml_class_mapping(benchmark):
     assert every.min() == 0 and every.max() == 46
 
 
-def test_extracted_folder_gives_the_same_data(benchmark, tmp_path):
-    with tarfile.open(TGZ, "r:gz") as tar:
+def test_extracted_folder_gives_the_same_data(benchmark, jsb_archive, tmp_path):
+    with tarfile.open(jsb_archive, "r:gz") as tar:
         tar.extractall(tmp_path, filter="data")
     root = next(p.parent for p in tmp_path.rglob("train"))
-    assert jsb.is_jsb(root) and jsb.is_jsb(TGZ) and not jsb.is_jsb(tmp_path / "nothing")
+    assert jsb.is_jsb(root) and jsb.is_jsb(jsb_archive) and not jsb.is_jsb(tmp_path / "nothing")
     assert load(data=[root]).data_hash == benchmark.data_hash
 
 
-def test_augment_transposes_train_only_within_range(benchmark):
-    aug = load(data=[TGZ], key="augment", max_pieces=5)
+def test_augment_transposes_train_only_within_range(jsb_archive):
+    aug = load(data=[jsb_archive], key="augment", max_pieces=5)
     assert len(aug.splits["valid"]) == 5 and len(aug.splits["test"]) == 5
     assert 5 < len(aug.splits["train"]) <= 5 * 12
     for name, ids in zip(aug.names["train"], aug.splits["train"]):
         assert ids.min() >= 0 and ids.max() <= 46, name  # no transposition left MIDI 36..81
 
 
-def test_normalize_and_event_scheme():
-    normal = load(data=[TGZ], key="normalize", max_pieces=3)
+def test_normalize_and_event_scheme(jsb_archive):
+    normal = load(data=[jsb_archive], key="normalize", max_pieces=3)
     assert len(normal.vocab) == 47 and all(len(a) % 4 == 0 for a in normal.splits["train"])
-    events = load(data=[TGZ], max_pieces=2, token_config=TokenConfig())
+    events = load(data=[jsb_archive], max_pieces=2, token_config=TokenConfig())
     assert events.splits["train"][0][0] == events.vocab.id("BOS")
 
 
-def test_jsb_must_come_alone_and_pieces_have_notes():
+def test_jsb_must_come_alone_and_pieces_have_notes(jsb_archive):
     with pytest.raises(ConfigError, match="own split"):
-        load(data=[TGZ], corpus=["bach"])
-    [(name, piece)] = load_pieces(data=[TGZ], max_pieces=1)
+        load(data=[jsb_archive], corpus=["bach"])
+    [(name, piece)] = load_pieces(data=[jsb_archive], max_pieces=1)
     assert name == "train/chorale_000" and set(piece.notes[:, 4]) == {0, 1, 2, 3}

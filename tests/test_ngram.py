@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from training.metrics import Metrics
 from training.ngram import fit_ngram, fit_ngrams
 
 V = 12
@@ -52,20 +53,21 @@ def test_higher_orders_learn_a_repetitive_sequence_better():
     riff = [1, 2, 3, 2, 1, 4, 5, 4]
     train = [np.array(riff * 20, dtype=np.int32), np.array(riff * 15, dtype=np.int32)]
     test = [np.array(riff * 5, dtype=np.int32)]
-    nll = {n: m.evaluate(test)["nll"] for n, m in fit_ngrams(train, V).items()}
+    nll = {n: m.metrics(test).nll for n, m in fit_ngrams(train, V).items()}
     assert nll[1] > nll[2] > nll[3]
     assert nll[3] >= nll[5] - 1e-6 and nll[5] < 0.1
-    assert fit_ngrams(train, V)[3].evaluate(test)["accuracy"] == 1.0
+    assert fit_ngrams(train, V)[3].metrics(test).acc == 1.0
 
 
 def test_first_token_of_each_piece_is_given_not_scored():
     pieces = random_pieces(1)
     model = fit_ngram(pieces, V, 3)
     assert len(model.log_probs(pieces[0])) == len(pieces[0]) - 1
-    report = model.evaluate(pieces[:3])
-    assert report["tokens"] == sum(len(p) - 1 for p in pieces[:3])
-    pooled = -np.concatenate([model.log_probs(p) for p in pieces[:3]]).sum() / report["tokens"]
-    assert math.isclose(report["nll"], pooled) and math.isclose(report["perplexity"], math.exp(pooled))
+    report = model.metrics(pieces[:3])
+    assert report.tokens == sum(len(p) - 1 for p in pieces[:3])
+    pooled = -np.concatenate([model.log_probs(p) for p in pieces[:3]]).sum() / report.tokens
+    assert math.isclose(report.nll, pooled) and math.isclose(report.ppl, math.exp(pooled))
+    assert model.metrics([pieces[0][:1]]) == Metrics(None, None, None, 0)  # nothing to predict
 
 
 def test_log_probs_match_prob_dist_of_each_prefix():
@@ -89,7 +91,7 @@ def test_argmax_accuracy_matches_prob_dist():
     model = fit_ngram(pieces, V, 2)
     test = pieces[:2]
     hits = sum(int(np.argmax(model.prob_dist(p[:i])) == p[i]) for p in test for i in range(1, len(p)))
-    assert math.isclose(model.evaluate(test, chunk=7)["accuracy"], hits / sum(len(p) - 1 for p in test))
+    assert math.isclose(model.metrics(test, chunk=7).acc, hits / sum(len(p) - 1 for p in test))
 
 
 def test_bad_input_is_refused():
@@ -106,5 +108,5 @@ def test_fast_enough_for_half_a_million_tokens():
     pieces = [np.tile(p, 8) for p in pieces]  # ~520k tokens
     start = time.perf_counter()
     models = fit_ngrams(pieces, 200)
-    models[5].evaluate(pieces[:20])
+    models[5].metrics(pieces[:20])
     assert time.perf_counter() - start < 20  # about 1 s on one core; generous for a shared machine

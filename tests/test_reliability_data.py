@@ -355,19 +355,3 @@ def test_sigint_during_improv_train_leaves_a_checkpoint_that_resumes(tmp_path):
     assert metrics["history"][-1]["step"] > checkpoint["step"]
     assert (out / "best.pt").is_file() and metrics["test"]["nll"] is not None
 
-
-def test_a_ctrl_c_at_the_end_of_an_epoch_waits_for_its_bookkeeping():
-    """A Ctrl-C that landed between "best epoch = N" and appending epoch N's history made the
-    interrupt's own last.pt fail (IndexError in the summary, exit 1, no checkpoint). The end of an
-    epoch now holds it until its bookkeeping and last.pt are done, then Ctrl-C goes on as usual."""
-    import signal
-
-    from training.train import _interrupt_after
-
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with _interrupt_after():
-            signal.raise_signal(signal.SIGINT)
-            done.append("the rest of the block")
-    assert done == ["the rest of the block"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from improv.errors import ConfigError
+import training.train
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.dataset import synthetic_corpus
 from training.train import TrainConfig, parameter_hash, train
@@ -48,6 +50,7 @@ def test_run_folder(kind, tmp_path):
     row = on_disk["history"][-1]
     assert {"train_nll", "train_ppl", "train_acc", "valid_nll", "valid_ppl", "valid_acc", "tokens_per_s", "wall_s"} <= set(row)
     test = on_disk["test"]
+    assert set(test) == {"nll", "ppl", "acc", "tokens"}  # training.metrics.Metrics.as_dict
     assert test["tokens"] == sum(len(p) - 1 for p in CORPUS.splits["test"])  # whole pieces, every token once
     assert 0 < test["nll"] < 3 and test["ppl"] == pytest.approx(torch.tensor(test["nll"]).exp().item(), rel=1e-5)
     assert metrics["test"] == test
@@ -64,7 +67,8 @@ def test_checkpoint_round_trip(tmp_path):
                 "step", "best_valid_nll", "metrics", "train_command", "data_hash", "rng"):
         assert key in raw
     model, vocab = model_from_checkpoint(load_checkpoint(path))
-    assert vocab == CORPUS.vocab and raw["metrics"]["test_nll"] is not None
+    assert vocab == CORPUS.vocab and {"test_nll", "test_ppl", "test_acc", "test_tokens"} <= set(raw["metrics"])
+    assert raw["metrics"]["test_nll"] is not None
     tokens = torch.from_numpy(CORPUS.splits["test"][0][:50]).long()[None]
     again, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run"))  # a run folder means its best.pt
     assert torch.equal(model(tokens), again(tokens))
@@ -109,6 +113,34 @@ def test_ctrl_c_leaves_a_usable_last_pt(tmp_path):
     assert curves(resumed) == curves(straight)
 
 
+def test_ctrl_c_during_an_epochs_bookkeeping_waits_for_it(tmp_path, monkeypatch):
+    """A real SIGINT while the loop saves epoch 1 (between choosing the best weights and best.pt)
+    lands once the epoch is committed: last.pt, best.pt and the history agree, and --resume goes on."""
+    straight = run(tmp_path, name="straight", epochs=2)
+    save, saved = training.train.save_checkpoint, []
+
+    def save_after_a_ctrl_c(checkpoint, path):
+        saved.append(path.name)
+        if len(saved) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, delivered as the terminal delivers it
+        save(checkpoint, path)
+
+    monkeypatch.setattr(training.train, "save_checkpoint", save_after_a_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, name="cut", epochs=2)
+    monkeypatch.undo()
+    assert saved == ["last.pt", "best.pt", "last.pt"]  # epoch 1 committed, then the interrupt's own
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    last, best = load_checkpoint(tmp_path / "cut" / "last.pt"), load_checkpoint(tmp_path / "cut" / "best.pt")
+    assert last["epoch"] == last["best_epoch"] == best["epoch"] == len(last["history"]) == 1
+    assert last["partial"] is None and last["history"] == best["history"]
+    assert all(torch.equal(last["state_dict"][k], best["state_dict"][k]) for k in last["state_dict"])
+    on_disk = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert on_disk["stopped"] == "interrupted" and on_disk["history"] == last["history"]
+    resumed = run(tmp_path, name="cut", epochs=2, resume=True)
+    assert curves(resumed) == curves(straight) and resumed["test"] == straight["test"]
+
+
 def test_early_stopping(tmp_path):
     # lr so small that float32 weights cannot move: validation never improves after epoch 1
     metrics = run(tmp_path, epochs=10, patience=2, lr=1e-12)
@@ -127,42 +159,38 @@ def test_bad_model_option_is_a_config_error(tmp_path):
         train(TrainConfig(out=str(tmp_path / "x"), threads=1, show_progress=False), {"channels": 8}, corpus=CORPUS)
 
 
-def test_train_command_line(tmp_path, monkeypatch):
-    """`improv train` end to end with the data loader replaced by synthetic data."""
-    import training.data
+def test_train_command_line_on_bach_chorales(tmp_path, monkeypatch):
+    """`improv train --corpus bach` end to end: music21 parses 5 real chorales into a fresh cache."""
     from improv.cli import app
 
-    seen = {}
-
-    def fake_load_dataset(**kwargs):
-        seen.update(kwargs)
-        return CORPUS
-
-    monkeypatch.setattr(training.data, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("IMPROV_CACHE", str(tmp_path / "cache"))
     args = ["train", "--model", "wavenet", "--corpus", "bach", "--max-pieces", "5", "--epochs", "1",
             "--channels", "8", "--skip-channels", "8", "--wavenet-layers", "3", "--stacks", "1", "--window", "32",
-            "--threads", "1", "--no-progress", "--out", str(tmp_path / "cli")]
+            "--threads", "1", "--workers", "1", "--no-progress", "--out", str(tmp_path / "cli")]
     monkeypatch.setattr(sys, "argv", ["improv", *args])
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert seen["corpus"] == ("bach",) and seen["max_pieces"] == 5 and seen["key"] == "none"
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 5  # parsed here, not read from another run's cache
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert metrics["pieces"] == {"train": 3, "valid": 1, "test": 1} and metrics["tokens"]["train"] > 500
+    assert 0 < metrics["test"]["nll"] < 10 and metrics["vocab_size"] > 50
     checkpoint = load_checkpoint(tmp_path / "cli" / "best.pt")
     assert checkpoint["train_command"] == "improv " + " ".join(args)
-    assert checkpoint["model_config"]["dilation_cycle"] == 3 and checkpoint["data_hash"] == CORPUS.data_hash
+    assert tuple(checkpoint["train_config"]["corpus"]) == ("bach",) and checkpoint["train_config"]["max_pieces"] == 5
+    assert checkpoint["model_config"]["dilation_cycle"] == 3 and checkpoint["vocabulary"]["config"]["scheme"] == "event"
     assert "receptive field 8 tokens" in " ".join(result.output.split())
-    wrong = CliRunner().invoke(app, ["train", "--model", "lstm", "--channels", "8", "--out", str(tmp_path / "w")])
+    wrong = CliRunner().invoke(app, ["train", "--model", "lstm", "--channels", "8", "--corpus", "bach", "--max-pieces", "5",
+                                     "--workers", "1", "--out", str(tmp_path / "w")])
     assert wrong.exit_code == 2 and "channels" in wrong.output
 
 
-def test_jsb_smoke(tmp_path):
-    """Real data when the JSB archive is there: a tiny LSTM on 3 chorales per split."""
-    archive = Path("/work/shared/data/jsb_chorales.tgz")
-    if not archive.is_file():
-        pytest.skip("no JSB archive here")
-    config = TrainConfig(model="lstm", data=(str(archive),), max_pieces=3, epochs=1, batch_size=8, window=64,
-                         threads=1, out=str(tmp_path / "jsb"), show_progress=False)
-    metrics = train(config, {"embed": 8, "hidden": 16})
-    assert metrics["vocab_size"] == 47 and metrics["test"]["nll"] < 4.0
+def test_jsb_smoke(jsb_archive, tmp_path):
+    """A small LSTM on 10 chorales per split learns the grid: test NLL well under the 3.85 nats of
+    a uniform guess over 47 classes (measured 1.58-1.71 over seeds 0-4, about 2 s; unigram 3.53)."""
+    config = TrainConfig(model="lstm", data=(str(jsb_archive),), max_pieces=10, epochs=10, batch_size=8, window=64,
+                         lr=2e-2, threads=1, out=str(tmp_path / "jsb"), show_progress=False)
+    metrics = train(config, {"embed": 16, "hidden": 64})
+    assert metrics["vocab_size"] == 47 and metrics["test"]["nll"] < 2.5
     checkpoint = load_checkpoint(tmp_path / "jsb" / "best.pt")
     assert checkpoint["vocabulary"]["config"]["scheme"] == "grid"
     assert dataclasses.asdict(config)["data"] == checkpoint["train_config"]["data"]

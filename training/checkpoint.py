@@ -4,9 +4,9 @@ Keys (DESIGN.md): ``model_kind``, ``model_config`` (dataclass asdict), ``vocabul
 (`Vocabulary.to_dict`), ``train_config``, ``state_dict``, ``optimizer``, ``epoch`` (epochs completed),
 ``step`` (optimizer steps), ``best_valid_nll``, ``metrics``, ``train_command``, ``data_hash``, ``rng``.
 Extra keys this trainer adds: ``history`` (per-epoch metrics, for an exact `--resume`),
-``batches_done`` (batches of the current epoch already trained, when saved mid-epoch, e.g. on
-Ctrl-C), ``lr_scale`` (plateau schedule) and ``sample_tokens`` (a real token sequence from the
-data, which `improv export` replays to check the ONNX graph).
+``partial`` (the sums of the epoch in progress, when saved mid-epoch, e.g. on Ctrl-C), ``lr_scale``,
+``best_epoch``, ``bad_epochs`` (plateau schedule, patience), ``world_size`` and ``sample_tokens``
+(a real token sequence from the data, which `improv export` replays to check the ONNX graph).
 Everything in it is tensors, numbers, strings, lists and dicts, so no pickle code ever runs.
 """
 

@@ -6,10 +6,9 @@ file it cannot read; the caller turns that into a one-line skip reason.
 
 Time is in beats: ``quarterLength`` for music21 scores, ``ticks / ticks_per_beat`` for MIDI (tempo
 changes are ignored on purpose: the token scheme is tempo-free). Key analysis, when asked for, is
-music21's ``score.analyze('key')`` for scores and a Krumhansl-Schmuckler correlation over a
-duration-weighted pitch-class histogram (Krumhansl-Kessler profiles, numpy, `estimate_key`) for
-MIDI files and JSB grids, where building a music21 stream just to analyse it would cost more than
-the parse.
+music21's ``score.analyze('key')`` for scores and `improv.keys.detect_key` (Krumhansl-Schmuckler)
+over a duration-weighted pitch-class histogram for MIDI files and JSB grids (`key_shift_of`), where
+building a music21 stream just to analyse it would cost more than the parse.
 """
 
 from __future__ import annotations
@@ -22,15 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from improv.errors import ConfigError, DataError
+from improv.keys import detect_key
 from improv.tokens import DEFAULT_VELOCITY, Note
 
-PARSER_VERSION = 1  # bump when a parser's output changes: it is part of every cache key
+PARSER_VERSION = 2  # bump when a parser's output changes: it is part of every cache key
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 NOTE_COLUMNS = ("onset_beats", "duration_beats", "pitch", "velocity", "voice")
-
-# Krumhansl-Kessler probe-tone profiles, index 0 = tonic.
-_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,21 +69,18 @@ def _piece(name: str, rows: list, normalize_key: bool, key_of: Callable[[], int]
     notes = notes_array(rows)
     if not normalize_key:
         return Piece(name, notes)
-    return Piece(name, notes, key_of() if key_of else shift_to_c(*estimate_key(notes)))
+    return Piece(name, notes, key_of() if key_of else key_shift_of(notes))
 
 
 # --------------------------------------------------------------------------- key analysis
 
 
-def estimate_key(notes: np.ndarray) -> tuple[int, str]:
-    """(tonic pitch class, 'major' | 'minor') by Krumhansl-Schmuckler on duration-weighted pitch classes."""
-    hist = np.bincount(notes[:, 2].astype(np.int64) % 12, weights=np.maximum(notes[:, 1], 1e-3), minlength=12)
-    best = (-2.0, 0, "major")
-    for mode, profile in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
-        for tonic in range(12):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1] if hist.std() > 0 else 0.0
-            best = max(best, (float(r), tonic, mode), key=lambda b: b[0])
-    return best[1], best[2]
+def key_shift_of(notes: np.ndarray) -> int:
+    """`shift_to_c` of the key `improv.keys.detect_key` finds in (N, 5) notes (weight: duration,
+    at least 1e-3 beat); 0 when the notes show no key (fewer than two pitch classes)."""
+    weights = np.maximum(notes[:, 1], 1e-3)
+    key = detect_key(np.bincount(notes[:, 2].astype(np.int64) % 12, weights=weights, minlength=12))
+    return 0 if key is None else shift_to_c(key.tonic, key.mode)
 
 
 def shift_to_c(tonic_pc: int, mode: str) -> int:

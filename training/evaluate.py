@@ -26,6 +26,7 @@ import numpy as np
 
 from improv.errors import ConfigError, DataError, ModelError
 from improv.tokens import Vocabulary
+from training.metrics import Metrics
 
 DATA_SETTINGS = ("data", "corpus", "max_pieces", "key", "min_count", "split_seed")
 ORDERS = (1, 2, 3, 4, 5)
@@ -79,9 +80,9 @@ def _log_softmax_at(logits: np.ndarray, target: int) -> float:
     return float(logits[target]) - top - math.log(float(np.exp(logits - top).sum()))
 
 
-def evaluate_steps(model, pieces: Sequence[np.ndarray], progress=None) -> dict:
-    """NLL (nats/token), perplexity, argmax accuracy and ms/step of `model` stepped through each
-    piece from a fresh state. `progress(n)` is called after every n tokens if given."""
+def step_metrics(model, pieces: Sequence[np.ndarray], progress=None) -> tuple[Metrics, float]:
+    """The metrics of `model` stepped through each piece from a fresh state, and its ms per step.
+    `progress(n)` is called after every n tokens if given."""
     nll, correct, count, seconds = 0.0, 0, 0, 0.0
     for piece in pieces:
         state = model.new_state()
@@ -97,9 +98,7 @@ def evaluate_steps(model, pieces: Sequence[np.ndarray], progress=None) -> dict:
             progress(len(piece) - 1)
     if not count:
         raise DataError("no test tokens to evaluate: every test piece has fewer than two tokens")
-    mean = nll / count
-    return {"nll": mean, "perplexity": math.exp(mean), "accuracy": correct / count, "tokens": count,
-            "ms_per_step": 1000.0 * seconds / count}
+    return Metrics.pooled(nll, correct, count), 1000.0 * seconds / count
 
 
 def _load_data(settings: dict, vocab: Vocabulary, cache_dir):
@@ -151,38 +150,40 @@ def evaluate(
     if not any(len(p) > 1 for p in test):
         raise DataError("the test split is empty; use more pieces (--max-pieces) or other data")
     ngrams = fit_ngrams(train, len(model.vocab), orders)
-    baseline = {str(n): m.evaluate(test) for n, m in ngrams.items()}
-    result = _run_with_progress(model, test, show_progress)
-    report = report_json(model, result, baseline, dataset)
+    baseline = {str(n): m.metrics(test) for n, m in ngrams.items()}
+    result, ms_per_step = _run_with_progress(model, test, show_progress)
+    report = report_json(model, result, ms_per_step, baseline, dataset)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _run_with_progress(model, test, show_progress: bool) -> dict:
+def _run_with_progress(model, test, show_progress: bool) -> tuple[Metrics, float]:
     if not show_progress:
-        return evaluate_steps(model, test)
+        return step_metrics(model, test)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = sum(max(0, len(p) - 1) for p in test)
     columns = (TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(getattr(model, "name", "model"), total=total)
-        return evaluate_steps(model, test, progress=lambda n: bar.advance(task, n))
+        return step_metrics(model, test, progress=lambda n: bar.advance(task, n))
 
 
-def report_json(model, result: dict, baseline: dict[str, dict], dataset) -> dict:
+def report_json(model, result: Metrics, ms_per_step: float, baseline: dict[str, Metrics], dataset) -> dict:
     """{"model", "ngram": {order: metrics}, "best_ngram", "improvement_over_best_ngram" (the fraction
-    of the best n-gram's NLL the model removes), "tokens", "data", "data_hash"}."""
-    best_order = min(baseline, key=lambda n: baseline[n]["nll"])
-    best = {"order": int(best_order), **baseline[best_order]}
+    of the best n-gram's NLL the model removes), "tokens", "data", "data_hash"}; metrics as
+    `Metrics.as_dict` writes them."""
+    best_order = min(baseline, key=lambda n: baseline[n].nll)
+    best = baseline[best_order]
     return {
-        "model": {"name": getattr(model, "name", "model"), "kind": getattr(model, "kind", None), **result},
-        "ngram": baseline,
-        "best_ngram": best,
-        "improvement_over_best_ngram": (best["nll"] - result["nll"]) / best["nll"],
-        "tokens": result["tokens"],
+        "model": {"name": getattr(model, "name", "model"), "kind": getattr(model, "kind", None),
+                  **result.as_dict(), "ms_per_step": ms_per_step},
+        "ngram": {order: m.as_dict() for order, m in baseline.items()},
+        "best_ngram": {"order": int(best_order), **best.as_dict()},
+        "improvement_over_best_ngram": (best.nll - result.nll) / best.nll,
+        "tokens": result.tokens,
         "data": getattr(dataset, "description", ""),
         "data_hash": getattr(dataset, "data_hash", None),
         "model_data_hash": (getattr(model, "meta", None) or {}).get("data_hash"),
@@ -198,7 +199,7 @@ def report_table(report: dict):
         table.add_column(column, justify="left" if column == "model" else "right")
 
     def row(name: str, m: dict, style: str | None = None) -> None:
-        table.add_row(name, f"{m['nll']:.4f}", f"{m['perplexity']:.2f}", f"{100 * m['accuracy']:.1f}%", style=style)
+        table.add_row(name, f"{m['nll']:.4f}", f"{m['ppl']:.2f}", f"{100 * m['acc']:.1f}%", style=style)
 
     row(f"{report['model']['name']} ({report['model']['kind']})", report["model"], "bold")
     for order, m in report["ngram"].items():

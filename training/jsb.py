@@ -18,7 +18,7 @@ import numpy as np
 
 from improv.errors import DataError
 from improv.tokens import TokenConfig, Vocabulary, encode_notes, grid_to_ids, grid_to_notes
-from training.corpus import estimate_key, notes_array, shift_to_c
+from training.corpus import key_shift_of, notes_array
 
 JSB_TOKEN_CONFIG = TokenConfig(scheme="grid", pitch_min=36, pitch_max=81, grid_voices=4, grid_steps_per_beat=4)
 SPLITS = ("train", "valid", "test")
@@ -90,14 +90,14 @@ def frames_to_notes(frames: np.ndarray) -> np.ndarray:
 
 
 def key_shift(frames: np.ndarray, pitch_min: int, pitch_max: int) -> int:
-    """Semitones that move a chorale to C major / A minor (Krumhansl-Schmuckler, `estimate_key`).
+    """Semitones that move a chorale to C major / A minor (`training.corpus.key_shift_of`).
 
     An octave is added or dropped when the shift would leave pitch_min..pitch_max; 0 if none fits.
     """
     sounding = frames[frames > 0]
     if not len(sounding):
         return 0
-    shift = shift_to_c(*estimate_key(frames_to_notes(frames)))
+    shift = key_shift_of(frames_to_notes(frames))
     for candidate in (shift, shift + 12, shift - 12):
         if pitch_min <= sounding.min() + candidate and sounding.max() + candidate <= pitch_max:
             return candidate

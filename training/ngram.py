@@ -17,16 +17,17 @@ predicted from the tokens before it in the same piece. Before a piece's first to
 holds a start symbol (id V, never predicted), so "the start of a piece" is a context of its own.
 
 Counting uses numpy: an n-gram is one int64 key in base V + 1 (the target is the lowest digit),
-counted with `np.unique` and looked up with `np.searchsorted`; 500k tokens fit in about a second.
+counted with `np.unique` and looked up with `np.searchsorted`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from training.metrics import Metrics
 
 MAX_ORDER = 5
 
@@ -124,18 +125,16 @@ class NGramModel:
         contexts = np.broadcast_to(ctx, (self.vocab_size, self.order - 1))
         return self._probs(contexts, np.arange(self.vocab_size, dtype=np.int64))
 
-    def evaluate(self, pieces: Sequence[np.ndarray], *, chunk: int = 4096) -> dict:
-        """Pooled over every predicted token of every piece: NLL (nats/token), perplexity, argmax
-        accuracy and the token count."""
+    def metrics(self, pieces: Sequence[np.ndarray], *, chunk: int = 4096) -> Metrics:
+        """`Metrics` pooled over every predicted token of every piece."""
         seq, targets = _padded(pieces, self.vocab_size, self.order - 1)
         if not len(targets):
-            return {"nll": float("nan"), "perplexity": float("nan"), "accuracy": float("nan"), "tokens": 0}
+            return Metrics.pooled(0.0, 0, 0)
         contexts, truth = self._contexts(seq, targets), seq[targets]
         nll = -float(np.log(self._probs(contexts, truth)).sum())
         correct = sum(int((self._argmax(contexts[i : i + chunk]) == truth[i : i + chunk]).sum())
                       for i in range(0, len(truth), chunk))
-        mean = nll / len(truth)
-        return {"nll": mean, "perplexity": math.exp(mean), "accuracy": correct / len(truth), "tokens": int(len(truth))}
+        return Metrics.pooled(nll, correct, len(truth))
 
     def _argmax(self, contexts: np.ndarray) -> np.ndarray:
         m, vocab = len(contexts), np.arange(self.vocab_size, dtype=np.int64)

@@ -1,19 +1,11 @@
 """The training loop: teacher forcing, cross-entropy, AdamW, checkpoints, early stopping, DDP.
 
-Reads top to bottom: `train` loads the data, builds the model and a `Trainer`, and runs epochs.
-Each epoch trains on shuffled windows (`training.dataset`), then measures validation NLL; the best
-weights go to ``best.pt``, every epoch to ``last.pt`` (both atomic). At the end the best weights
-are scored on the test split and ``metrics.json`` / ``loss.png`` are written.
-
-Evaluation (valid and test) runs every piece WHOLE, in one forward pass from its first token: each
-token after a piece's first is predicted once from everything before it in the piece, which is
-exactly what the exported step model computes live. NLL is in nats per token, pooled over all
-tokens of the split (every token weighs the same), perplexity = exp(NLL).
-
-Under ``torchrun`` every rank trains on its own shard of windows (DistributedSampler) in
-DistributedDataParallel; only rank 0 writes files. ``python -m training.train ARGS`` is
-``improv train ARGS`` (so torchrun can start it), e.g.
-``OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m training.train --model lstm --corpus bach``.
+`train` loads the data, builds the model and a `Trainer`, and runs epochs: shuffled windows
+(`training.dataset`), then validation; the best weights go to ``best.pt``, every epoch to
+``last.pt``, and at the end the best weights are scored on the test split (``metrics.json``).
+Valid and test run every piece whole from its first token, as the exported step model runs live.
+Under ``torchrun`` each rank trains its own shard in DDP and rank 0 writes; ``python -m
+training.train ARGS`` is ``improv train ARGS`` for that (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -43,6 +35,7 @@ from improv.errors import ConfigError, DataError
 from training import distributed
 from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.dataset import IGNORE, frame_size, make_windows, piece_batches
+from training.metrics import Metrics
 from training.models import MODELS, build_model, count_parameters
 
 EVAL_METHOD = "whole pieces, one forward pass each from the first token; NLL pooled over all tokens"
@@ -50,9 +43,8 @@ EVAL_METHOD = "whole pieces, one forward pass each from the first token; NLL poo
 
 @contextlib.contextmanager
 def _interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it. The end of an epoch sets the
-    best epoch, appends its history and writes last.pt; a Ctrl-C between the first and the second
-    left a best epoch with no history, and the interrupt's own checkpoint failed (IndexError)."""
+    """Hold a Ctrl-C (SIGINT) until the block ends, then deliver it, so that an epoch's best
+    weights, history and checkpoints are committed together or not at all (docs/TRAINING.md)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -118,7 +110,7 @@ def train(config: TrainConfig, model_options: dict | None = None, *, corpus=None
     `corpus` (anything with vocab / splits / data_hash / description, like
     `training.data.EncodedCorpus`) skips data loading. `resume` continues from ``<out>/last.pt``
     exactly: its data, model and optimiser settings win, only `RESUME_OVERRIDES` come from `config`.
-    `on_step(trainer)` runs after every optimizer step (tests raise KeyboardInterrupt from it).
+    `on_step(trainer)` runs after every optimizer step.
     """
     last = Path(config.out) / "last.pt"
     if resume and not last.is_file():
@@ -198,8 +190,8 @@ def nll_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, pieces, device: str, max_tokens: int = 65536) -> dict:
-    """NLL / perplexity / accuracy over whole pieces (see module docstring)."""
+def whole_piece_metrics(model: nn.Module, pieces, device: str, max_tokens: int = 65536) -> Metrics:
+    """`Metrics` of whole pieces, each in one forward pass from its first token."""
     was_training = model.training
     model.eval()
     nll, correct, count = 0.0, 0, 0
@@ -207,9 +199,7 @@ def evaluate(model: nn.Module, pieces, device: str, max_tokens: int = 65536) -> 
         n, c, k = nll_stats(model(x.to(device)), y.to(device))
         nll, correct, count = nll + n.item(), correct + int(c), count + int(k)
     model.train(was_training)
-    if count == 0:
-        return {"nll": None, "ppl": None, "acc": None, "tokens": 0}
-    return {"nll": nll / count, "ppl": math.exp(min(nll / count, 700.0)), "acc": correct / count, "tokens": count}
+    return Metrics.pooled(nll, correct, count)
 
 
 def parameter_hash(model: nn.Module) -> str:
@@ -351,15 +341,13 @@ class Trainer:
     def _end_epoch(self, complete: bool, start: float) -> None:
         """Validate, keep the best weights, save last.pt (and best.pt), report."""
         p, cfg = self.partial, self.config
-        valid = evaluate(self.model, self.corpus.splits.get("valid", []), self.device, cfg.eval_tokens)
-        nll, correct, tokens = distributed.all_sum(self.info, [p["nll"], p["correct"], p["tokens"]])  # all shards
-        train_nll = nll / max(1, tokens)
-        score = valid["nll"] if valid["nll"] is not None else train_nll
+        valid = whole_piece_metrics(self.model, self.corpus.splits.get("valid", []), self.device, cfg.eval_tokens)
+        train = Metrics.pooled(*distributed.all_sum(self.info, [p["nll"], p["correct"], p["tokens"]]))  # all shards
+        score = valid.nll if valid.nll is not None else train.nll
         with _interrupt_after():  # a Ctrl-C here waits for last.pt: best weights, history, checkpoint agree
-            self._commit_epoch(complete, start, train_nll, correct, tokens, valid, score)
+            self._commit_epoch(complete, start, train, valid, score)
 
-    def _commit_epoch(self, complete: bool, start: float, train_nll: float, correct: float, tokens: float,
-                      valid: dict, score: float) -> None:
+    def _commit_epoch(self, complete: bool, start: float, train: Metrics, valid: Metrics, score: float) -> None:
         p, cfg = self.partial, self.config
         improved = score < self.best_nll
         if improved:
@@ -370,10 +358,8 @@ class Trainer:
             self.lr_scale *= 0.5 if cfg.schedule == "plateau" else 1.0
         self.epoch += 1
         self.history.append({
-            "epoch": self.epoch, "complete": complete, "train_nll": train_nll,
-            "train_ppl": math.exp(min(train_nll, 700.0)), "train_acc": correct / max(1, tokens),
-            "valid_nll": valid["nll"], "valid_ppl": valid["ppl"], "valid_acc": valid["acc"],
-            "tokens_per_s": tokens / max(p["seconds"], 1e-9), "epoch_s": p["seconds"],
+            "epoch": self.epoch, "complete": complete, **train.as_dict("train_"), **valid.as_dict("valid_"),
+            "tokens_per_s": train.tokens / max(p["seconds"], 1e-9), "epoch_s": p["seconds"],
             "wall_s": self.wall_offset + time.monotonic() - start, "lr": self._lr(), "step": self.step,
         })
         self.partial = None
@@ -390,14 +376,14 @@ class Trainer:
         """Score the best weights on the test split; write metrics.json, loss.png, final checkpoints."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        test = evaluate(self.model, self.corpus.splits.get("test", []), self.device, self.config.eval_tokens)
+        test = whole_piece_metrics(self.model, self.corpus.splits.get("test", []), self.device, self.config.eval_tokens)
         metrics = self._metrics(stopped, test)
         if self.info.is_main:
             for name in ("best.pt", "last.pt"):
                 path = self.out / name
                 if path.exists():
                     checkpoint = load_checkpoint(path)
-                    checkpoint["metrics"] = {**checkpoint["metrics"], **_prefixed("test", test)}
+                    checkpoint["metrics"] = {**checkpoint["metrics"], **test.as_dict("test_")}
                     save_checkpoint(checkpoint, path)
             self._write_json("metrics.json", metrics)
             _plot_losses(self.history, self.out / "loss.png")
@@ -440,7 +426,7 @@ class Trainer:
         return {"epoch": self.epoch, "best_epoch": self.best_epoch, "train_nll": last.get("train_nll"),
                 "valid_nll": best.get("valid_nll"), "valid_ppl": best.get("valid_ppl"), "valid_acc": best.get("valid_acc")}
 
-    def _metrics(self, stopped: str, test: dict | None) -> dict:
+    def _metrics(self, stopped: str, test: Metrics | None) -> dict:
         splits = self.corpus.splits
         return {
             "model": self.config.model, "parameters": count_parameters(self.model),
@@ -449,8 +435,8 @@ class Trainer:
             "pieces": {k: len(v) for k, v in splits.items()}, "train_windows": len(self.windows),
             "world_size": self.info.world, "history": self.history, "best_epoch": self.best_epoch,
             "best_valid_nll": None if math.isinf(self.best_nll) else self.best_nll, "stopped": stopped,
-            "eval_method": EVAL_METHOD, "test": test, "train_command": self.train_command,
-            "data_hash": self.corpus.data_hash,
+            "eval_method": EVAL_METHOD, "test": None if test is None else test.as_dict(),
+            "train_command": self.train_command, "data_hash": self.corpus.data_hash,
         }
 
     def _describe(self) -> dict:
@@ -513,9 +499,9 @@ class Trainer:
         self.console.print(f"epoch {r['epoch']}: train nll {r['train_nll']:.4f}, valid nll {valid}, "
                            f"{r['tokens_per_s']:,.0f} tok/s, {r['wall_s']:.0f} s{star}")
 
-    def _report_end(self, stopped: str, test: dict) -> None:
-        result = "no test pieces" if test["nll"] is None else (
-            f"test nll {test['nll']:.4f} nats/token (ppl {test['ppl']:.3f}, acc {test['acc']:.3f}, {test['tokens']:,d} tokens)")
+    def _report_end(self, stopped: str, test: Metrics) -> None:
+        result = "no test pieces" if test.nll is None else (
+            f"test nll {test.nll:.4f} nats/token (ppl {test.ppl:.3f}, acc {test.acc:.3f}, {test.tokens:,d} tokens)")
         self.console.print(f"[bold]done[/] ({stopped}): best epoch {self.best_epoch}; {result}; wrote {self.out}")
 
 
@@ -534,10 +520,6 @@ def _check_resume(checkpoint: dict | None, corpus) -> None:
         raise ConfigError("--resume: the data differ from the checkpoint's (data_hash); resume with the same data")
     if checkpoint["vocabulary"]["names"] != list(corpus.vocab.names):
         raise ConfigError("--resume: the vocabulary differs from the checkpoint's; resume with the same data options")
-
-
-def _prefixed(prefix: str, stats: dict) -> dict:
-    return {f"{prefix}_{k}": v for k, v in stats.items()}
 
 
 def sample_tokens(splits: dict, n: int = 1024) -> list[int]:

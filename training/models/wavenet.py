@@ -11,7 +11,7 @@ this step's inputs as ``current [L, C]``; the runtime keeps one ring buffer of d
 Zeros before the start match the left zero padding of the full-sequence forward exactly.
 
 `WaveNetStep` (exported) is built from weights folded at construction so that onnxruntime runs
-few ops per layer (67 nodes instead of 144 at 14 layers); `WaveNetReferenceStep` is the same step
+few ops per layer (docs/TRAINING.md); `WaveNetReferenceStep` is the same step
 written layer by layer, kept as the reference. The full-sequence model and its state_dict layout
 are what training and checkpoints use; `WaveNetStep.unfold` maps folded tensors back to one.
 """
@@ -114,7 +114,7 @@ class WaveNet(nn.Module):
         return WaveNetStep(self)
 
     def reference_step_module(self) -> WaveNetReferenceStep:
-        """The unfolded one-token graph, layer by layer (same contract, ~3x the ONNX nodes)."""
+        """The unfolded one-token graph, layer by layer (same contract)."""
         return WaveNetReferenceStep(self)
 
     def sidecar_state(self) -> dict:
@@ -128,8 +128,8 @@ class WaveNetStep(nn.Module):
     """token [1], past [L, C] -> logits [1, V], current [L, C]. Eval mode only.
 
     The exported step graph, with the weights folded at construction (a snapshot: build it after
-    loading the weights) so that the graph has few, larger ops; onnxruntime's per-op dispatch, not
-    arithmetic, dominated the unfolded step. The same arithmetic as `WaveNetReferenceStep`:
+    loading the weights) so that the graph has few, larger ops. The same arithmetic as
+    `WaveNetReferenceStep`:
 
     * the tap at t - d of every layer's convolution is ONE batched MatMul over ``past`` at the start
       (``[L, 1, C] @ [L, C, 2C]``, the conv biases added), split into the 2L halves (a, b);
@@ -228,7 +228,7 @@ class WaveNetReferenceStep(nn.Module):
     """The unfolded step, layer by layer as in training: same contract and logits as `WaveNetStep`.
 
     Kept as the readable reference (tests compare against it) and as the "before" graph of
-    benchmarks/wavenet_step_profile.py; it exports to ~3x the ONNX nodes of the folded step.
+    benchmarks/wavenet_step_profile.py.
     """
 
     input_names = ("token", "past")
