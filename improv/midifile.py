@@ -19,7 +19,7 @@ from pathlib import Path
 import mido
 
 from improv.errors import DataError
-from improv.pairing import NotePairer
+from improv.pairing import NotePairer, Sounded
 from improv.tokens import Note
 
 DEFAULT_BPM = 120.0
@@ -119,11 +119,17 @@ def read_midi(path: str | Path, *, skip_drums: bool = True) -> list[Note]:
     return notes
 
 
-def _track_notes(track: mido.MidiTrack, tpb: int, skip_drums: bool) -> list[Note]:
+def track_sounded(track: mido.MidiTrack, skip_drums: bool = True) -> list[Sounded]:
+    """One track's notes in ticks: a re-strike ends the sounding note, open notes end with the track."""
     pairer = NotePairer(restrike_ends=True)
     now = 0
     for msg in track:
         now += msg.time
         if msg.type in ("note_on", "note_off") and not (skip_drums and msg.channel == DRUM_CHANNEL):
             pairer.feed(now, msg)
-    return [Note(n.start / tpb, max(1, n.end - n.start) / tpb, n.pitch, n.velocity) for n in pairer.notes(now)]
+    return pairer.notes(now)
+
+
+def _track_notes(track: mido.MidiTrack, tpb: int, skip_drums: bool) -> list[Note]:
+    return [Note(n.start / tpb, max(1, n.end - n.start) / tpb, n.pitch, n.velocity)
+            for n in track_sounded(track, skip_drums)]

@@ -25,7 +25,6 @@ from improv.keys import detect_key
 from improv.tokens import DEFAULT_VELOCITY, Note
 
 PARSER_VERSION = 2  # bump when a parser's output changes: it is part of every cache key
-DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 NOTE_COLUMNS = ("onset_beats", "duration_beats", "pitch", "velocity", "voice")
 
 
@@ -100,34 +99,19 @@ def parse_midi(path: Path, normalize_key: bool = False) -> list[Piece | Skip]:
     """
     import mido
 
+    from improv.midifile import track_sounded
+
     midi = mido.MidiFile(str(path))
     if midi.ticks_per_beat <= 0:
         raise ValueError(f"unsupported time division {midi.ticks_per_beat} (SMPTE)")
     rows: list[tuple[float, float, int, int, int]] = []
     for index, track in enumerate(midi.tracks):
-        for on, off, pitch, velocity, channel in _track_notes(track):
-            voice = index if midi.type == 1 else channel
-            rows.append((on / midi.ticks_per_beat, (off - on) / midi.ticks_per_beat, pitch, velocity, voice))
+        for n in track_sounded(track):
+            voice = index if midi.type == 1 else n.channel
+            rows.append((n.start / midi.ticks_per_beat, (n.end - n.start) / midi.ticks_per_beat, n.pitch, n.velocity, voice))
     voices = {v: i for i, v in enumerate(sorted({r[4] for r in rows}))}
     rows = [(*r[:4], voices[r[4]]) for r in rows]
     return [_piece("", rows, normalize_key)]
-
-
-def _track_notes(track) -> list[tuple[int, int, int, int, int]]:
-    """(on tick, off tick, pitch, velocity, channel) for every pitched note in one track."""
-    tick, sounding, out = 0, {}, []  # sounding: (channel, pitch) -> (on tick, velocity)
-    for msg in track:
-        tick += msg.time
-        if msg.type not in ("note_on", "note_off") or msg.channel == DRUM_CHANNEL:
-            continue
-        key = (msg.channel, msg.note)
-        if key in sounding:
-            on, velocity = sounding.pop(key)
-            out.append((on, tick, msg.note, velocity, msg.channel))
-        if msg.type == "note_on" and msg.velocity > 0:
-            sounding[key] = (tick, msg.velocity)
-    out += [(on, tick, p, v, ch) for (ch, p), (on, v) in sounding.items()]
-    return out
 
 
 # --------------------------------------------------------------------------- scores (music21)

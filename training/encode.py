@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from improv.tokens import TokenConfig, Vocabulary, encode_notes, grid_to_ids
+from improv.tokens import TokenConfig, Vocabulary, encode_notes, grid_to_ids, split_name
 from training.corpus import PARSER_VERSION, PARSERS, Piece, Skip, Source, describe_error
 from training.pool import Outcome, default_workers, run_jobs
 
@@ -171,9 +171,9 @@ def transpose_table(vocab: Vocabulary, semitones: int) -> np.ndarray:
     """
     table = np.arange(len(vocab), dtype=np.int32)
     for i, name in enumerate(vocab.names):
-        kind, _, value = name.partition("_")
-        if kind in ("ON", "OFF", "P"):
-            moved = f"{kind}_{int(value) + semitones}"
+        kind, value = split_name(name)
+        if kind in ("ON", "OFF", "P") and value is not None:
+            moved = f"{kind}_{value + semitones}"
             table[i] = vocab.id(moved) if moved in vocab else -1
     return table
 
