@@ -102,7 +102,7 @@ def check_sequence(ckpt: dict, vocab_size: int, n: int) -> tuple[list[int], str]
 
 def max_abs_diff(model: nn.Module, folder: Path, tokens: list[int]) -> float:
     """Max abs difference between the streamed ONNX logits and the full-sequence forward."""
-    streamed = OnnxStream(folder).run(tokens)  # (N, V)
+    streamed = stream_logits(folder, tokens)  # (N, V)
     with torch.no_grad():
         full = model.eval()(torch.tensor([tokens], dtype=torch.int64))[0].numpy()  # (N, V)
     if streamed.shape != full.shape:
@@ -110,50 +110,14 @@ def max_abs_diff(model: nn.Module, folder: Path, tokens: list[int]) -> float:
     return float(np.abs(streamed - full).max())
 
 
-class OnnxStream:
-    """Runs an exported folder token by token, state kept outside the graph as the runtime does."""
+def stream_logits(folder: Path, tokens: list[int]) -> np.ndarray:
+    """(N, V) logits of `tokens` stepped one at a time through the runtime's own `StepModel`
+    (the sidecar checked against the graph, state kept outside it), as the daemon runs it."""
+    from improv.model_step import StepModel
 
-    def __init__(self, folder: Path) -> None:
-        import onnxruntime as ort
-
-        from improv.model_step import session_options
-
-        self.spec = json.loads((folder / "model.json").read_text())
-        self.session = ort.InferenceSession(str(folder / self.spec["onnx_file"]), session_options(),
-                                            providers=["CPUExecutionProvider"])
-        self._check_names(folder)
-        self.states = {s["input"]: np.zeros(s["shape"], np.float32) for s in self.spec["state"]}
-        self.outputs = [self.spec["logits_output"]] + [s["output"] for s in self.spec["state"]]
-        queues = self.spec["queues"]
-        self.dilations = list(queues["dilations"]) if queues else []
-        if queues:
-            self.outputs.append(queues["output"])
-            # one ring buffer per layer: row (t % d) holds the layer input from d steps ago
-            self.rings = [np.zeros((d, queues["channels"]), np.float32) for d in self.dilations]
-        self.t = 0
-
-    def _check_names(self, folder: Path) -> None:
-        spec, queues = self.spec, self.spec["queues"]
-        wanted_in = {spec["token_input"], *(s["input"] for s in spec["state"]), *([queues["input"]] if queues else [])}
-        have_in = {i.name for i in self.session.get_inputs()}
-        if wanted_in != have_in:
-            raise ModelError(f"{folder}: graph inputs {sorted(have_in)} do not match model.json {sorted(wanted_in)}; re-export")
-
-    def step(self, token: int) -> np.ndarray:
-        feed = {self.spec["token_input"]: np.array([token], np.int64), **self.states}
-        if self.dilations:
-            feed[self.spec["queues"]["input"]] = np.stack([r[self.t % d] for r, d in zip(self.rings, self.dilations)])
-        outs = self.session.run(self.outputs, feed)
-        for s, value in zip(self.spec["state"], outs[1:]):
-            self.states[s["input"]] = value
-        if self.dilations:
-            for ring, d, row in zip(self.rings, self.dilations, outs[-1]):
-                ring[self.t % d] = row
-        self.t += 1
-        return outs[0][0]  # (V,)
-
-    def run(self, tokens: list[int]) -> np.ndarray:
-        return np.stack([self.step(t) for t in tokens])  # (N, V)
+    model = StepModel.load(folder)
+    state = model.new_state()
+    return np.stack([model.step(t, state) for t in tokens])
 
 
 def _install(tmp: Path, out: Path) -> None:
