@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from benchmarks.report import Report, required_keys
 SECTIONS = ("step", "midi", "daemon", "train", "quality")
 EXPECTED_MODELS = ("bach-lstm", "bach-wavenet")  # what models/ ships; named in the keys when it is empty
 PREFERRED_LIVE_MODEL = "bach-lstm"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -159,10 +157,11 @@ def _step(report: Report, options: BenchOptions, models, work: Path, console) ->
 
 def _midi(report: Report, options: BenchOptions, models, work: Path, console) -> None:
     from benchmarks import daemon, midi
+    from benchmarks.harness.jackd import jack_missing
 
     model = _live_model(models)
     costs = daemon.Costs()
-    why = midi.jack_missing() if model is not None else "no shipped model to run the daemon with"
+    why = jack_missing() if model is not None else "no shipped model to run the daemon with"
     if why is not None:
         report.missing([k for k in required_keys([], options.periods) if k.startswith("midi.")], why)
         return
@@ -181,13 +180,14 @@ def _daemon(report: Report, options: BenchOptions, models, work: Path, console) 
     if report.get("daemon.startup_s") is not None:
         return  # measured on the MIDI section's daemons
     from benchmarks import daemon, midi
+    from benchmarks.harness.jackd import jack_missing
 
     model = _live_model(models)
     if model is None:
         report.missing(["daemon.startup_s", "daemon.rss_mb"], "no shipped model to run the daemon with")
         return
     idle_s = 2.0 if options.quick else 10.0
-    no_jack = midi.jack_missing()
+    no_jack = jack_missing()
     if no_jack is not None:
         daemon.standalone(report, model, work, idle_s, no_jack)
         return
@@ -229,11 +229,3 @@ def _quality(report: Report, options: BenchOptions, models, work: Path, console)
 
 _SECTIONS = {"step": _step, "midi": _midi, "daemon": _daemon, "train": _train, "quality": _quality}
 
-
-def ensure_repo_on_path() -> None:
-    """tests/jack_clients.py (the JACK player and recorder) is imported from the checkout."""
-    if (REPO / "tests" / "jack_clients.py").is_file() and str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-
-
-ensure_repo_on_path()

@@ -1,4 +1,5 @@
-"""The daemon's cost: `improv run` as a subprocess, measured from outside through /proc.
+"""The daemon's cost: `improv run` as a subprocess (benchmarks.harness.improv_process), measured
+from outside through /proc.
 
 * start-up: spawn -> the `--ready-file` appearing (perf_counter in this process, polled every 5 ms
   with sleeps), the whole of it: interpreter start, imports, model load, ports opened;
@@ -13,103 +14,20 @@ period). Without jackd, `standalone` starts the daemon on the platform's default
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.harness.improv_process import DaemonError, ImprovProcess
 from benchmarks.report import Report
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-POLL_S = 0.005
-# The user's own settings must not change what is measured.
-CLEARED_ENV = ("IMPROV_CONFIG", "IMPROV_IN", "IMPROV_OUT", "IMPROV_BACKEND", "IMPROV_MODEL", "IMPROV_VERBOSE",
-               "IMPROV_LOG_LEVEL")
-
-
-class DaemonError(Exception):
-    """The daemon did not start or died; the message carries its last output line."""
-
-
-class DaemonProcess:
-    """`python -m improv.cli run --quiet --ready-file ... ARGS` and what /proc says about it."""
-
-    def __init__(self, model: Path, args: list[str], env: dict[str, str], work_dir: Path) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.ready_path = work_dir / f"ready-{tag}.json"
-        self.log_path = work_dir / f"improv-{tag}.log"
-        self.cmd = [sys.executable, "-m", "improv.cli", "run", "--model", str(model), "--quiet",
-                    "--ready-file", str(self.ready_path), *args]
-        env = {k: v for k, v in env.items() if k not in CLEARED_ENV}
-        with open(self.log_path, "w") as log:
-            self.t_spawn = time.perf_counter()
-            self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.startup_s: float | None = None
-        self.info: dict = {}
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self, timeout_s: float = 60.0) -> dict:
-        deadline = self.t_spawn + timeout_s
-        while time.perf_counter() < deadline:
-            if self.ready_path.exists():
-                self.startup_s = time.perf_counter() - self.t_spawn
-                self.info = json.loads(self.ready_path.read_text())
-                return self.info
-            if self.proc.poll() is not None:
-                raise DaemonError(f"improv run exited ({self.proc.returncode}): {self.last_line()}")
-            time.sleep(POLL_S)
-        raise DaemonError(f"improv run not ready after {timeout_s:g} s: {self.last_line()}")
-
-    def memory_mb(self, field_name: str = "VmRSS") -> float:
-        return self.memory_fields_mb(field_name)[field_name]
-
-    def memory_fields_mb(self, *field_names: str) -> dict[str, float]:
-        """The named /proc/PID/status memory fields (MB), from one read of the file."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in field_names:
-                values[key] = int(rest.split()[0]) * 1024 / 1e6  # kB (KiB) -> MB
-        missing = [name for name in field_names if name not in values]
-        if missing:
-            raise DaemonError(f"/proc/{self.pid}/status has no {', '.join(missing)}")
-        return values
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime (fields 14, 15)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def last_line(self) -> str:
-        lines = [line for line in self.output().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else "(no output)"
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 class CpuWindow:
     """CPU % of one core used by `daemon` between `with` entry and exit (a sleep or a stream)."""
 
-    def __init__(self, daemon: DaemonProcess) -> None:
+    def __init__(self, daemon: ImprovProcess) -> None:
         self.daemon = daemon
         self.percent: float | None = None
 
@@ -140,7 +58,7 @@ class Costs:
     busy_s: float = 0.0
     why: dict[str, str] = field(default_factory=dict)
 
-    def started(self, daemon: DaemonProcess) -> None:
+    def started(self, daemon: ImprovProcess) -> None:
         self.startups_s.append(daemon.startup_s)
         if isinstance(daemon.info.get("startup_s"), (int, float)):
             self.self_reported_s.append(float(daemon.info["startup_s"]))
@@ -168,14 +86,14 @@ class Costs:
                    "% of a core", why=self.why.get("busy", why))
 
 
-def measure_memory(daemon: DaemonProcess, costs: Costs) -> None:
+def measure_memory(daemon: ImprovProcess, costs: Costs) -> None:
     mb = daemon.memory_fields_mb("VmRSS", "VmHWM", "RssShmem", "RssAnon", "RssFile")  # one moment
     costs.rss_mb, costs.peak_mb, costs.shmem_mb = mb["VmRSS"], mb["VmHWM"], mb["RssShmem"]
     costs.own_mb = mb["RssAnon"] + mb["RssFile"]
 
 
-def measure_idle(daemon: DaemonProcess, costs: Costs, idle_s: float) -> None:
-    costs.rss_ready_mb = daemon.memory_mb()
+def measure_idle(daemon: ImprovProcess, costs: Costs, idle_s: float) -> None:
+    costs.rss_ready_mb = daemon.memory_fields_mb("VmRSS")["VmRSS"]
     with CpuWindow(daemon) as window:
         time.sleep(idle_s)
     costs.idle_pct, costs.idle_s = window.percent, idle_s
@@ -186,7 +104,7 @@ def standalone(report: Report, model: Path, work_dir: Path, idle_s: float, why_n
     """Start-up, memory and idle CPU with no player (so no CPU while responding); by default on the
     platform's default MIDI backend with virtual ports."""
     costs = Costs()
-    daemon = DaemonProcess(model, list(args or []), dict(env or os.environ), work_dir)
+    daemon = ImprovProcess(model, list(args or []), dict(env or os.environ), work_dir)
     try:
         daemon.wait_ready()
         costs.started(daemon)

@@ -1,7 +1,7 @@
 """End to end over real MIDI ports: `improv run` on a private JACK server (dummy driver) per period.
 
-A player and a recorder (tests/jack_clients.py: sleep-only, stamped with time.perf_counter, the
-daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this process. Per period:
+A player and a recorder (benchmarks.harness.clients: sleep-only, stamped with time.perf_counter,
+the daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in this process. Per period:
 
 * duet: the player plays single notes below improv's pitch range at random times (gaps uniform in
   0.25-0.6 s). Reaction = send time -> arrival of the first note-on improv sent of its own after
@@ -29,10 +29,6 @@ import contextlib
 import inspect
 import json
 import math
-import os
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,8 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.daemon import Costs, CpuWindow, DaemonError, DaemonProcess, measure_idle, measure_memory
+from benchmarks.daemon import Costs, CpuWindow, measure_idle, measure_memory
+from benchmarks.harness import jackd
+from benchmarks.harness.clients import Player, Recorder, sleep_until
+from benchmarks.harness.improv_process import DaemonError, ImprovProcess
+from benchmarks.harness.notes import note_ons
 from benchmarks.report import Report
+from improv.timing_log import read_timing_log
 
 RANGE = (48, 84)  # improv's pitches; the player plays below, so its echoes are told apart
 LATE_MS = 1.0
@@ -109,58 +110,16 @@ def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs
 # ---------------------------------------------------------------------- the JACK server and clients
 
 
-@contextlib.contextmanager
 def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = False,
                 port_max: int = PORT_MAX):
-    """A private jackd (dummy driver) for the in-process clients and the daemon; not realtime
-    unless asked (`benchmarks.jack_transport --realtime`); at most `port_max` ports (see PORT_MAX)."""
-    from tests.jack_fixtures import JackServer
-
-    name = f"improv-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    log_path = work_dir / f"jackd-p{period}.log"
-    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime", "--port-max", str(port_max),
-           "-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=dict(os.environ, JACK_DEFAULT_SERVER=name))
-    server = JackServer(name, process, log_path, period_s=period / rate_hz)
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")  # for this process's clients
-    try:
-        _wait_ready(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _wait_ready(server, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"jackd exited: {server.log_path.read_text()[-300:]}")
-        out = subprocess.run(["jack_wait", "-c", "-s", server.name], env=server.env, capture_output=True,
-                             text=True, timeout=5).stdout
-        if out.strip() == "running":
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"jackd {server.name} not ready after {timeout_s:g} s")
+    """A private jackd (dummy driver) for the in-process clients and the daemon (a context manager);
+    not realtime unless asked; at most `port_max` ports (see PORT_MAX)."""
+    return jackd.running("improv-bench", work_dir / f"jackd-p{period}.log", period=period, rate_hz=rate_hz,
+                         realtime=realtime, port_max=port_max)
 
 
 @contextlib.contextmanager
 def _clients(server):
-    from tests.jack_clients import Player, Recorder
-
     tag = uuid.uuid4().hex[:4]
     player, recorder = Player(f"bench-player-{tag}"), Recorder(f"bench-rec-{tag}")
     try:
@@ -172,14 +131,9 @@ def _clients(server):
         recorder.close()
 
 
-def _daemon(server, model: Path, work_dir: Path, costs: Costs, *args: str) -> DaemonProcess:
-    daemon = DaemonProcess(model, ["--backend", "jack", "--range", f"{RANGE[0]}-{RANGE[1]}", *args],
-                           server.env, work_dir)
-    try:
-        daemon.wait_ready()
-    except DaemonError:
-        daemon.stop()
-        raise
+def _daemon(server, model: Path, work_dir: Path, costs: Costs, log_path: Path, *args: str) -> ImprovProcess:
+    daemon = ImprovProcess.started(model, ["--backend", "jack", "--range", f"{RANGE[0]}-{RANGE[1]}", *args],
+                                   server.env, work_dir, timing_log=log_path if has_timing_log() else False)
     costs.started(daemon)
     return daemon
 
@@ -189,10 +143,9 @@ def _daemon(server, model: Path, work_dir: Path, costs: Costs, *args: str) -> Da
 
 def _duet(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs) -> None:
-    log_path = work_dir / f"timing-duet-p{period}.csv"
-    extra = ["--timing-log", str(log_path)] if has_timing_log() else []
-    daemon = _daemon(server, model, work_dir, costs, "--mode", "duet", "--thru", "--bpm", f"{options.bpm:g}",
-                     "--seed", str(options.seed + 1), *extra)
+    daemon = _daemon(server, model, work_dir, costs, work_dir / f"timing-duet-p{period}.csv", "--mode", "duet",
+                     "--thru", "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 1))
+    log_path = daemon.timing_path
     try:
         with _clients(server) as (player, recorder):
             sends = _play_duet(player, options.seconds, np.random.default_rng(options.seed))
@@ -202,7 +155,7 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
         daemon.stop()
     reaction, thru, unanswered = duet_latencies(sends, received)
     lost = not_heard = None
-    if extra and log_path.exists():  # exact: what improv sent, so a note JACK lost is not mistaken for a slow one
+    if log_path and log_path.exists():  # exact: what improv sent, so a note JACK lost is not mistaken for a slow one
         reaction, unanswered, lost, not_heard = reactions_from_log(sends, log_path, received)
     p = f"midi.p{period}"
     where = labels_for(period, options.rate_hz)
@@ -218,8 +171,8 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
                why="needs the daemon's --timing-log")
     _put_quantiles(report, f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
                    "no thru echo arrived")
-    inside, echo_inside = inside_improv(sends, log_path) if extra and log_path.exists() else ([], [])
-    why = "needs the daemon's --timing-log" if not extra else "the timing log has no reaction to a stamped note"
+    inside, echo_inside = inside_improv(sends, log_path) if log_path and log_path.exists() else ([], [])
+    why = "needs the daemon's --timing-log" if not log_path else "the timing log has no reaction to a stamped note"
     _put_quantiles(report, f"{p}.reaction_inside", inside, f"{period} frames: inside improv, the player's note "
                    "stamped -> its reaction sent", why)
     _put_quantiles(report, f"{p}.thru_inside", echo_inside, f"{period} frames: inside improv, the player's note "
@@ -227,8 +180,6 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
 
 
 def _play_duet(player, seconds: float, rng: np.random.Generator) -> list[tuple[float, int]]:
-    from tests.jack_clients import sleep_until
-
     sends, t = [], time.perf_counter() + 0.3
     end = t + seconds
     while t < end:
@@ -243,7 +194,7 @@ def _play_duet(player, seconds: float, rng: np.random.Generator) -> list[tuple[f
 
 def duet_latencies(sends: list[tuple[float, int]], received: list) -> tuple[list[float], list[float], int]:
     """(reaction s, thru s, unanswered count) from the player's (send time, pitch) and arrivals."""
-    ons = [(t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+    ons = [(t, m[1]) for t, m in note_ons(received)]
     own = [t for t, pitch in ons if RANGE[0] <= pitch <= RANGE[1]]
     reaction, thru, unanswered = [], [], 0
     for i, (t_send, pitch) in enumerate(sends):
@@ -264,10 +215,9 @@ def duet_latencies(sends: list[tuple[float, int]], received: list) -> tuple[list
 
 def _call(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs, tpb: int, measure_cost: bool) -> None:
-    log_path = work_dir / f"timing-p{period}.csv"
-    extra = ["--timing-log", str(log_path)] if has_timing_log() else []
-    daemon = _daemon(server, model, work_dir, costs, "--mode", "call", "--bpm", f"{options.bpm:g}",
-                     "--seed", str(options.seed + 2), *extra)
+    daemon = _daemon(server, model, work_dir, costs, work_dir / f"timing-p{period}.csv", "--mode", "call",
+                     "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 2))
+    log_path = daemon.timing_path
     try:
         if measure_cost:
             measure_idle(daemon, costs, options.idle_s)
@@ -282,7 +232,7 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
     finally:
         daemon.stop()
     lost = None
-    if extra and log_path.exists():
+    if log_path and log_path.exists():
         errors, lost, source = errors_from_log(log_path, received)
     else:
         errors, source = grid_errors(received, daemon.info, tpb), f"the beat grid ({tpb} ticks per beat)"
@@ -304,8 +254,6 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
 
 def _play_calls(player, info: dict, seconds: float) -> int:
     """4-beat calls (8 eighth notes) on the daemon's beat grid, each answered before the next."""
-    from tests.jack_clients import sleep_until
-
     spb, origin = 60.0 / info["bpm"], info["beat_origin_s"]
     end, calls = time.perf_counter() + seconds, 0
     pitches = [60, 62, 64, 65, 67, 65, 64, 62]
@@ -326,10 +274,9 @@ def grid_errors(received: list, info: dict, tpb: int) -> list[float]:
     tick_s = 60.0 / (info["bpm"] * tpb)
     origin = info["beat_origin_s"]
     errors = []
-    for t, m in received:
-        if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0:
-            planned = origin + math.floor((t - origin + EARLY_S) / tick_s) * tick_s
-            errors.append(t - planned)
+    for t, _ in note_ons(received):
+        planned = origin + math.floor((t - origin + EARLY_S) / tick_s) * tick_s
+        errors.append(t - planned)
     return errors
 
 
@@ -342,21 +289,18 @@ def has_timing_log() -> bool:
     return "timing_log" in inspect.signature(command).parameters
 
 
-def read_timing_log(path: Path, sources: tuple[str, ...]) -> list[tuple[float, float, int]]:
-    """(planned_s, sent_s, pitch) of each note-on of `sources` in the daemon's `--timing-log` CSV
-    (``planned_s, actual_s, kind, channel, pitch, control, source``), in the order sent."""
-    import csv
-
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == "note_on" and r["source"] in sources]
-    return sorted((float(r["planned_s"]), float(r["actual_s"]), int(r["pitch"])) for r in rows)
+def note_ons_sent(path: Path, sources: tuple[str, ...]) -> list[tuple[float, float, int]]:
+    """(planned_s, sent_s, pitch) of each note-on of `sources` in the daemon's `--timing-log`,
+    in the order planned."""
+    return sorted((r.planned_s, r.actual_s, r.pitch) for r in read_timing_log(path)
+                  if r.kind == "note_on" and r.source in sources)
 
 
 def match_arrivals(sent: list[tuple[float, float, int]], received: list) -> list[float | None]:
     """For each sent note-on (planned_s, sent_s, pitch): the arrival of that pitch within
     `MATCH_WINDOW_S` after it was sent (each arrival used once), or None: lost on the way (a
     non-realtime jackd in an xrun drops events). Never a later note of the same pitch."""
-    arrivals = sorted((t, m[1]) for t, m in received if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0)
+    arrivals = sorted((t, m[1]) for t, m in note_ons(received))
     times = [t for t, _ in arrivals]
     used: set[int] = set()
     out: list[float | None] = []
@@ -378,7 +322,7 @@ def match_arrivals(sent: list[tuple[float, float, int]], received: list) -> list
 def errors_from_log(path: Path, received: list) -> tuple[list[float], int, str]:
     """Arrival - planned (s) of each answer note-on the daemon logged, and how many of them never
     arrived (lost in JACK, not late: they are left out of the errors and counted)."""
-    sent = read_timing_log(path, ("response",))
+    sent = note_ons_sent(path, ("response",))
     arrived = match_arrivals(sent, received)
     errors = [t - planned for (planned, _, _), t in zip(sent, arrived) if t is not None]
     return errors, sum(t is None for t in arrived), f"the daemon's timing log ({path.name})"
@@ -391,10 +335,10 @@ def reactions_from_log(sends: list[tuple[float, int]], path: Path, received: lis
     not heard: the note never reached improv). "Not heard" needs the daemon's --thru: a note
     improv received has its echo in the log; one without (JACK dropped it on the way in) is not
     timed, since the next note improv sends then answers nothing."""
-    own = read_timing_log(path, ("duet", "response"))
+    own = note_ons_sent(path, ("duet", "response"))
     arrived = match_arrivals(own, received)
     sent_times = [sent_s for _, sent_s, _ in own]
-    echoes = read_timing_log(path, ("thru",))
+    echoes = note_ons_sent(path, ("thru",))
     reaction, unanswered, lost, not_heard = [], 0, 0, 0
     for i, (t_send, pitch) in enumerate(sends):
         t_next = sends[i + 1][0] if i + 1 < len(sends) else math.inf
@@ -427,8 +371,8 @@ def inside_improv(sends: list[tuple[float, int]], path: Path) -> tuple[list[floa
     the player's note (the planned time of its thru echo, which is the input callback's stamp) to
     the send of (reaction) the first note of its own after it, (thru) the echo. What a reaction
     takes beyond this is JACK's two hops and the clients' wake-ups."""
-    echoes = read_timing_log(path, ("thru",))
-    own = read_timing_log(path, ("duet", "response"))
+    echoes = note_ons_sent(path, ("thru",))
+    own = note_ons_sent(path, ("duet", "response"))
     own_sent = [sent_s for _, sent_s, _ in own]
     reaction, thru = [], []
     for i, (t_send, pitch) in enumerate(sends):
@@ -464,19 +408,3 @@ def _ticks_per_beat(model: Path) -> int:
 
     meta = json.loads((Path(model) / "model.json").read_text())
     return int(Vocabulary.from_dict(meta["vocabulary"]).config.ticks_per_beat)
-
-
-def jack_missing() -> str | None:
-    """Why the JACK section cannot run here, or None."""
-    if shutil.which("jackd") is None:
-        return "jackd is not installed (apt install jackd2)"
-    for tool in ("jack_wait", "jack_lsp", "jack_connect"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt install jackd2 jack-tools)"
-    try:
-        import rtmidi  # noqa: F401
-
-        import tests.jack_clients  # noqa: F401
-    except ImportError as err:
-        return f"the JACK test clients cannot be imported ({err}); run from the repository checkout"
-    return None

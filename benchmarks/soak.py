@@ -12,6 +12,8 @@ before improv is stopped) the figures:
   log and a recorder on its output); stuck notes on each side (a note-on with no note-off). What
   each side SENT decides: a non-realtime jackd on a busy machine drops or garbles an event now and
   then for a client that missed its cycle (see the JACK line), which the receivers' figures show;
+  and once improv has stopped, nothing may sound at its recorder (its shutdown's All Notes Off
+  ends what a lost note-off left on);
 * crashes: improv alive throughout, engine/model errors logged, exit code on SIGTERM;
 * RSS after the warm-up, at the end, growth in %;
 * output timing (actual - planned of improv's scheduled notes) p50 / p99 / max over the first and
@@ -19,7 +21,7 @@ before improv is stopped) the figures:
 
     python -m benchmarks.soak --minutes 10 --rate 50 --json soak.json [--model models/bach-lstm]
 
-starts a private jackd (dummy driver, 64-frame periods) with tests/jack_fixtures.py's helpers;
+starts a private jackd (dummy driver, 64-frame periods, benchmarks.harness.jackd);
 tests/test_soak.py runs a one-minute one on the test session's server with the same verdict
 (`SoakResult.problems`). Exit code 0 when it passes.
 """
@@ -27,13 +29,9 @@ tests/test_soak.py runs a one-minute one on the test session's server with the s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -43,11 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import jackd
+from benchmarks.harness.clients import Player, Recorder, sleep_until
+from benchmarks.harness.improv_process import ImprovProcess
+from benchmarks.harness.notes import note_events, sounding, sounding_in_log
+from improv.timing_log import TimingRow, read_timing_log
+
 REPO = Path(__file__).resolve().parent.parent
 MODE_CC = 22  # improv's default CC for call (< 64) / duet (>= 64)
 SCALE = (0, 2, 4, 5, 7, 9, 11)
-CLEARED_ENV = ("IMPROV_CONFIG", "IMPROV_IN", "IMPROV_OUT", "IMPROV_BACKEND", "IMPROV_MODEL", "IMPROV_VERBOSE",
-               "IMPROV_LOG_LEVEL")
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,10 @@ class SoakResult:
 
     def problems(self, max_growth_pct: float = 5.0, p99_slack: tuple[float, float] = (1.0, 1.0),
                  min_count: int = 20) -> list[str]:
-        """What fails the soak: stuck notes in what either side sent, crashes, memory growth, later
-        timing worse than early. Timing drift is judged on the answers (call mode: prepared during
-        the silence, so their lateness is the daemon's own); the duet's figures are reported (its
+        """What fails the soak: stuck notes in what either side sent, a note still sounding at
+        improv's recorder after it stopped, crashes, memory growth, later timing worse than early.
+        Timing drift is judged on the answers (call mode: prepared during the silence, so their
+        lateness is the daemon's own); the duet's figures are reported (its
         notes after each re-plan are late by design today, see tests/test_soak.py). `p99_slack`
         (factor, ms): the last window's p99 may be at most factor * first + ms (by default 1 ms of
         measurement noise, under one 1.33 ms JACK period); `min_count` sends per window at least."""
@@ -86,6 +89,9 @@ class SoakResult:
         for side, figures in (("player", self.player), ("improv", self.improv)):
             if figures.get("stuck_sent") != 0:
                 out.append(f"{side}: {figures.get('stuck_sent')} stuck notes in what it sent")
+        if self.improv.get("sounding_after_stop"):
+            out.append(f"improv: {self.improv['sounding_after_stop']} notes still sounding at its recorder "
+                       "after it stopped")
         if not self.improv.get("alive_throughout") or self.improv.get("exit_code") != 0:
             out.append(f"improv crashed or exited with {self.improv.get('exit_code')}")
         if self.improv.get("errors"):
@@ -163,67 +169,16 @@ def _chord(rng: np.random.Generator, size: int) -> list[int]:
 # --------------------------------------------------------------------------- running it
 
 
-class Improv:
-    """`improv run` on the server's JACK, with a ready file and a timing log."""
-
-    def __init__(self, env: dict[str, str], model: Path | str, work: Path, opts: SoakOptions) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.ready = work / f"ready-{tag}.json"
-        self.timing = work / f"timing-{tag}.csv"
-        self.log_path = work / f"improv-{tag}.log"
-        env = {k: v for k, v in env.items() if k not in CLEARED_ENV}
-        cmd = [sys.executable, "-m", "improv.cli", "run", "--backend", "jack", "--model", str(model), "--quiet",
-               "--ready-file", str(self.ready), "--timing-log", str(self.timing), "--bpm", f"{opts.bpm:g}",
-               "--seed", str(opts.seed), "--range", "36-96"]
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        self.info = self._wait_ready()
-
-    def _wait_ready(self, timeout_s: float = 90.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.ready.exists():
-                return json.loads(self.ready.read_text())
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"improv run exited ({self.proc.returncode}): {self.log()[-800:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"improv run not ready after {timeout_s:g} s: {self.log()[-800:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-        except OSError:
-            return None
-        return None
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
-
-
 def run_soak(server, model: Path | str, opts: SoakOptions, work: Path, progress=print) -> SoakResult:
-    """Play for `opts.seconds` against `improv run` on `server` (a tests.jack_fixtures.JackServer)."""
-    from tests.jack_clients import Player, Recorder, sleep_until
-
+    """Play for `opts.seconds` against `improv run` on `server` (a benchmarks.harness.jackd.JackServer)."""
     work.mkdir(parents=True, exist_ok=True)
     result = SoakResult(asdict(opts), str(model))
     tag = uuid.uuid4().hex[:4]
     player, rec, loop = Player(f"soak-player-{tag}"), Recorder(f"soak-out-{tag}"), Recorder(f"soak-loop-{tag}")
     improv = None
     try:
-        improv = Improv(server.env, model, work, opts)
+        improv = ImprovProcess.started(model, ["--backend", "jack", "--bpm", f"{opts.bpm:g}", "--seed", str(opts.seed),
+                                                "--range", "36-96"], server.env, work, timing_log=True, timeout_s=90.0)
         server.connect(player.port, server.wait_port(":improv in"))
         server.connect(server.wait_port(":improv out"), rec.port)
         server.connect(player.port, loop.port)
@@ -234,7 +189,7 @@ def run_soak(server, model: Path | str, opts: SoakOptions, work: Path, progress=
         start = origin + math.ceil((time.perf_counter() + 0.5 - origin) / spb) * spb
         progress(f"soak: {opts.seconds:g} s, {shape['note_events']} note events "
                  f"({shape['rate_while_playing_hz']:.0f}/s while playing, chords of {shape['chord']}), model {model}")
-        thread = threading.Thread(target=_play, args=(player, msgs, start, sleep_until), daemon=True)
+        thread = threading.Thread(target=_play, args=(player, msgs, start), daemon=True)
         thread.start()
         end = start + opts.seconds + opts.tail_beats * spb  # after the playing, a quiet tail
         samples, alive = _sample(improv, start, end, opts, progress)
@@ -242,23 +197,26 @@ def run_soak(server, model: Path | str, opts: SoakOptions, work: Path, progress=
         sleep_until(end)
         time.sleep(0.3)  # the last JACK periods deliver
         result.duration_s = time.perf_counter() - start
-        sent_stuck, received_stuck = _stuck(player.sent), _stuck(loop.received)
+        sent_stuck, received_stuck = len(sounding(player.sent)), len(sounding(loop.received))
         out_received = list(rec.received)
         for name, messages in (("player-sent", player.sent), ("player-delivered", loop.received),
                                ("improv-received", out_received)):  # for a look afterwards
             (work / f"{name}.jsonl").write_text("".join(json.dumps([t, m]) + "\n" for t, m in messages))
         stop_s = time.perf_counter()  # what improv sent before this counts; its shutdown panic not
-        code = improv.stop()
-        log_text = improv.log()
-        result.player = {"note_events_sent": _notes(player.sent), "note_events_delivered": _notes(loop.received),
+        code = improv.stop(timeout_s=20.0)
+        time.sleep(0.3)  # its shutdown's note-offs and All Notes Off arrive
+        after_stop = len(sounding(rec.received))
+        log_text = improv.output()
+        result.player = {"note_events_sent": note_events(player.sent),
+                         "note_events_delivered": note_events(loop.received),
                          "stuck_sent": sent_stuck, "stuck_received": received_stuck, **shape,
                          "rate_average_hz": (shape["note_events"] - shape["sweep_note_offs"]) / opts.seconds}
-        records = read_timing_log(improv.timing)
-        result.improv = {"note_events_sent": sum(1 for r in records if r["kind"] in ("note_on", "note_off")),
-                         "note_ons": sum(1 for r in records if r["kind"] == "note_on"),
-                         "note_events_received": _notes(out_received),
-                         "stuck_sent": stuck_in_log(records, before_s=stop_s),
-                         "stuck_received": _stuck(out_received),
+        records = read_timing_log(improv.timing_path)
+        result.improv = {"note_events_sent": sum(1 for r in records if r.kind in ("note_on", "note_off")),
+                         "note_ons": sum(1 for r in records if r.kind == "note_on"),
+                         "note_events_received": note_events(out_received),
+                         "stuck_sent": len(sounding_in_log(records, before_s=stop_s)),
+                         "stuck_received": len(sounding(out_received)), "sounding_after_stop": after_stop,
                          "dropped_late": log_text.count("dropped a "),
                          "responses": max((int(n) for n in re.findall(r"(\d+) responses", log_text)), default=0),
                          "duet_played": "duet: duet mode" in log_text,
@@ -271,19 +229,19 @@ def run_soak(server, model: Path | str, opts: SoakOptions, work: Path, progress=
         (work / "soak.json").write_text(json.dumps(asdict(result), indent=1))  # before any teardown
     finally:
         if improv is not None:
-            improv.stop()
+            improv.stop(timeout_s=20.0)
         for client in (player, rec, loop):
             client.close()
     return result
 
 
-def _play(player, msgs, start: float, sleep_until) -> None:
+def _play(player, msgs, start: float) -> None:
     for offset, data in msgs:
         sleep_until(start + offset)
         player.send(data)
 
 
-def _sample(improv: Improv, start: float, end: float, opts: SoakOptions,
+def _sample(improv: ImprovProcess, start: float, end: float, opts: SoakOptions,
             progress) -> tuple[list[tuple[float, float]], bool]:
     """(seconds from start, RSS MB) every `sample_s` until `end`; and whether improv stayed alive."""
     samples: list[tuple[float, float]] = []
@@ -303,44 +261,6 @@ def _sample(improv: Improv, start: float, end: float, opts: SoakOptions,
             progress(f"soak: {due - start:5.0f} s, RSS {rss:.1f} MB")
 
 
-def _notes(messages) -> int:
-    return sum(1 for _, m in messages if len(m) == 3 and m[0] & 0xE0 == 0x80)
-
-
-def _stuck(messages) -> int:
-    from tests.jack_clients import pair_notes
-
-    return len(pair_notes(list(messages))[1])
-
-
-def read_timing_log(path: Path) -> list[dict]:
-    """The rows of an `improv run --timing-log` CSV, times as floats."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["planned_s"], row["actual_s"] = float(row["planned_s"]), float(row["actual_s"])
-    return rows
-
-
-def stuck_in_log(records: list[dict], before_s: float = math.inf) -> int:
-    """Notes improv turned on and never off, in its timing log up to `before_s`."""
-    return _stuck([(r["actual_s"], _raw(r)) for r in records if r["actual_s"] < before_s])
-
-
-def _raw(row: dict) -> list[int]:
-    """A timing-log row as the bytes it was (enough for pairing: notes and All Notes Off)."""
-    channel = int(row["channel"] or 0)
-    if row["kind"] == "note_on":
-        return [0x90 | channel, int(row["pitch"]), 1]
-    if row["kind"] == "note_off":
-        return [0x80 | channel, int(row["pitch"]), 0]
-    if row["kind"] == "control_change":
-        return [0xB0 | channel, int(row.get("control") or 0), 0]
-    return [0xF8]
-
-
 def _rss_figures(samples: list[tuple[float, float]], start: float, warmup_s: float) -> dict:
     if not samples:
         return {"growth_pct": None}
@@ -351,27 +271,27 @@ def _rss_figures(samples: list[tuple[float, float]], start: float, warmup_s: flo
             "samples": [(round(t, 1), round(mb, 2)) for t, mb in samples]}
 
 
-def _scheduled(row: dict) -> bool:
+def _scheduled(row: TimingRow) -> bool:
     """A send the scheduler made at a due time (not a release by cancel or panic, which are
     recorded at the moment they happen: planned = actual)."""
-    if row.get("source") in ("panic",):
+    if row.source in ("panic",):
         return False
-    return row["kind"] in ("note_on", "note_off") and row["planned_s"] != row["actual_s"]
+    return row.kind in ("note_on", "note_off") and row.planned_s != row.actual_s
 
 
-def _timing_figures(records: list[dict], start: float, seconds: float, window_s: float) -> dict:
+def _timing_figures(records: list[TimingRow], start: float, seconds: float, window_s: float) -> dict:
     """Lateness of improv's scheduled notes (actual - planned, ms) in the first and the last
     window of the playing, all together and per source; and each window's p99 along the way."""
-    def stats(rows: list[dict]) -> dict:
-        late = np.array([(r["actual_s"] - r["planned_s"]) * 1000 for r in rows])
+    def stats(rows: list[TimingRow]) -> dict:
+        late = np.array([(r.actual_s - r.planned_s) * 1000 for r in rows])
         if not len(late):
             return {"count": 0}
         return {"count": int(len(late)), "p50": round(float(np.percentile(late, 50)), 4),
                 "p99": round(float(np.percentile(late, 99)), 4), "max": round(float(late.max()), 4)}
 
     def window(lo: float, hi: float) -> dict:
-        rows = [r for r in records if _scheduled(r) and lo <= r["planned_s"] < hi]
-        by_source = {src: stats([r for r in rows if r.get("source") == src]) for src in ("response", "duet")}
+        rows = [r for r in records if _scheduled(r) and lo <= r.planned_s < hi]
+        by_source = {src: stats([r for r in rows if r.source == src]) for src in ("response", "duet")}
         return {**stats(rows), **by_source}
 
     n = max(1, int(seconds // window_s))
@@ -396,7 +316,8 @@ def report(result: SoakResult) -> str:
         f"{p['stuck_sent']} in what it sent, {p['stuck_received']} in what arrived",
         f"improv: {i['note_events_sent']} note events sent ({i['note_ons']} note-ons, {i['responses']} answers, "
         f"duet {'yes' if i['duet_played'] else 'no'}), {i['note_events_received']} received; stuck notes: "
-        f"{i['stuck_sent']} in what it sent, {i['stuck_received']} in what arrived; {i['dropped_late']} late "
+        f"{i['stuck_sent']} in what it sent, {i['stuck_received']} in what arrived, "
+        f"{i['sounding_after_stop']} sounding after it stopped; {i['dropped_late']} late "
         f"note-ons dropped, {i['errors']} errors, {i['tracebacks']} tracebacks, alive {i['alive_throughout']}, "
         f"exit {i['exit_code']}",
         f"RSS: {r.get('warm')} MB after {r.get('warmup_s')} s warm-up, {r.get('end')} MB at the end "
@@ -433,26 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import tempfile
 
-    from tests.jack_fixtures import JackServer, _start, _stop, _wait_ready
-
     model = args.model or str(REPO / "models" / "bach-lstm")
     opts = SoakOptions(seconds=60 * args.minutes, rate_hz=args.rate, warmup_s=args.warmup, window_s=args.window,
                        bpm=args.bpm, seed=args.seed)
     work = args.work or Path(tempfile.mkdtemp(prefix="improv-soak-"))
     work.mkdir(parents=True, exist_ok=True)
-    name = f"improv-soak-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    server = JackServer(name, _start(name, work / "jackd.log"), work / "jackd.log")
-    saved = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"], os.environ["JACK_NO_START_SERVER"] = name, "1"
-    try:
-        _wait_ready(server)
+    with jackd.running("improv-soak", work / "jackd.log") as server:
         result = run_soak(server, model, opts, work, progress=lambda s: print(s, flush=True))
-    finally:
-        _stop(server.process)
-        if saved is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = saved
     print(report(result), flush=True)
     print(f"logs in {work}")
     if args.json:

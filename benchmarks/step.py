@@ -9,7 +9,7 @@ their p50s are not the machine's mood when each was taken:
   timed alternately so machine noise hits both alike;
 * after idle: the first cached step after the thread slept `idle_s` (20 ms), as a live step
   comes after a silence. On this project's machine (a KVM guest whose idle vCPU halts) all code
-  is slower right after waking, onnxruntime the most (`python -m benchmarks.reaction_profile`
+  is slower right after waking, onnxruntime the most (`python -m benchmarks.profiles.reaction_profile`
   times a 15-KB onnxruntime graph, numpy and plain Python back to back and after a sleep); it is
   most of improv's share of a live duet reaction (`midi.*.reaction_inside_*`);
 * torch: the model's own step module (`step_module()`) in eager PyTorch, 1 thread, the same

@@ -40,6 +40,7 @@ from typing import Any
 
 from improv.errors import ImprovError, ModelError
 from improv.midi_in import MidiInput
+from improv.timing_log import TimingLog
 
 log = logging.getLogger("improv")
 
@@ -314,44 +315,6 @@ def _watch(daemon: Daemon, watches: list[Any]) -> None:
                 daemon.last_error = f"MIDI {watch.direction} {watch.port.name!r} disappeared"
             elif daemon.last_error.startswith(f"MIDI {watch.direction} "):
                 daemon.last_error = ""
-
-
-class TimingLog:
-    """`--timing-log`: every message the scheduler sent as a CSV row, ``planned_s, actual_s, kind,
-    channel, pitch, control, source`` (seconds on time.perf_counter; empty where not applicable).
-    The scheduler keeps only its latest records (a bounded deque), so the main thread appends the
-    new ones to the file every view refresh."""
-
-    HEADER = "planned_s,actual_s,kind,channel,pitch,control,source\n"
-
-    def __init__(self, path: str | Path, records: Any) -> None:
-        self.records = records  # the scheduler's deque of (planned_s, actual_s, mido.Message[, source])
-        self._last: Any = None  # the newest record written (by identity)
-        self._file = open(path, "w")  # noqa: SIM115 - closed in close()
-        self._file.write(self.HEADER)
-
-    def drain(self) -> int:
-        """Write the records added since the last call; returns how many."""
-        snapshot = self.records.copy()  # one C call: atomic against the scheduler's extend
-        new = []
-        for record in reversed(snapshot):
-            if record is self._last:
-                break
-            new.append(record)
-        if new:
-            self._last = new[0]
-        for record in reversed(new):
-            planned, actual, msg = record[0], record[1], record[2]
-            source = record[3] if len(record) > 3 else ""
-            self._file.write(f"{planned:.6f},{actual:.6f},{msg.type},{getattr(msg, 'channel', '')},"
-                             f"{getattr(msg, 'note', '')},{getattr(msg, 'control', '')},{source}\n")
-        if new:
-            self._file.flush()  # readable as the session goes (a few times a second)
-        return len(new)
-
-    def close(self) -> None:
-        self.drain()
-        self._file.close()
 
 
 def _refresh_hz() -> float:

@@ -1,16 +1,16 @@
-"""Shared fixtures: tiny exported models, so runtime tests need no trained model; the shared data."""
+"""Shared fixtures: tiny exported models, so runtime tests need no trained model; the shared data;
+a private JACK server for the real-port tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# The JACK server (module-scoped: one at a time). Imported into each test module instead, the fixture
-# was a new session-scoped definition per module: four jackd servers (each waking 750 times a second)
-# ran side by side by the end of the suite, and the timing tests late in it paid for them.
-from tests.jack_fixtures import jack_server  # noqa: F401 - fixture
+from benchmarks.harness import jackd
 
 
 JACK_RERUNS = 2
@@ -64,3 +64,21 @@ def shared_file(name: str) -> Path:
 def jsb_archive() -> Path:
     """The JSB chorales 16th-note archive, ../shared/data/jsb_chorales.tgz."""
     return shared_file("jsb_chorales.tgz")
+
+
+@pytest.fixture(scope="module")
+def jack_server(tmp_path_factory) -> Iterator[jackd.JackServer]:
+    """A running JACK server (benchmarks.harness.jackd) for this test module; JACK_DEFAULT_SERVER
+    points at it meanwhile. One per module, stopped at its end, never several at once: a fresh
+    server for each module's tests (clients killed and restarted by one module leave nothing
+    behind for the next), and no idle servers, each waking 750 times a second, slowing the timing
+    tests late in the suite. Without jackd the tests skip, unless IMPROV_REQUIRE_JACK=1 makes that
+    a failure; IMPROV_JACK_REALTIME=1 asks for a realtime jackd."""
+    if shutil.which("jackd") is None:
+        if os.environ.get("IMPROV_REQUIRE_JACK") == "1":
+            pytest.fail("IMPROV_REQUIRE_JACK=1 but jackd is not installed (apt install jackd2)")
+        pytest.skip("jackd not installed (set IMPROV_REQUIRE_JACK=1 to make this a failure)")
+    log_path = tmp_path_factory.mktemp("jack") / "jackd.log"
+    realtime = os.environ.get("IMPROV_JACK_REALTIME") == "1"
+    with jackd.running("improv-test", log_path, realtime=realtime) as server:
+        yield server

@@ -1,11 +1,13 @@
 """`improv bench`: structure, never speed. One `--quick` run on tiny models (JACK included when jackd
-is installed) is checked for every required key, numbers or null with a reason, and ratios that
+is installed) is checked for every required key, numbers or null with a reason (with
+IMPROV_REQUIRE_JACK=1, null only where the tiny models cannot give the figure), and ratios that
 follow from the p50s written beside them; the pieces that turn recordings into numbers are checked
 on synthetic data. Wall-clock bounds are generous on purpose: the machine is shared.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -27,6 +29,17 @@ from improv.errors import ConfigError
 MODELS = ("tiny-lstm", "tiny-wavenet")
 REQUIRE_JACK = os.environ.get("IMPROV_REQUIRE_JACK") == "1"
 HAVE_JACK = shutil.which("jackd") is not None
+# The required figures the tiny models cannot give, and the reason the bench must give for each;
+# any other null (a section that crashed, a daemon that never started) fails under IMPROV_REQUIRE_JACK=1.
+NULL_BY_DESIGN = {
+    "step.tiny-lstm.naive_rf_over_cached": "no receptive field",  # an LSTM has none
+    "step.tiny-wavenet.*": "no PyTorch module for tiny-wavenet",  # its export keeps no model_config
+    "midi.p*.reaction_p99_ms": "never played a note of its own",  # a reaction needs improv to play in between
+}
+
+
+def null_by_design(key: str, why: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) and phrase in why for pattern, phrase in NULL_BY_DESIGN.items())
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +66,7 @@ def bench(tmp_path_factory) -> dict:
     return {"json": json.loads(out.read_text()), "stdout": result.stdout}
 
 
+@pytest.mark.jack
 def test_every_required_key_is_a_number_or_null_with_a_reason(bench):
     data = bench["json"]
     for key in required_keys(list(MODELS)):
@@ -60,6 +74,7 @@ def test_every_required_key_is_a_number_or_null_with_a_reason(bench):
         value = data[key]
         if value is None:
             assert isinstance(data.get(f"{key}.why"), str) and data[f"{key}.why"], f"{key} is null without a reason"
+            assert not REQUIRE_JACK or null_by_design(key, data[f"{key}.why"]), f"{key} is null: {data[f'{key}.why']}"
         else:
             assert isinstance(value, (int, float)) and math.isfinite(value), f"{key} = {value!r}"
     for key, value in data.items():  # every other value: a number, null with a reason, or a described string
@@ -74,6 +89,7 @@ def test_every_required_key_is_a_number_or_null_with_a_reason(bench):
             assert data.get(f"{key}.why"), f"{key} is null without a reason"
 
 
+@pytest.mark.jack
 def test_ratios_follow_from_the_p50s_of_the_same_run(bench):
     data = bench["json"]
     checked = 0
@@ -96,12 +112,14 @@ def test_ratios_follow_from_the_p50s_of_the_same_run(bench):
         data["step.tiny-lstm.naive_rf_over_cached.why"]
 
 
+@pytest.mark.jack
 def test_naive_recompute_grows_with_the_window(bench):
     data = bench["json"]
     assert data["step.tiny-lstm.naive256_p50_ms"] > data["step.tiny-lstm.naive64_p50_ms"], \
         "recomputing 256 tokens per step was not slower than 64: the window is not really recomputed"
 
 
+@pytest.mark.jack
 def test_offline_sections_and_targets(bench):
     data = bench["json"]
     assert data["quality.jsb.test_nll"] == 0.5 and data["quality.jsb.nll_per_16th"] == pytest.approx(2.0)
@@ -116,6 +134,7 @@ def test_offline_sections_and_targets(bench):
     assert "PASS" in bench["stdout"] or "MISS" in bench["stdout"]
 
 
+@pytest.mark.jack
 def test_jack_section(bench):
     data = bench["json"]
     keys = [f"midi.p{p}.{k}" for p in (32, 64) for k in ("reaction_p99_ms", "plan_error_p99_ms")]
@@ -131,8 +150,9 @@ def test_jack_section(bench):
             p = f"midi.p{period}"
             assert isinstance(data[f"{p}.plan_error_p99_ms"], float), data.get(f"{p}.plan_error_p99_ms.why")
             assert isinstance(data[f"{p}.thru_p99_ms"], float), data.get(f"{p}.thru_p99_ms.why")
-    assert data["daemon.startup_s"] is not None and 0 < data["daemon.startup_s"] < 60
-    assert data["daemon.rss_mb"] is not None and 10 < data["daemon.rss_mb"] < 4000
+    # README: start-up 0.5 s, RSS ~140 MB (a tiny model: less); bounds for a noisy shared machine
+    assert data["daemon.startup_s"] is not None and 0 < data["daemon.startup_s"] < 5
+    assert data["daemon.rss_mb"] is not None and 40 < data["daemon.rss_mb"] < 400
     for key in keys + ["daemon.startup_s"]:
         if data[key] is not None:
             assert data[key] >= 0
@@ -172,7 +192,7 @@ def test_plan_error_from_the_grid():
 
 def test_plan_error_from_a_timing_log(tmp_path):
     from benchmarks.midi import dropped_from_output
-    from improv.daemon import TimingLog
+    from improv.timing_log import TimingLog
     from improv.scheduler import SendRecord
 
     on, off = mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60)
@@ -192,7 +212,7 @@ def test_plan_error_from_a_timing_log(tmp_path):
 
 def test_duet_reaction_from_the_log_counts_notes_lost_in_jack_apart(tmp_path):
     from benchmarks.midi import inside_improv, reactions_from_log
-    from improv.daemon import TimingLog
+    from improv.timing_log import TimingLog
     from improv.scheduler import SendRecord
 
     on = mido.Message("note_on", note=60, velocity=80)

@@ -19,32 +19,23 @@ is (call) or *which* beat (clock, with half a beat of margin).
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.jack_fixtures import JackServer
+from benchmarks.harness.improv_process import ImprovProcess
+from benchmarks.harness.jackd import JackServer
+from benchmarks.harness.notes import note_ons, sounding
 
 pytestmark = [pytest.mark.jack, pytest.mark.timeout(120)]
 
 rtmidi = pytest.importorskip("rtmidi")
-from tests.jack_clients import (  # noqa: E402
-    ClockSource,
-    Player,
-    Recorder,
-    note_ons,
-    pair_notes,
-    sleep_until,
-)
+from benchmarks.harness.clients import ClockSource, Player, Recorder, sleep_until  # noqa: E402
 
 BPM = 120.0
 SPB = 60.0 / BPM
@@ -55,70 +46,25 @@ def _improv(*args: str) -> list[str]:
     return [sys.executable, "-m", "improv.cli", *args]
 
 
-class Improv:
-    """`improv run` as a subprocess on the test's JACK server."""
+def start_improv_on(server: JackServer, model, tmp, *args: str) -> ImprovProcess:
+    """`improv run --backend jack ARGS` on the test's JACK server, ready, with a timing log."""
+    return ImprovProcess.started(model, ["--backend", "jack", *args], server.env, tmp, timing_log=True)
 
-    def __init__(self, server: JackServer, model: Path, tmp: Path, *args: str) -> None:
-        self.server = server
-        self.ready_path = tmp / f"ready-{uuid.uuid4().hex[:6]}.json"
-        self.log_path = tmp / f"improv-{uuid.uuid4().hex[:6]}.log"
-        self.timing_path = tmp / f"timing-{uuid.uuid4().hex[:6]}.csv"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        cmd = _improv("run", "--backend", "jack", "--model", str(model), "--quiet",
-                      "--ready-file", str(self.ready_path), "--timing-log", str(self.timing_path), *args)
-        self.t_spawn = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=server.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.info = self._wait_ready()
-        self.ready_after_s = time.perf_counter() - self.t_spawn
 
-    def _wait_ready(self, timeout_s: float = 60.0) -> dict:
-        deadline = time.perf_counter() + timeout_s
-        while time.perf_counter() < deadline:
-            if self.ready_path.exists():
-                return json.loads(self.ready_path.read_text())
-            if self.proc.poll() is not None:
-                raise AssertionError(f"improv exited ({self.proc.returncode}): {self.output()}")
-            time.sleep(0.02)
-        raise AssertionError(f"improv not ready after {timeout_s} s: {self.output()}")
+def answers(improv: ImprovProcess) -> list[dict[str, float]]:
+    """The answers improv logged (needs --log-level info): grid origin, phrase end, start (s)."""
+    pattern = r"answer (\d+): grid origin ([\d.]+) s, phrase end ([\d.]+) s, starts ([\d.]+) s"
+    return [{"n": int(n), "origin_s": float(o), "phrase_end_s": float(e), "start_s": float(t)}
+            for n, o, e, t in re.findall(pattern, improv.output())]
 
-    def beat_time(self, k: float) -> float:
-        """Beat k of the grid published in the ready file (with grid_anchor = "clock")."""
-        return self.info["beat_origin_s"] + k * 60.0 / self.info["bpm"]
 
-    def next_beat(self, t_s: float) -> int:
-        return math.ceil((t_s - self.info["beat_origin_s"]) * self.info["bpm"] / 60.0)
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def answers(self) -> list[dict[str, float]]:
-        """The answers improv logged (needs --log-level info): grid origin, phrase end, start (s)."""
-        pattern = r"answer (\d+): grid origin ([\d.]+) s, phrase end ([\d.]+) s, starts ([\d.]+) s"
-        return [{"n": int(n), "origin_s": float(o), "phrase_end_s": float(e), "start_s": float(t)}
-                for n, o, e, t in re.findall(pattern, self.output())]
-
-    def sent(self) -> list[dict[str, str]]:
-        """What improv's scheduler sent, from its --timing-log (drained 4x a second, so wait a
-        little first): planned_s, actual_s, kind, channel, pitch, control, source per message."""
-        time.sleep(0.3)
-        if not self.timing_path.exists():
-            return []
-        with open(self.timing_path, newline="") as f:
-            return list(csv.DictReader(f))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"improv ignored signal {sig}: {self.output()}") from None
-        self._log.close()
-        return self.proc.returncode
+def assert_nothing_sounds(recorder: Recorder, server: JackServer) -> None:
+    """Once improv has stopped and its shutdown (note-offs, All Notes Off per channel) has reached
+    `recorder`, no note may still sound there. Asserted after the shutdown: a busy non-realtime
+    jackd may lose a note-off on the way, and the All Notes Off then ends that note."""
+    time.sleep(0.2)  # the last JACK periods deliver
+    left = sounding(recorder.received)
+    assert not left, f"still sounding at {recorder.client} after improv stopped: {left}; {server.xruns()}"
 
 
 @pytest.fixture
@@ -133,10 +79,10 @@ def clients(jack_server):
 
 @pytest.fixture
 def start_improv(jack_server, tiny_model_dir, tmp_path):
-    running: list[Improv] = []
+    running: list[ImprovProcess] = []
 
-    def start(*args: str) -> Improv:
-        running.append(Improv(jack_server, tiny_model_dir, tmp_path, *args))
+    def start(*args: str) -> ImprovProcess:
+        running.append(start_improv_on(jack_server, tiny_model_dir, tmp_path, *args))
         return running[-1]
 
     yield start
@@ -160,24 +106,24 @@ def _phrase(beats: list[float], pitches: list[int], length_beats: float, spb: fl
     return sorted(msgs, key=lambda m: (m[0], m[1][0] & 0xF0 == 0x90))
 
 
-def _send_of(improv: Improv, arrived_s: float) -> str:
+def _send_of(improv: ImprovProcess, arrived_s: float) -> str:
     """For a failure message: when improv planned and sent its first answer note-on (its timing
     log), so a late arrival is told apart as improv's lateness or JACK's delivery."""
-    ons = [r for r in improv.sent() if r["kind"] == "note_on" and r["source"] == "response"]
+    ons = [r for r in improv.sent(settle_s=0.3) if r.kind == "note_on" and r.source == "response"]
     if not ons:
         return "improv's timing log has no answer note-on"
-    planned, actual = float(ons[0]["planned_s"]), float(ons[0]["actual_s"])
+    planned, actual = ons[0].planned_s, ons[0].actual_s
     return (f"improv sent it {(actual - planned) * 1e3:+.3f} ms after its plan, JACK delivered it "
             f"{(arrived_s - actual) * 1e3:.3f} ms after the send")
 
 
-def _offs_sent(improv: Improv, hanging: list) -> str:
+def _offs_sent(improv: ImprovProcess, hanging: list) -> str:
     """For a failure message: whether improv sent a note-off for each note the recorder saw hang."""
-    rows = improv.sent()
+    rows = improv.sent(settle_s=0.3)
     said = []
     for note in hanging:
-        offs = [float(r["actual_s"]) for r in rows if r["kind"] == "note_off"
-                and int(r["pitch"] or -1) == note.pitch and float(r["actual_s"]) >= note.on_s - 0.01]
+        offs = [r.actual_s for r in rows if r.kind == "note_off" and r.pitch == note.pitch
+                and r.actual_s >= note.start - 0.01]
         said.append(f"pitch {note.pitch}: improv sent its note-off at {offs[0]:.4f} s" if offs
                     else f"pitch {note.pitch}: improv never sent a note-off")
     return "; ".join(said)
@@ -205,7 +151,7 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
         f"no answer; the loop recorder heard {len(note_ons(loop.received))} of the call's 4 notes; "
         f"{jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     first_on_s = note_ons(rec.received)[0][0]
-    (answer,) = improv.answers()
+    (answer,) = answers(improv)
     # last release at beat 3.5, silence 1 beat -> phrase end 4.5 -> answer on beat 5 of the call
     if anchor == "clock":
         assert answer["origin_s"] == pytest.approx(improv.info["beat_origin_s"], abs=1e-6)
@@ -220,18 +166,18 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     loop_error_s = first_on_s - (loop.received[0][0] + 5 * SPB)  # both ends seen by a recorder
     print(f"\nfirst answer note vs its beat: {error_s * 1e3:+.3f} ms (grid), "
           f"{sent_error_s * 1e3:+.3f} ms (from the call's first send), "
-          f"{loop_error_s * 1e3:+.3f} ms (loop-back); startup {improv.ready_after_s:.2f} s "
+          f"{loop_error_s * 1e3:+.3f} ms (loop-back); startup {improv.startup_s:.2f} s "
           f"(improv says {improv.info['startup_s']:.2f} s)")
     assert -0.0005 <= error_s <= FIRST_NOTE_BOUND_S, (
         f"{error_s * 1e3:.3f} ms off the beat; {_send_of(improv, first_on_s)}; {jack_server.xruns()}")
 
     # the answer lasts as long as the call (4 beats): 5 beats after it starts everything has ended
     sleep_until(expected_s + 5 * SPB)
-    closed, hanging = pair_notes(rec.received)
-    assert closed and not hanging, (
+    hanging = sounding(rec.received)
+    assert note_ons(rec.received) and not hanging, (
         f"notes left on: {hanging}; {_offs_sent(improv, hanging)}; {jack_server.xruns()}")
-    assert all(n.off_s - n.on_s >= 0 for n in closed)
     assert improv.stop() == 0
+    assert_nothing_sounds(rec, jack_server)
 
     # --record: both parts, at the times they sounded, from the beat the call started on
     from improv.midifile import read_midi_tracks
@@ -245,7 +191,7 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     written = sorted(n.onset_beats for n in tracks["improv"])
     assert written == pytest.approx(heard, abs=0.01), (  # the message reads the timing log (0.3 s)
         f"recorded {written}, heard {heard} ({note_ons(rec.received)}), improv sent "
-        f"{[(float(r['actual_s']), r['pitch']) for r in improv.sent() if r['kind'] == 'note_on']}")
+        f"{[(r.actual_s, r.pitch) for r in improv.sent(settle_s=0.3) if r.kind == 'note_on']}")
 
 
 def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_improv):
@@ -257,16 +203,11 @@ def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_i
     call = _phrase([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5], [60, 64, 67, 72, 71, 67, 64, 62], 2.0, SPB)
     player.play(call, time.perf_counter() + 0.3)  # (the call sets the grid)
 
-    def sounding(messages):
-        return bool(pair_notes(messages)[1])
-
-    assert rec.wait_for(sounding, timeout_s=15), (
+    assert rec.wait_for(lambda m: bool(sounding(m)), timeout_s=15), (
         f"no answer note sounded; the loop recorder heard {len(note_ons(loop.received))} of the call's "
         f"8 notes; {jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     assert improv.stop(signal.SIGTERM) == 0, improv.output()
-    time.sleep(0.1)  # let the last JACK periods deliver
-    closed, hanging = pair_notes(rec.received)
-    assert closed and not hanging, f"notes left on after SIGTERM: {hanging}"
+    assert_nothing_sounds(rec, jack_server)
     assert any(m[:2] == [0xB0, 123] for _, m in rec.received), "no All Notes Off"
 
 
@@ -282,7 +223,7 @@ def test_follows_midi_clock_tempo_changes(jack_server, clients, start_improv):
         for bpm in (100.0, 140.0):
             source.set_bpm(bpm)
             time.sleep(2 * 60.0 / bpm)  # the follower hears two beats at the new tempo
-            answers[bpm] = _call_on_clock(source, player, rec, bpm, improv)
+            answers[bpm] = _call_on_clock(source, player, rec, bpm, improv, jack_server)
     finally:
         source.stop()
     for bpm, (error_s, beat_index, off_grid_s) in answers.items():
@@ -297,13 +238,14 @@ def test_follows_midi_clock_tempo_changes(jack_server, clients, start_improv):
         assert beat_index == 5, f"at {bpm} bpm the answer started on beat {beat_index}, not 5"
         assert abs(error_s) < 60.0 / bpm / 8, f"at {bpm} bpm the answer is {error_s * 1e3:.1f} ms off"
         assert off_grid_s < 0.005, f"at {bpm} bpm the answer's rhythm is not at that tempo"
-    hanging = pair_notes(rec.received)[1]
+    hanging = sounding(rec.received)
     assert not hanging, f"notes left on: {hanging}; {rec.received[-12:]}; {improv.output()[-2000:]}"
     assert improv.stop() == 0
+    assert_nothing_sounds(rec, jack_server)
 
 
 def _call_on_clock(source: ClockSource, player: Player, rec: Recorder, bpm: float,
-                   improv: Improv):
+                   improv: ImprovProcess, server: JackServer):
     """Play a 4-note call on the clock's beats and wait for the whole answer. Returns (first
     answer note - nearest clock beat, that beat counted from the call's first note, how far the
     answer's onsets are from the tempo's 1/12-beat token grid). Clock beats are the ticks'
@@ -317,7 +259,7 @@ def _call_on_clock(source: ClockSource, player: Player, rec: Recorder, bpm: floa
     player.play(_phrase([0, 1, 2, 3], [60, 62, 64, 67], 0.5, spb), start_s)
     # phrase end = beat 4.5 -> the answer starts on beat 5 of the clock and lasts 4 beats
     assert rec.wait_for(lambda m: bool(note_ons(m[before:])), timeout_s=10), (
-        f"no answer at {bpm} bpm; {improv.server.xruns()}; improv said: {improv.output()[-1500:]}")
+        f"no answer at {bpm} bpm; {server.xruns()}; improv said: {improv.output()[-1500:]}")
     sleep_until(start_s + 10 * spb)
     onsets = [t for t, _ in note_ons(rec.received[before:])]
     beat_ticks = [t for i, t in enumerate(source.deadlines) if i % 24 == 0]
@@ -362,3 +304,4 @@ def test_opens_ports_by_name_and_echoes_thru(jack_server, clients, start_improv)
                                       for x in m), timeout_s=5), improv.output()
     assert note_ons(rec.received)[0][1][1] == 61
     assert improv.stop() == 0
+    assert_nothing_sounds(rec, jack_server)

@@ -193,7 +193,7 @@ def test_a_lost_output_forgets_what_sounded_and_a_returning_one_gets_all_notes_o
 
 PLAYER = textwrap.dedent("""
     import sys, time
-    from tests.jack_clients import Player
+    from benchmarks.harness.clients import Player
     player = Player(sys.argv[1])
     print("ready", flush=True)
     sys.stdin.readline()
@@ -219,12 +219,9 @@ def _wait(predicate, timeout_s: float) -> bool:
     return predicate()
 
 
-def _sent(timing: Path, kind: str, pitch: int, after_s: float = -1.0) -> bool:
+def _sent(improv, kind: str, pitch: int, after_s: float = -1.0) -> bool:
     """Whether improv's timing log (written as the session goes) has this send."""
-    from benchmarks.soak import read_timing_log
-
-    return any(r["kind"] == kind and r["pitch"] == str(pitch) and r["actual_s"] > after_s
-               for r in read_timing_log(timing))
+    return any(r.kind == kind and r.pitch == pitch and r.actual_s > after_s for r in improv.sent())
 
 
 def _answer(messages, after_s):
@@ -237,14 +234,12 @@ def _answer(messages, after_s):
 @pytest.mark.timeout(180)
 def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir, tmp_path):
     pytest.importorskip("rtmidi")
-    from tests.jack_clients import Player, Recorder, pair_notes
-    from tests.test_jack import Improv, _phrase
-
-    from benchmarks.soak import read_timing_log, stuck_in_log
+    from benchmarks.harness.clients import Player, Recorder
+    from benchmarks.harness.notes import sounding, sounding_in_log
+    from tests.test_jack import _phrase, assert_nothing_sounds, start_improv_on
 
     tag = uuid.uuid4().hex[:4]
     kbd_name, synth_name = f"kbd-{tag}", f"synth-{tag}"
-    timing = tmp_path / "timing.csv"
     synth = Recorder(synth_name)
     kbd = subprocess.Popen([sys.executable, "-c", PLAYER, kbd_name], env=jack_server.env, cwd=REPO,
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -252,9 +247,9 @@ def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir
     improv = None
     try:
         assert kbd.stdout.readline().strip() == "ready"
-        improv = Improv(jack_server, tiny_model_dir, tmp_path, "--in", f"{kbd_name}:out",
-                        "--out", f"{synth_name}:in", "--thru", "--bpm", "120", "--seed", "4",
-                        "--range", "48-84", "--timing-log", str(timing))
+        improv = start_improv_on(jack_server, tiny_model_dir, tmp_path, "--in", f"{kbd_name}:out",
+                                 "--out", f"{synth_name}:in", "--thru", "--bpm", "120", "--seed", "4",
+                                 "--range", "48-84")
         log = improv.log_path
         assert improv.info["in_port"] == f"{kbd_name}:out"
         assert improv.info["out_port"] == f"{synth_name}:in"
@@ -263,16 +258,16 @@ def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir
         kbd.stdin.write("go\n")
         kbd.stdin.flush()
         assert kbd.stdout.readline().strip() == "held"
-        assert _wait(lambda: _sent(timing, "note_on", 95), 5), improv.output()  # echoed (--thru)
+        assert _wait(lambda: _sent(improv, "note_on", 95), 5), improv.output()  # echoed (--thru)
         kbd.send_signal(signal.SIGKILL)
         kbd.wait(10)
         killed_s = time.perf_counter()
-        assert _wait(lambda: _sent(timing, "note_off", 95, after_s=killed_s), 5), (
+        assert _wait(lambda: _sent(improv, "note_off", 95, after_s=killed_s), 5), (
             f"the echo of the held key was not released: {improv.output()[-1500:]}")
         assert _wait(lambda: _lines(log, "MIDI input", "disappeared"), 5)
 
         # 2. it answers what it heard; the synth's port closes in the middle of that answer
-        assert synth.wait_for(lambda m: bool(_answer(m, killed_s)) and pair_notes(m)[1], 10), (
+        assert synth.wait_for(lambda m: bool(_answer(m, killed_s)) and sounding(m), 10), (
             f"no answer after the keyboard left: {improv.output()[-1500:]}")
         synth.close()
         made.remove(synth)
@@ -296,8 +291,6 @@ def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir
         time.sleep(4 * spb + 0.3)  # the two-beat answer is over
         assert improv.proc.poll() is None
         stop_s = time.perf_counter()
-        print(f"\nnotes left on in what reached the returned synth: {len(pair_notes(synth2.received)[1])}; "
-              f"{jack_server.xruns()}")
         assert len(_lines(log, "MIDI input", "disappeared")) == 1, log.read_text()
         assert len(_lines(log, "MIDI output", "disappeared")) == 1, log.read_text()
     finally:
@@ -309,5 +302,6 @@ def test_keyboard_and_synth_die_and_return_over_jack(jack_server, tiny_model_dir
             client.close()
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text()
-    sent = read_timing_log(timing)  # what improv sent, in order, whichever synth it reached
-    assert stuck_in_log(sent, before_s=stop_s) == 0, "improv left a note on"
+    assert_nothing_sounds(synth2, jack_server)
+    # what improv sent, whichever synth it reached: before it stopped, it ended every note itself
+    assert not sounding_in_log(improv.sent(), before_s=stop_s), "improv left a note on"

@@ -2,7 +2,8 @@
 `python -m benchmarks.soak --minutes 10`): a player at ~50 note events per second in call and
 duet segments against `improv run` with the tiny model, then the same checks as the full run:
 no stuck note in what either side sent (what arrives is reported: a non-realtime jackd on a
-busy machine loses an event now and then), no crash, resident memory growth under 5 % after the warm-up,
+busy machine loses an event now and then), nothing sounding at improv's recorder once its
+shutdown has arrived, no crash, resident memory growth under 5 % after the warm-up,
 and the answers' output timing p99 in the last window no worse than in the first (with slack for a
 shared machine: at most twice the first plus 1 ms). Both 30 s windows are the same script (20 s of
 call and response, 10 s of duet), so the first and the last window measure the same work.
@@ -60,6 +61,7 @@ def _result(**changes):
 
 @pytest.mark.parametrize("part, values, problem", [
     ("improv", {"stuck_sent": 1}, "improv: 1 stuck notes"),
+    ("improv", {"sounding_after_stop": 2}, "2 notes still sounding at its recorder after it stopped"),
     ("player", {"stuck_sent": 2}, "player: 2 stuck notes"),
     ("improv", {"alive_throughout": False}, "crashed"),
     ("improv", {"exit_code": 1}, "exited with 1"),
@@ -76,20 +78,21 @@ def test_what_fails_a_soak(part, values, problem):
 
 
 def test_timing_windows_count_scheduled_notes_only():
-    from benchmarks.soak import _timing_figures, stuck_in_log
+    from benchmarks.harness.notes import sounding_in_log
+    from benchmarks.soak import _timing_figures
+    from improv.timing_log import TimingRow
 
-    rows = [{"kind": "note_on", "planned_s": 10.0 + i, "actual_s": 10.0 + i + 0.001 * (i % 3 + 1), "source": "response",
-             "pitch": "60", "channel": "0"} for i in range(60)]
-    rows += [{"kind": "note_off", "planned_s": 10.5 + i, "actual_s": 10.5 + i + 0.0005, "source": "response",
-              "pitch": "60", "channel": "0"} for i in range(60)]
-    rows.append({"kind": "note_off", "planned_s": 20.0, "actual_s": 20.0, "source": "panic", "pitch": "61",
-                 "channel": "0"})  # a release at the moment it happened: not a timing figure
+    rows = [TimingRow(10.0 + i, 10.0 + i + 0.001 * (i % 3 + 1), "note_on", 0, 60, None, "response")
+            for i in range(60)]
+    rows += [TimingRow(10.5 + i, 10.5 + i + 0.0005, "note_off", 0, 60, None, "response") for i in range(60)]
+    # a release at the moment it happened (planned = actual): not a timing figure
+    rows.append(TimingRow(20.0, 20.0, "note_off", 0, 61, None, "panic"))
     figures = _timing_figures(rows, start=10.0, seconds=60.0, window_s=20.0)
     assert figures["first"]["count"] == 40 and figures["last"]["count"] == 40
     assert figures["first"]["response"]["count"] == 40 and figures["first"]["duet"]["count"] == 0
     assert figures["all"]["max"] == pytest.approx(3.0) and len(figures["answer_p99_by_window"]) == 3
-    assert stuck_in_log(rows) == 0
-    assert stuck_in_log(rows[:-2] + rows[-1:]) == 1  # the last note-off missing
+    assert sounding_in_log(rows) == []
+    assert len(sounding_in_log(rows[:-2] + rows[-1:])) == 1  # the last note-off missing
 
 
 # --------------------------------------------------------------------------- the duet's re-plans

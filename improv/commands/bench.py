@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -74,16 +73,12 @@ def parse_checkpoints(specs: list[str], models: tuple[str, ...]) -> dict[str, Pa
 
 
 def _import_benchmarks():
-    """benchmarks/ lives next to improv/ in the checkout; found from there if it is not installed."""
+    """The `benchmarks` package, installed beside improv (`pip install -e .` in the checkout)."""
     try:
         import benchmarks
     except ModuleNotFoundError as err:
         if err.name != "benchmarks":
             raise
-        repo = Path(__file__).resolve().parents[2]
-        if not (repo / "benchmarks" / "__init__.py").is_file():
-            raise ImprovError("improv bench needs the benchmarks/ folder of the improv repository; "
-                              "run it from a checkout") from err
-        sys.path.insert(0, str(repo))
-        import benchmarks
+        raise ImprovError("improv bench needs the benchmarks package of the improv repository; install the "
+                          "checkout (pip install -e .)") from err
     return benchmarks

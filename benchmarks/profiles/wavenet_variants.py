@@ -1,26 +1,12 @@
 """Why the cached WaveNet step cannot be made much faster with standard ONNX ops in onnxruntime.
 
-    .venv/bin/python -m benchmarks.wavenet_variants [--model models/bach-wavenet] [--steps 6000] \
+    .venv/bin/python -m benchmarks.profiles.wavenet_variants [--model models/bach-wavenet] [--steps 6000] \
         [--rounds 30] [--repeats 2] [--warmup 500]
 
-Rebuilds the shipped step graph (token (1,), past (L, C) -> logits (1, V), current (L, C)) from its
-own initializers (L, C, skip, V from them, dilations from model.json's "queues") in other layouts
-with onnx.helper, in a temporary folder: (1) the shipped model.onnx as is; exact variants (2) the past
-taps as one grouped 1x1 Conv, (3) per layer Concat [x_l | past_l] into gate Gemms with K = 2C, (4) the
-past taps as L/2 block-diagonal batched MatMuls; DIAG graphs, NOT the model, attribution only: (5) the
-past path replaced by constants, (6) no skip/head, (7) every layer sharing layer 0's weights.
-
-Prints per graph: nodes after onnxruntime's optimisations; for (2)-(4) max |dlogits| and |dcurrent|
-vs the shipped graph over 512 streamed tokens (ring buffer driven as `StepModel` does); p50 / p99 us
-of the bare `run_with_iobinding` on preallocated bound buffers, all graphs interleaved in round-robin
-blocks in one process, per repeat, and the p50 change from shipped. Sessions as
-`improv.model_step._open_session` (1 thread, sequential, ENABLE_ALL, mem pattern, no spinning).
-
-What it shows (bach-wavenet, 2-core dev VM, p50 ~70 us): no exact standard-op layout beats the
-shipped graph: Conv level with it (0..+2 %), concat +4 %, the L/2 block-diagonal batches +8..10 %.
-Shipped p50 - DIAG p50 attributes the step roughly (not additively): past-tap path ~19 us, skip/head
-~11 us, weight bytes read per step ~5 us; these graphs do not split the rest (the per-layer gate and
-residual chain, onnxruntime's per-run cost).
+Rebuilds the shipped step graph from its own weights in other standard-op layouts (exact ones, and
+DIAG graphs with parts removed, for attribution only) and prints per graph its nodes, its parity
+with the shipped graph, and p50 / p99 of bare IO-bound runs, all interleaved in one process, in the
+runtime's session options. Findings: README, "WaveNet naive / cached".
 """
 
 from __future__ import annotations
@@ -38,9 +24,10 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.step import interleave
-from benchmarks.wavenet_step_profile import node_counts
+from benchmarks.profiles.wavenet_step_profile import node_counts
+from improv.model_step import session_options
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "bach-wavenet"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "bach-wavenet"
 
 
 @dataclass(frozen=True)
@@ -189,14 +176,8 @@ def build_all(spec: Spec, folder: Path, shipped: Path) -> dict[str, Path]:
 
 
 def open_session(path: Path, optimized: Path | None = None) -> ort.InferenceSession:
-    """The options of `improv.model_step._open_session` with 1 thread; `optimized`: write what runs there."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    opts.enable_mem_pattern = True
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    """A session in the runtime's options (1 thread); `optimized`: write what runs there."""
+    opts = session_options()
     if optimized is not None:
         opts.optimized_model_filepath = str(optimized)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

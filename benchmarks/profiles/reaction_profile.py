@@ -1,25 +1,11 @@
 """Where improv's share of a duet reaction goes, and what this machine does to code after a sleep.
 
-    .venv/bin/python -m benchmarks.reaction_profile [--model bach-lstm] [--notes 150] [--warm-every-ms 0]
+    .venv/bin/python -m benchmarks.profiles.reaction_profile [--model bach-lstm] [--notes 150] [--warm-every-ms 0]
 
-No JACK: the real `Daemon` threads (engine, scheduler) and the real model, a thread in the role
-of rtmidi's callback (stamp, enqueue), single player notes at random gaps of 0.25-0.6 s as
-`improv bench`'s duet stream plays them, a fake output port. Printed, each from the note's stamp
-(milliseconds, p50 / p99):
-
-* the engine thread has the note; the thru echo is sent; the re-plan's cut is done
-  (`Duet.replan`); the context has stepped through the player's tokens (`ModelContext.catch_up`,
-  the model steps); the reaction's mask; its sample; the reaction is sent. `improv bench` reports
-  the last as `midi.*.reaction_inside_*`, through JACK;
-* "after a sleep": the same small pieces of work back to back and right after a 20-ms sleep: a
-  60-node onnxruntime graph of 8x8 Gemms (15 KB of weights), 50 numpy 64x64 matvecs, a
-  pure-Python loop. On this project's machine (a KVM guest whose idle vCPU halts) everything is
-  slower right after waking, onnxruntime the most: the first model step of a reaction costs
-  several back-to-back steps (`improv bench`'s `step.*.after_idle_*`).
-
-`--warm-every-ms N`: a thread also steps the model on a scratch state every N ms,
-to show what keeping the model warm would buy and cost (it is not something improv
-does: one step per millisecond is 7 % of a core).
+No JACK: the real `Daemon` threads and model, single player notes as `improv bench`'s duet stream
+plays them; prints when each piece of the engine's work on a note is done (ms from its stamp, p50 /
+p99), then small pieces of work timed back to back vs right after a 20-ms sleep. `--warm-every-ms N`
+also steps the model on a scratch state every N ms (improv does not). Findings: README, "JACK at 32 frames".
 """
 
 from __future__ import annotations
@@ -56,15 +42,15 @@ def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tupl
     """{label: [ms from the stamp, one per note]}, [model steps per reaction]."""
     from improv.clock import MonotonicClock
     from improv.daemon import SWITCH_INTERVAL_S, Daemon
+    from improv.demo import Recorder
     from improv.engine import Engine
     from improv.midi_in import MidiInput
     from improv.model_step import StepModel
     from improv.settings import load_settings
-    from tests.fakes import FakeMidiOut
 
     model, clock = StepModel.load(model_name), MonotonicClock()
     settings = load_settings(None, {"time.bpm": 120.0, "sampling.seed": 1, "mode.mode": "duet", "output.thru": True})
-    engine = Engine(model, settings, clock, FakeMidiOut(clock))
+    engine = Engine(model, settings, clock, Recorder(clock))
     midi_in = MidiInput(None)
     daemon = Daemon(engine, midi_in)
     marks: dict[float, dict[str, float]] = defaultdict(dict)
@@ -188,6 +174,8 @@ def _tiny_onnx(nodes: int = 60, width: int = 8):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from improv.model_step import session_options
+
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array((rng.normal(size=(width, width)) * 0.1).astype(np.float32), f"w{i}")
              for i in range(nodes)]
@@ -195,10 +183,8 @@ def _tiny_onnx(nodes: int = 60, width: int = 8):
         [helper.make_node("Gemm", ["x" if i == 0 else f"y{i - 1}", f"w{i}"], [f"y{i}"]) for i in range(nodes)],
         "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
         [helper.make_tensor_value_info(f"y{nodes - 1}", TensorProto.FLOAT, [1, width])], inits)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                                   .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                                   .SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     x = np.zeros((1, width), dtype=np.float32)
     return lambda: session.run(None, {"x": x})
 

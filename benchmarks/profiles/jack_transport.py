@@ -1,17 +1,14 @@
 """JACK's share alone: a player client straight into the C recorder, no improv in between.
 
-    python -m benchmarks.jack_transport [--period 32] [--notes 400] [--realtime]
+    python -m benchmarks.profiles.jack_transport [--period 32] [--notes 400] [--realtime]
 
-A private jackd (dummy driver, 48 kHz) like `improv bench`'s; the player (tests/jack_clients.py,
-rtmidi from this process) sends single notes 30-60 ms apart; each arrival is matched to its send
-by pitch. Prints p50 / p99 / max of send -> arrival in ms: one hop of what `improv bench`'s duet
-reaction crosses twice (player -> improv in, improv out -> recorder).
+On a private jackd like `improv bench`'s, single notes 30-60 ms apart; prints p50 / p99 / max of
+send -> arrival (ms): one hop of what the bench's duet reaction crosses twice.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notes", type=int, default=400)
     parser.add_argument("--realtime", action="store_true", help="run jackd with realtime scheduling")
     args = parser.parse_args(argv)
-    if args.realtime:
-        os.environ["IMPROV_JACK_REALTIME"] = "1"
 
+    from benchmarks.harness.clients import Player, Recorder, sleep_until
+    from benchmarks.harness.notes import note_ons
     from benchmarks.midi import jack_server
-    from tests.jack_clients import Player, Recorder, sleep_until
 
     with tempfile.TemporaryDirectory(prefix="improv-transport-") as tmp, \
             jack_server(args.period, 48000, Path(tmp), realtime=args.realtime) as server:
@@ -47,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                 player.send([0x80, pitch, 0])
                 t += float(rng.uniform(0.03, 0.06))
             time.sleep(0.3)
-            arrivals = [(t_s, m[1]) for t_s, m in recorder.received if m[0] & 0xF0 == 0x90 and m[2] > 0]
+            arrivals = [(t_s, m[1]) for t_s, m in note_ons(recorder.received)]
         finally:
             player.close()
             recorder.close()

@@ -1,7 +1,8 @@
-/* A JACK MIDI recorder for the real-port tests: one input port, one line per message on stdout,
- * "<seconds> <byte> <byte> ...", stamped with CLOCK_MONOTONIC (the clock of Python's
- * time.perf_counter and of the daemon) when the process callback sees the event. Not
- * jack_get_time(): libjack reads CLOCK_MONOTONIC_RAW, measured 0.31 s away on this machine.
+/* A JACK MIDI recorder for the real-port harness (tests, `improv bench`, the soak): one input
+ * port, one line per message on stdout, "<seconds> <byte> <byte> ...", stamped with
+ * CLOCK_MONOTONIC (the clock of Python's time.perf_counter and of the daemon) when the process
+ * callback sees the event. Not jack_get_time(): libjack reads CLOCK_MONOTONIC_RAW, measured
+ * 0.31 s away on this machine.
  *
  * Why C: rtmidi's JACK input calls its user callback for event i before it copies event i+1 out
  * of the port buffer. A Python callback that waits (GIL, a preempted thread) outlives the cycle,

@@ -1,27 +1,13 @@
 """Where a cached WaveNet step goes, before and after the folded step graph and the IO-bound runtime.
 
-    python -m benchmarks.wavenet_step_profile --checkpoint runs/bach-wavenet/best.pt \
+    python -m benchmarks.profiles.wavenet_step_profile --checkpoint runs/bach-wavenet/best.pt \
         [--lstm-checkpoint runs/bach-lstm/best.pt] [--steps 2000] [--rounds 20] [--naive] [--ort-profile] \
         [--session-options]
 
-Without a checkpoint (or when the path is missing) a random model of the production size is built
-(64 residual / 128 skip channels, dilations 1..64 x 2, the event vocabulary). Printed:
-
-* node counts of the step graph, as exported and after onnxruntime's optimisations (what runs),
-  for the unfolded reference step (`WaveNet.reference_step_module`, the graph before this change)
-  and the folded one (`WaveNet.step_module`, what `training.export` writes now);
-* per-step timings, all variants in ONE process and interleaved (round-robin blocks of steps, each
-  variant with its own state), so machine noise hits every variant alike: p50 / p99 / mean in us:
-    - ``plain`` = the runtime before this change (feed dict, `session.run`, fancy-index gather),
-    - ``StepModel.step`` = the runtime now (IO binding into preallocated buffers);
-  for the WaveNet before/after graph and for the LSTM;
-* `--naive`: the naive window recompute (256 tokens and the receptive field) and the ratio
-  naive / cached step as `improv bench` computes it (p50 over p50);
-* `--ort-profile`: onnxruntime's own profiler, per op type calls and share of kernel time per run
-  (its absolute numbers are inflated by the profiler itself, a few us per node).
-
-The export of the folded graph runs `training.export.export_checkpoint`, so its streaming parity
-check (<= 1e-4 over 512 tokens vs the full-sequence forward) is part of every profile run.
+Without a checkpoint a random model of the production size is built. Prints the step graph's node
+counts (exported and after onnxruntime's optimisations) and per-step p50 / p99 / mean, every variant
+interleaved in one process; `--naive` adds the naive / cached ratios, `--ort-profile` onnxruntime's
+profiler per op type, `--session-options` the folded graph under other session options.
 """
 
 from __future__ import annotations
@@ -161,12 +147,11 @@ def node_counts(path: Path) -> tuple[collections.Counter, collections.Counter]:
     import onnx
     import onnxruntime as ort
 
+    from improv.model_step import session_options
+
     raw = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type != "Constant")
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
+        opts = session_options()
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         opt = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
@@ -211,18 +196,17 @@ def model_stepper(model):
 
 
 def option_steppers(folder: Path) -> dict:
-    """The folded graph through StepModel.step under other session options than `_open_session`'s."""
+    """The folded graph through StepModel.step under the runtime's session options with another
+    thread count or spinning."""
     import onnxruntime as ort
 
     import improv.model_step as runtime
 
+    ort.set_default_logger_severity(3)  # no warning that allow_spinning is overwritten below: that is meant
+
     def opener(spinning: str, threads: int):
         def open_session(path, _threads):
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.log_severity_level = 3
+            opts = runtime.session_options(threads)
             opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return open_session
@@ -284,9 +268,9 @@ def naive_ratios(net, results: dict, work: Path, naive_steps: int) -> None:
 def ort_profile(path: Path, label: str, work: Path, runs: int = 2000) -> None:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    from improv.model_step import session_options
+
+    opts = session_options()
     opts.enable_profiling = True
     opts.profile_file_prefix = str(work / f"ort-profile-{label}")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

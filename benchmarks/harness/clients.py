@@ -1,4 +1,4 @@
-"""Test clients on a JACK server: a player that sends at absolute times, a recorder that stamps
+"""Clients on a JACK server: a player that sends at absolute times, a recorder that stamps
 arrivals, and a MIDI clock source.
 
 All timing is `time.perf_counter()` (the daemon's clock too) and `time.sleep` to absolute
@@ -19,7 +19,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import rtmidi
@@ -73,22 +72,23 @@ class Recorder:
     rtmidi's JACK input calls its callback for event i before it copies event i+1 out of the
     port buffer; a Python callback that waits (for the GIL, or preempted on 2 busy cores)
     outlives the cycle, the next cycle rewrites the buffer, and the later notes of a chord arrive
-    as copies of another note. Measured with `python -m benchmarks.jack_recorders` (400 4-note
+    as copies of another note. Measured with `python -m benchmarks.profiles.jack_recorders` (400 4-note
     chords, 2 busy processes, non-realtime jackd): an rtmidi callback recorder in this process
     received 60-83 messages of 3,200 that were never sent, the C recorder 0-2 (with
-    `--realtime`: 0 for both). So the recorder is tests/jack_recorder.c, a C client that copies
+    `--realtime`: 0 for both). So the recorder is jack_recorder.c (beside this file), a C client that copies
     each cycle's events at once and stamps them with CLOCK_MONOTONIC (time.perf_counter's clock,
     the daemon's too), compiled once per machine with cc against libjack.so.0. Without a
     compiler, an rtmidi recorder in a child process stands in (IMPROV_REQUIRE_JACK=1 makes that
     an error)."""
 
-    def __init__(self, client: str = "recorder", timeout_s: float = 10.0) -> None:
+    def __init__(self, client: str = "recorder", timeout_s: float = 10.0,
+                 command: tuple[str, ...] | None = None) -> None:
         self.client = client
         self.port = f"{client}:in"
         self.received: list[Message] = []  # list.append is atomic under the GIL
         self._opened = False
         self._err = tempfile.TemporaryFile()  # the child's complaints, never a pipe that fills
-        self._child = subprocess.Popen([*recorder_command(), client],
+        self._child = subprocess.Popen([*(command or recorder_command()), client],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=self._err)
         ready = threading.Event()
@@ -167,7 +167,10 @@ def recorder_command() -> tuple[str, ...]:
         raise RuntimeError(f"cannot build the JACK test recorder {src.name}: {why}")
     warnings.warn(f"JACK test recorder {src.name} not built ({why}); rtmidi stands in and may "
                   "mangle chords under load", stacklevel=2)
-    return (sys.executable, "-u", __file__, "record")
+    return RTMIDI_RECORDER
+
+
+RTMIDI_RECORDER = (sys.executable, "-u", __file__, "record")  # the stand-in: `_record` in a child process
 
 
 def _record(client: str) -> None:
@@ -190,46 +193,6 @@ def _record(client: str) -> None:
     time.sleep(0.01)  # a callback in flight finishes before the port goes
     rt.close_port()
     rt.delete()
-
-
-@dataclass
-class Note:
-    on_s: float
-    off_s: float | None
-    pitch: int
-    channel: int
-
-
-def note_ons(messages: list[Message]) -> list[Message]:
-    return [(t, m) for t, m in messages if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
-
-
-def pair_notes(messages: list[Message]) -> tuple[list[Note], list[Note]]:
-    """(closed notes, notes never released). All Notes Off (CC 123) and All Sound Off (CC 120)
-    release everything sounding on their channel."""
-    sounding: dict[tuple[int, int], list[Note]] = {}
-    closed: list[Note] = []
-    for t_s, m in messages:
-        if not m:
-            continue
-        status, channel = m[0] & 0xF0, m[0] & 0x0F
-        if status == 0x90 and len(m) == 3 and m[2] > 0:
-            sounding.setdefault((channel, m[1]), []).append(Note(t_s, None, m[1], channel))
-        elif (status == 0x80 or status == 0x90) and len(m) == 3:
-            stack = sounding.get((channel, m[1]))
-            if stack:
-                note = stack.pop(0)
-                note.off_s = t_s
-                closed.append(note)
-        elif status == 0xB0 and len(m) == 3 and m[1] in (120, 123):
-            for (ch, _pitch), stack in sounding.items():
-                if ch == channel:
-                    for note in stack:
-                        note.off_s = t_s
-                        closed.append(note)
-                    stack.clear()
-    hanging = [n for stack in sounding.values() for n in stack]
-    return closed, hanging
 
 
 class ClockSource:
