@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import inspect
 import json
 import math
 import time
@@ -133,7 +132,7 @@ def _clients(server):
 
 def _daemon(server, model: Path, work_dir: Path, costs: Costs, log_path: Path, *args: str) -> ImprovProcess:
     daemon = ImprovProcess.started(model, ["--backend", "jack", "--range", f"{RANGE[0]}-{RANGE[1]}", *args],
-                                   server.env, work_dir, timing_log=log_path if has_timing_log() else False)
+                                   server.env, work_dir, timing_log=log_path)
     costs.started(daemon)
     return daemon
 
@@ -278,15 +277,6 @@ def grid_errors(received: list, info: dict, tpb: int) -> list[float]:
         planned = origin + math.floor((t - origin + EARLY_S) / tick_s) * tick_s
         errors.append(t - planned)
     return errors
-
-
-def has_timing_log() -> bool:
-    """Whether this `improv run` can write its scheduler's planned vs sent record (--timing-log)."""
-    try:
-        from improv.commands.run import command
-    except ImportError:
-        return False
-    return "timing_log" in inspect.signature(command).parameters
 
 
 def note_ons_sent(path: Path, sources: tuple[str, ...]) -> list[tuple[float, float, int]]:

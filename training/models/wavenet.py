@@ -228,7 +228,7 @@ class WaveNetReferenceStep(nn.Module):
     """The unfolded step, layer by layer as in training: same contract and logits as `WaveNetStep`.
 
     Kept as the readable reference (tests compare against it) and as the "before" graph of
-    benchmarks/wavenet_step_profile.py.
+    benchmarks/profiles/wavenet_step_profile.py.
     """
 
     input_names = ("token", "past")
