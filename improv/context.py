@@ -9,6 +9,9 @@
   generate from, so listening is never disturbed.
 * `Dialogue` holds improv's planned notes until they have sounded, then feeds them to the
   context: the model hears what was actually played, interruptions included.
+* With a session memory (`improv.memory`) every token stepped is also learned (the player's at
+  weight 1, improv's own at `own_weight`), and each of the player's tokens teaches the blend
+  (`improv.blend`) which of the two predicted it better.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from improv.phrase import GenEvent
+from improv.blend import Blend
+from improv.memory import SessionMemory
+from improv.phrase import Fork, GenEvent
 from improv.token_facts import TokenFacts
 from improv.tokens import StreamEncoder, Vocabulary
 
@@ -62,13 +67,16 @@ class TimedModel:
 class ModelContext:
     """The dialogue as the model heard it; see the module docstring."""
 
-    def __init__(self, model: TimedModel) -> None:
+    def __init__(self, model: TimedModel, memory: SessionMemory | None = None, blend: Blend | None = None,
+                 own_weight: float = 0.3) -> None:
         self.model = model
+        self.memory, self.blend, self.own_weight = memory, blend, own_weight
         self.encoder = StreamEncoder(model.vocab)
         self.state = model.new_state()
-        self.logits = model.step(TokenFacts(model.vocab).bos if "BOS" in model.vocab else 0, self.state)
+        self.bos = TokenFacts(model.vocab).bos if "BOS" in model.vocab else 0
+        self.logits = model.step(self.bos, self.state)
         self.pos_beats: float | None = None  # time of the latest event fed
-        self._queue: deque[int] = deque()
+        self._queue: deque[tuple[int, bool]] = deque()  # (token, improv's own)
 
     @property
     def ready(self) -> bool:
@@ -78,34 +86,57 @@ class ModelContext:
     def queued(self) -> int:
         return len(self._queue)
 
-    def note_on(self, beats: float, pitch: int, velocity: int) -> None:
-        self._queue.extend(self.encoder.note_on(self._elapsed(beats), pitch, velocity))
+    def note_on(self, beats: float, pitch: int, velocity: int, own: bool = False) -> None:
+        self._queue.extend((t, own) for t in self.encoder.note_on(self._elapsed(beats), pitch, velocity))
 
-    def note_off(self, beats: float, pitch: int) -> None:
-        self._queue.extend(self.encoder.note_off(self._elapsed(beats), pitch))
+    def note_off(self, beats: float, pitch: int, own: bool = False) -> None:
+        self._queue.extend((t, own) for t in self.encoder.note_off(self._elapsed(beats), pitch))
 
     def push(self, event: GenEvent) -> None:
+        """One of improv's own notes, as it sounded."""
         if event.kind == "on":
-            self.note_on(event.beats, event.pitch, event.velocity)
+            self.note_on(event.beats, event.pitch, event.velocity, own=True)
         else:
-            self.note_off(event.beats, event.pitch)
+            self.note_off(event.beats, event.pitch, own=True)
+
+    def hear(self, token: int, own: bool = False) -> None:
+        """One token as it is (offline: a piece streamed token by token, `improv eval --adapt`)."""
+        self._queue.append((int(token), own))
+        self.catch_up(len(self._queue))
 
     def catch_up(self, max_steps: int) -> int:
         """Step the model through up to `max_steps` queued tokens; returns how many."""
         n = 0
         while self._queue and n < max_steps:
-            self.logits = self.model.step(self._queue.popleft(), self.state)
+            token, own = self._queue.popleft()
+            if self.memory is not None:
+                self._learn(token, own)
+            self.logits = self.model.step(token, self.state)
             n += 1
         return n
 
-    def fork(self, at_beats: float) -> tuple[object, np.ndarray, list[int]]:
-        """(state copy, its logits, the SHIFT tokens from the latest event to `at_beats`).
+    def _learn(self, token: int, own: bool) -> None:
+        if not own:  # the blend learns whom to follow from the player's tokens only
+            p_memory, depth = self.memory.prob(token)
+            self.blend.learn(self.logits, token, p_memory, depth)
+        self.memory.observe(token, self.own_weight if own else 1.0)
 
-        Call when `ready`. The tokens are for the copy to consume first (`PhraseGenerator` does).
-        """
+    def mixed_logits(self) -> np.ndarray:
+        """The next token's logits, the session memory mixed in (the context's own, without one)."""
+        if self.memory is None:
+            return self.logits
+        p, depth = self.memory.predict()
+        return self.blend.mix(self.logits, p, depth)
+
+    def fork(self, at_beats: float) -> Fork:
+        """A copy to generate from: the state, its logits, the SHIFT tokens from the latest event
+        to `at_beats` (for the copy to consume first) and the memory's running context.
+
+        Call when `ready`."""
         encoder = copy.copy(self.encoder)
         gap = 0.0 if self.pos_beats is None else min(max(0.0, at_beats - self.pos_beats), MAX_GAP_BEATS)
-        return self.state.copy(), self.logits.copy(), encoder.advance(gap)
+        cursor = self.memory.cursor.copy() if self.memory is not None else None
+        return Fork(self.state.copy(), self.logits.copy(), encoder.advance(gap), cursor, self.memory, self.blend)
 
     def shift(self, beats: float) -> None:
         """The beat clock moved by `beats` (the grid was re-anchored): so does the latest event."""
@@ -157,7 +188,7 @@ class Dialogue:
         """Improv stopped at `beats`: the context hears its notes end there, and nothing after."""
         self.heard_until(beats)
         for pitch in sorted(self._sounding):
-            self.context.note_off(beats, pitch)
+            self.context.note_off(beats, pitch, own=True)
         self._sounding.clear()
         self._outbox.clear()
 

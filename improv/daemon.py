@@ -180,7 +180,8 @@ class Daemon:
             responses=stats.responses, errors=errors,
             last_error=self.last_error or ("MIDI output send failed"
                                            if self.engine.out.send_errors else ""),
-            startup_s=self.startup_s)
+            startup_s=self.startup_s, key=imp.listener.key_seen.name if imp.listener.key_seen else "",
+            following=imp.following)
 
     def beat_origin_s(self) -> float:
         """Where beat 0 of the engine's beat clock lies (seconds, time.perf_counter)."""
@@ -205,6 +206,7 @@ class ServeOptions:
     log_level: str = "warning"
     ready_file: str | Path | None = None  # JSON written once the ports are open
     timing_log: str | Path | None = None  # CSV of every send, planned vs actual
+    memory: str | Path | None = None  # the session memory: loaded at start if there, saved at exit
     start_s: float | None = None  # process start on time.perf_counter (start-up is measured from it)
 
 
@@ -226,9 +228,10 @@ def run_daemon(options: ServeOptions) -> None:
         log.info("start-up: MIDI backend %s at %.3f s", options.backend, process_age_s(start_s))
         step_model = load_live_model(options.model)  # ModelError: nothing opened yet
         log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
+        memory = _open_memory(options.memory, step_model, settings)  # ModelError: nothing opened yet
         if stop.is_set():
             return
-        _serve(step_model, settings, options, stop)
+        _serve(step_model, settings, options, stop, memory)
     finally:
         restore()
 
@@ -242,7 +245,19 @@ def load_live_model(model: str | Path | None) -> Any:
     return step_model
 
 
-def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threading.Event) -> None:
+def _open_memory(path: str | Path | None, step_model: Any, settings: Any) -> Any:
+    if path is None:
+        return None
+    from improv.errors import ConfigError
+    from improv.memory import open_memory
+
+    listen = settings.listen
+    if not listen.memory:
+        raise ConfigError(f"--memory {path}: listen.memory is false; set it true or leave --memory out")
+    return open_memory(path, step_model.vocab.names, listen.order, listen.half_life_tokens)
+
+
+def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threading.Event, memory: Any) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
     from improv.ports import PortWatch, open_port
@@ -259,7 +274,7 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
         out_port = open_port("out", options.out_port, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
         midi_in = MidiInput(in_port.rt)
-        engine = Engine(step_model, settings, MonotonicClock(), out_port)
+        engine = Engine(step_model, settings, MonotonicClock(), out_port, memory=memory)
         log.info("start-up: engine built at %.3f s", process_age_s(start_s))
         daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_model.name)
@@ -288,6 +303,8 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
         in_port.close()
         if daemon is not None and daemon.take is not None and options.record:
             _write_record(daemon, settings, options.record)
+        if memory is not None:
+            _save_memory(memory, options.memory)
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)
 
@@ -341,6 +358,14 @@ def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> N
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(path)  # appears complete or not at all
+
+
+def _save_memory(memory: Any, path: str | Path) -> None:
+    try:
+        memory.save(path)
+        print(f"improv: saved the session memory to {path} ({memory.tokens_seen} tokens heard)", flush=True)
+    except OSError as err:
+        log.error("could not save the session memory to %s (%s); the file keeps what it had", path, err)
 
 
 def _write_record(daemon: Daemon, settings: Any, record: str | Path) -> None:

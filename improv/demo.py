@@ -30,6 +30,7 @@ ODE_TO_JOY = (
 )
 COUNT_IN_BEATS = 4.0  # the call starts on the second bar
 LEGATO = 0.9  # the player releases each key a little before the next note
+DEMO_VELOCITY = 84
 
 
 @dataclass
@@ -39,6 +40,20 @@ class DemoResult:
     midi_path: Path | None
     stats: EngineStats
     first_note_grid_error_ms: float | None  # when the answer's first note went out vs its grid point
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `improv demo` plays and where it writes."""
+
+    out: str | Path | None = "demo.mid"
+    png: str | Path | None = None
+    seed: int = 0
+    bpm: float | None = None  # None: the call file's tempo, else 100
+    mode: str = "call"
+    config: str | Path | None = None
+    call: str | Path | None = None  # a MIDI file to answer; None: the built-in phrase
+    track: int | None = None  # which track of it (index among the tracks with notes); None: the first
 
 
 class Recorder:
@@ -52,39 +67,74 @@ class Recorder:
         self.sent.append((self.clock.now(), msg))
 
 
-def call_events(bpm: float, notes=ODE_TO_JOY, start_beats: float = COUNT_IN_BEATS, velocity: int = 84) -> list:
+def built_in_call() -> list[Note]:
+    return [Note(o, d * LEGATO, p, DEMO_VELOCITY) for p, o, d in ODE_TO_JOY]
+
+
+def call_events(bpm: float, notes: list[Note], start_beats: float = COUNT_IN_BEATS) -> list:
     spb = 60.0 / bpm
     events = []
-    for pitch, onset, dur in notes:
-        t_on = (start_beats + onset) * spb
-        events += [NoteOn(t_on, 0, pitch, velocity), NoteOff(t_on + dur * LEGATO * spb, 0, pitch)]
-    return sorted(events, key=lambda e: e.t_s)
+    for n in notes:
+        t_on = (start_beats + n.onset_beats) * spb
+        events += [NoteOn(t_on, 0, n.pitch, n.velocity), NoteOff(t_on + n.duration_beats * spb, 0, n.pitch)]
+    return sorted(events, key=lambda e: (e.t_s, isinstance(e, NoteOn)))
 
 
-def run_demo(*, model=None, out: str | Path | None = "demo.mid", seed: int = 0, bpm: float = 100.0,
-             mode: str = "call", config: str | Path | None = None, settings: Settings | None = None,
-             show: bool = True) -> DemoResult:
-    """Run one call and its answer (or, with mode "duet", play along) and report it."""
-    step_model = _load(model)
-    if settings is None:
-        overrides = {"time.bpm": bpm, "sampling.seed": seed, "mode.mode": mode}
-        if config is None:
-            overrides |= {"sampling.pitch_lo": 48, "sampling.pitch_hi": 84}  # a compact roll
-        settings = load_settings(config, overrides)
+def answer_call(step_model, settings: Settings, call: list[Note]) -> tuple[Engine, Recorder]:
+    """The engine on a simulated clock, fed `call` (beats from its first note, a bar of count-in
+    before it) and run until its answer (or the duet along it) is over."""
     clock = ManualClock(0.0)
     recorder = Recorder(clock)
     engine = Engine(step_model, settings, clock, recorder)
-    events = call_events(settings.time.bpm)
-    call_beats = max(o + d for _, o, d in ODE_TO_JOY)
+    call_beats = max(n.onset_beats + n.duration_beats for n in call)
     m = settings.mode
     answer_beats = m.response_beats(call_beats) + m.silence_beats + 2 * m.grid_beats
     end_s = engine.beat_clock.time_at(COUNT_IN_BEATS + call_beats + answer_beats)
-    engine.run_until(end_s, events)
+    engine.run_until(end_s, call_events(settings.time.bpm, call))
     engine.shutdown()
-    result = _result(engine, recorder, step_model, out, settings)
+    return engine, recorder
+
+
+def run_demo(model=None, options: DemoOptions = DemoOptions(), settings: Settings | None = None,
+             show: bool = True) -> DemoResult:
+    """Answer one call (or, with mode "duet", play along with it) and report it."""
+    step_model = _load(model)
+    call, file_bpm = (built_in_call(), None) if options.call is None else load_call(options.call, options.track)
+    if settings is None:
+        bpm = options.bpm or file_bpm or 100.0
+        overrides = {"time.bpm": bpm, "sampling.seed": options.seed, "mode.mode": options.mode}
+        if options.config is None and options.call is None:
+            overrides |= {"sampling.pitch_lo": 48, "sampling.pitch_hi": 84}  # a compact roll
+        settings = load_settings(options.config, overrides)
+    engine, recorder = answer_call(step_model, settings, call)
+    result = _result(engine, recorder, call, options, settings)
     if show:
         print(report(result, step_model, settings))
     return result
+
+
+def load_call(path: str | Path, track: int | None) -> tuple[list[Note], float | None]:
+    """The notes of a MIDI file's track (the first with notes, or `track`), from its first note,
+    and the file's tempo; a missing, unreadable or empty file is a `DataError`."""
+    from improv.errors import ConfigError, ImprovError
+    from improv.midifile import read_midi_tempo, read_midi_tracks
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file; give a MIDI file to answer with --call")
+    try:
+        tracks = [notes for notes in read_midi_tracks(path).values() if notes]
+        tempo = read_midi_tempo(path)
+    except ImprovError as err:  # the reader's DataError: here a bad option, exit 2
+        raise ConfigError(str(err)) from err
+    if not tracks:
+        raise ConfigError(f"{path}: the file has no notes; give a MIDI file with a melody or chords")
+    if track is not None and not 0 <= track < len(tracks):
+        raise ConfigError(f"{path}: --track {track} does not exist; the file has {len(tracks)} tracks with "
+                        f"notes, use 0..{len(tracks) - 1}")
+    notes = tracks[track or 0]
+    first = min(n.onset_beats for n in notes)
+    call = [Note(n.onset_beats - first, n.duration_beats, n.pitch, n.velocity) for n in notes]
+    return call, tempo
 
 
 def _load(model):
@@ -97,16 +147,20 @@ def _load(model):
     return step_model
 
 
-def _result(engine: Engine, recorder: Recorder, model, out, settings: Settings) -> DemoResult:
+def _result(engine: Engine, recorder: Recorder, call: list[Note], options: DemoOptions,
+            settings: Settings) -> DemoResult:
     beats_at = engine.beat_clock.beats_at
-    call = [Note(o, d * LEGATO, p, 84) for p, o, d in ODE_TO_JOY]
     response = [Note(n.onset_beats - COUNT_IN_BEATS, n.duration_beats, n.pitch, n.velocity)
                 for n in recorded_notes(recorder.sent, beats_at)]
     path = None
-    if out is not None:
+    if options.out is not None:
         from improv.midifile import write_midi
 
-        path = write_midi(out, {"player": call, "improv": response}, bpm=settings.time.bpm)
+        path = write_midi(options.out, {"player": call, "improv": response}, bpm=settings.time.bpm)
+    if options.png is not None:
+        from improv.pianoroll import write_png
+
+        write_png(options.png, [call, response], labels=("call (player)", "answer (improv)"))
     error = None
     ons = [(t, m) for t, m in recorder.sent if m.type == "note_on" and m.velocity > 0]
     if ons and engine.improviser.mode == "call":

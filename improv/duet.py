@@ -181,7 +181,7 @@ class Duet:
             log.debug("duet: no reaction at %.6f s (%s)", now_s, "the context is behind" if not context.ready
                       else f"no note allowed: {together} of improv's sound, {len(avoid)} keys held")
             return []
-        pitch = int(self.facts.value[self.performer.sampler.sample(context.logits, mask)])
+        pitch = int(self.facts.value[self.performer.sampler.sample(context.mixed_logits(), mask)])
         plans = [] if victim is None else [self._let_go(victim, beats, now_s)]
         velocity = max(1, min(127, round(velocity * REACT_VELOCITY_SCALE)))
         self.dialogue.planned(GenEvent(beats, "on", pitch, velocity))

@@ -27,6 +27,7 @@ from improv.clock import BeatClock, Clock, ClockSender, ManualClock, MidiClockFo
 from improv.errors import ImprovError, ModelError
 from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
 from improv.improviser import Improviser
+from improv.memory import SessionMemory
 from improv.midi_out import MidiOut, Port
 from improv.parts import LOOKAHEAD_S
 from improv.scheduler import Planned, Scheduler
@@ -81,7 +82,7 @@ class Metronome:
 
 class Engine:
     def __init__(self, model, settings: Settings, clock: Clock, out: Port, *,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None) -> None:
         self.settings = settings
         self.clock = clock
         now = clock.now()
@@ -89,7 +90,7 @@ class Engine:
         self.scheduler = Scheduler(self.out, clock)
         t = settings.time
         self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
-        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng)
+        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory)
         self.parser = MidiParser()
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None

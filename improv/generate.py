@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from improv.context import TimedModel
+from improv.settings import ListenSettings
 from improv.errors import ConfigError, DataError, ImprovError
 from improv.sampling import Sampler, TokenMasks
 from improv.tokens import (Note, StreamDecoder, Vocabulary, decode_ids, grid_to_ids, grid_to_notes, ids_to_grid,
@@ -66,14 +67,17 @@ def continue_notes(
     seed_beats: float | None = None,
     max_polyphony: int = 0,
     pitch_range: tuple[int, int] | None = None,
+    listen: ListenSettings | None = None,
 ) -> Continuation:
     """Feed `seed_notes` (cut at `seed_beats`; None = all, up to the next whole beat) through
-    `model` (anything with `.vocab`, `.new_state()`, `.step()`) and sample `beats` more beats."""
+    `model` (anything with `.vocab`, `.new_state()`, `.step()`) and sample `beats` more beats.
+    With `listen` (event models), a session memory hears the seed and the continuation as they
+    stream, and is mixed in as in `improv run` (`improv generate --adapt`)."""
     if not beats > 0:
         raise ConfigError(f"--beats must be > 0, got {beats}")
     if model.vocab.config.scheme == "grid":
         return _continue_grid(model, seed_notes, beats, sampler, seed_beats, pitch_range)
-    return _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphony, pitch_range)
+    return _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphony, pitch_range, listen)
 
 
 # --------------------------------------------------------------------------- event scheme
@@ -106,12 +110,14 @@ def seed_event_ids(notes: Sequence[Note], vocab: Vocabulary, seed_beats: float |
     return vocab.ids(kept), cut
 
 
-def _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphony, pitch_range) -> Continuation:
+def _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphony, pitch_range,
+                     listen) -> Continuation:
     vocab = model.vocab
     tpb = vocab.config.ticks_per_beat
     seed_ids, seed_ticks = seed_event_ids(seed_notes, vocab, seed_beats if seed_notes else 0.0)
-    timed, state = TimedModel(model), model.new_state()
-    logits = timed.feed(seed_ids, state)
+    timed = TimedModel(model)
+    stream = _Listening(timed, listen, seed_ids) if listen is not None else _Plain(timed, seed_ids)
+    logits = stream.logits()
     decoder, sounding = StreamDecoder(vocab), set()
     for token in seed_ids:
         _track(decoder.feed(int(token)), sounding)
@@ -124,9 +130,44 @@ def _continue_events(model, seed_notes, beats, sampler, seed_beats, max_polyphon
         new.append(token)
         _track(decoder.feed(token), sounding)
         if decoder.tick < target:
-            logits = timed.step(token, state)
+            stream.step(token)
+            logits = stream.logits()
     ids = np.concatenate([seed_ids, np.asarray(new, dtype=np.int32)])
     return _split(decode_ids(ids, vocab), seed_ticks / tpb, beats, ids, len(seed_ids), timed)
+
+
+class _Plain:
+    """The model alone: its state, stepped."""
+
+    def __init__(self, timed: TimedModel, seed_ids) -> None:
+        self.timed, self.state = timed, timed.new_state()
+        self._logits = timed.feed(seed_ids, self.state)
+
+    def logits(self) -> np.ndarray:
+        return self._logits
+
+    def step(self, token: int) -> None:
+        self._logits = self.timed.step(token, self.state)
+
+
+class _Listening:
+    """The model with a session memory, as the live context runs them (improv.context)."""
+
+    def __init__(self, timed: TimedModel, listen: ListenSettings, seed_ids) -> None:
+        from improv.blend import Blend
+        from improv.context import ModelContext
+        from improv.memory import SessionMemory
+
+        memory = SessionMemory(timed.vocab.names, listen.order, listen.half_life_tokens)
+        self.context = ModelContext(timed, memory, Blend(listen.order, listen.follow), listen.own_weight)
+        for token in seed_ids[1:] if len(seed_ids) and int(seed_ids[0]) == self.context.bos else seed_ids:
+            self.context.hear(int(token))
+
+    def logits(self) -> np.ndarray:
+        return self.context.mixed_logits()
+
+    def step(self, token: int) -> None:
+        self.context.hear(token, own=True)
 
 
 def _track(action, sounding: set[int]) -> None:
@@ -258,6 +299,7 @@ class GenerateOptions:
     max_polyphony: int = 0
     png: str | Path | None = None
     bpm: float = 120.0  # written into the file
+    adapt: bool = False  # a session memory listens to the seed and the continuation (improv run's)
 
 
 def generate(model, options: GenerateOptions) -> Continuation:
@@ -277,10 +319,11 @@ def generate(model, options: GenerateOptions) -> Continuation:
         raise ConfigError(f"bad sampling option: {err}") from err
     notes, cut = load_seed(seed_midi=o.seed_midi, seed_corpus=o.seed_corpus, seed_piece=o.seed_piece,
                            seed_beats=o.seed_beats)
-    result = continue_notes(model, notes, beats=o.beats, sampler=sampler, seed_beats=cut, max_polyphony=o.max_polyphony)
+    result = continue_notes(model, notes, beats=o.beats, sampler=sampler, seed_beats=cut, max_polyphony=o.max_polyphony,
+                            listen=ListenSettings() if o.adapt else None)
     write_midi(o.out, {"seed": result.seed, "improv": result.notes}, bpm=o.bpm)
     if o.png is not None:
-        write_png(o.png, [result.seed, result.notes])
+        write_png(o.png, [result.seed, result.notes], labels=("seed", "continuation (improv)"))
     return result
 
 

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from improv.blend import Blend
 from improv.call_response import AnswerRecord, CallAndResponse
 from improv.clock import BeatTimeline
 from improv.context import Dialogue, ModelContext, TimedModel
@@ -27,6 +28,7 @@ from improv.duet import Duet
 from improv.events import Control, NoteOff, NoteOn
 from improv.keys import Key
 from improv.listener import Listener
+from improv.memory import SessionMemory
 from improv.performer import Performer
 from improv.sampling import Sampler
 from improv.scheduler import ALL, Planned
@@ -38,11 +40,15 @@ MAX_STEPS_PER_TICK = 16
 
 class Improviser:
     def __init__(self, model, settings: Settings, beat_clock: BeatTimeline,
-                 rng: np.random.Generator | None = None) -> None:
-        s = settings.sampling
+                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None) -> None:
+        s, listen = settings.sampling, settings.listen
         self.clock = beat_clock
         self.model = TimedModel(model)
-        self.context = ModelContext(self.model)
+        if memory is None and listen.memory:
+            memory = SessionMemory(model.vocab.names, listen.order, listen.half_life_tokens)
+        self.memory = memory
+        self.blend = Blend(memory.order, listen.follow) if memory is not None else None
+        self.context = ModelContext(self.model, memory, self.blend, listen.own_weight)
         self.dialogue = Dialogue(self.context)
         self.listener = Listener(settings, beat_clock, self.context)
         self.rng = rng if rng is not None else np.random.default_rng(s.seed)
@@ -99,6 +105,11 @@ class Improviser:
     def phrase_end_s(self) -> float | None:
         end = self.call.phrase_end_beats
         return None if end is None else self.clock.time_at(end)
+
+    @property
+    def following(self) -> float | None:
+        """How much the answers follow the session memory now (0..1), None without one."""
+        return None if self.blend is None else self.blend.following
 
     @property
     def step_times_ms(self) -> list[float]:
@@ -167,6 +178,8 @@ class Improviser:
     def _control(self, ev: Control) -> list[Planned]:
         action = self.listener.control(ev)
         self.sampler.temperature = self.settings.sampling.temperature
+        if self.blend is not None:
+            self.blend.memory_weight = self.settings.listen.follow
         if action == "end phrase" and self.mode == "call":
             self.call.end_phrase_now()
         elif action in ("call", "duet"):

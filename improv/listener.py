@@ -24,6 +24,7 @@ from improv.tokens import DEFAULT_VELOCITY, Note
 
 KEY_CONFIDENCE = 0.5  # below this a detected key does not lock
 ALL_NOTES_OFF_CC = 123
+FOLLOW_MAX = 0.9  # the follow CC at 127: the memory's weight (the model keeps a say)
 CALL_WINDOW = 64  # the duet closes no calls: it keeps this many recent notes as "the call"
 
 
@@ -134,6 +135,14 @@ class Listener:
         key = self._detected
         return key if key is not None and key.confidence >= KEY_CONFIDENCE else None
 
+    @property
+    def key_seen(self) -> Key | None:
+        """The key as last detected, detecting nothing (safe from another thread: the view)."""
+        if self.settings.sampling.key == OFF:
+            return None
+        key = self._given_key or self._detected
+        return key if key is not None and key.confidence >= KEY_CONFIDENCE else None
+
     def detect_key(self) -> None:
         """Re-detect the key if the histogram changed (once per change, on a tick)."""
         if self._key_stale and self._given_key is None and self.settings.sampling.key != OFF:
@@ -153,6 +162,8 @@ class Listener:
         if ev.control == cc.response_length:
             index = min(len(RESPONSE_LENGTHS) - 1, ev.value * len(RESPONSE_LENGTHS) // 128)
             self.replace("mode", response_length=RESPONSE_LENGTHS[index])
+        if ev.control == cc.follow:
+            self.replace("listen", follow=round(FOLLOW_MAX * ev.value / 127, 3))
         if ev.control == cc.mode:
             return "duet" if ev.value >= 64 else "call"
         if ev.control == ALL_NOTES_OFF_CC:

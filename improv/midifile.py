@@ -112,6 +112,16 @@ def read_midi_tracks(path: str | Path, *, skip_drums: bool = True) -> dict[str, 
     return tracks
 
 
+def read_midi_tempo(path: str | Path) -> float | None:
+    """The file's first tempo (bpm), None if it sets none (MIDI's default is then 120)."""
+    try:
+        midi = mido.MidiFile(str(path))
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        raise DataError(f"{path}: cannot read it as a MIDI file ({err}); give a standard .mid file") from err
+    tempo = next((m.tempo for track in midi.tracks for m in track if m.type == "set_tempo"), None)
+    return None if tempo is None else round(mido.tempo2bpm(tempo), 3)
+
+
 def read_midi(path: str | Path, *, skip_drums: bool = True) -> list[Note]:
     """All notes of a MIDI file in beats, every track merged, sorted by onset then pitch."""
     notes = [n for track in read_midi_tracks(path, skip_drums=skip_drums).values() for n in track]

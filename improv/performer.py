@@ -9,11 +9,15 @@ import math
 from improv.context import Dialogue, TimedModel
 from improv.listener import Listener
 from improv.parts import Part
-from improv.phrase import GenEvent, MaskRules, PhraseGenerator, PhraseSpec
+from improv.phrase import Following, GenEvent, MaskRules, PhraseGenerator, PhraseSpec
+from improv.phrase_shape import PhraseShape
 from improv.sampling import Sampler, TokenMasks
 from improv.tokens import Note
 
 DUET_VIEW_NOTES = 64
+FOLLOW_POLYPHONY = 4  # chords answered by chords of at most this many notes (sampling.max_polyphony = "call")
+REGISTER_SPAN = 7  # semitones either side of the call's median pitch the answer may always use
+REGISTER_MARGIN = 2  # and this much beyond the call's own lowest and highest notes
 
 
 class Performer:
@@ -27,20 +31,38 @@ class Performer:
         self._shown: list[Note] = []
         self._line: tuple[Part, float] | None = None  # (the duet's part, its frontier beats)
 
-    def rules(self, reserve: int = 0) -> MaskRules:
-        s = self.listener.settings.sampling
+    def rules(self, reserve: int = 0, call: PhraseShape | None = None) -> MaskRules:
+        """The masks' rules: the settings, the key, and what follows the call (texture, register)."""
+        s, listen = self.listener.settings.sampling, self.listener.settings.listen
         key = self.listener.key
-        return MaskRules(s.pitch_lo, s.pitch_hi, max(1, s.max_polyphony - reserve),
-                         key.pitch_classes if key else None)
+        polyphony = s.max_polyphony
+        if polyphony is None:  # follow the call's texture: a single line for a single line
+            polyphony = 1 + reserve if call is not None and call.single_line else FOLLOW_POLYPHONY
+        lo, hi = s.pitch_lo, s.pitch_hi
+        if listen.register and call is not None:
+            lo = max(lo, min(call.low, round(call.median_pitch) - REGISTER_SPAN) - REGISTER_MARGIN)
+            hi = min(hi, max(call.high, round(call.median_pitch) + REGISTER_SPAN) + REGISTER_MARGIN)
+            if lo > hi:  # the call lies outside the range: the range's edge nearest to it
+                lo = hi = s.pitch_hi if call.median_pitch > s.pitch_hi else s.pitch_lo
+        return MaskRules(lo, hi, max(1, polyphony - reserve), key.pitch_classes if key else None)
+
+    def call_shape(self) -> PhraseShape | None:
+        """The shape of what the player just played (the call, or the duet's window)."""
+        listener = self.listener
+        return PhraseShape.of(listener.call, listener.settings.mode.beats_per_bar)
 
     def fork(self, start: float, end: float, *, first_on: bool, sounding: dict[int, float] | None = None,
              ending: dict[int, float] | None = None, reserve: int = 0) -> PhraseGenerator:
         """A generator from `start`; it starts no note while `max_polyphony - reserve` sound."""
         listener = self.listener
         self.dialogue.heard_until(listener.clock.beats_at(listener.now))
-        spec = PhraseSpec(start, end, self.rules(reserve), first_on, dict(sounding or {}), dict(ending or {}),
+        call = self.call_shape()
+        listen = listener.settings.listen
+        spec = PhraseSpec(start, end, self.rules(reserve, call), first_on, dict(sounding or {}), dict(ending or {}),
                           listener.call_velocity(), listener.held.keys(),
-                          max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12)
+                          max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12,
+                          follow=Following(call if listen.density else None, call if listen.dynamics else None,
+                                           listener.settings.mode.beats_per_bar))
         return PhraseGenerator(self.model, self.masks, self.sampler, self.listener.context.fork(start), spec)
 
     def generate(self, gen: PhraseGenerator, part: Part, budget: int, until_beats: float = math.inf) -> int:

@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from improv.phrase_shape import PhraseShape
 from improv.sampling import Sampler, TokenMasks
 from improv.token_facts import OFF, ON, SHIFT, VEL
 from improv.tokens import DEFAULT_VELOCITY, bin_velocity
+
+
+DENSITY_GAIN = 1.0  # log-odds per note the phrase is ahead of (or behind) the call's density
+DENSITY_MAX_BIAS = 4.0
+DENSITY_LEAD_BEATS = 0.25  # the count looks this far ahead, so a phrase may start with a note
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +37,33 @@ class GenEvent:
     velocity: int = 0
 
 
+@dataclass
+class Fork:
+    """A copy of the context to generate from (`improv.context.ModelContext.fork`)."""
+
+    state: object
+    logits: np.ndarray  # (V,) after the latest token heard
+    prefix: list[int]  # SHIFT tokens up to the phrase's start, to step first
+    memory_cursor: object = None  # improv.memory.Cursor: where the session memory stands
+    memory: object = None  # improv.memory.SessionMemory, or None
+    blend: object = None  # improv.blend.Blend, with a memory
+
+
 @dataclass(frozen=True)
 class MaskRules:
     pitch_lo: int = 0
     pitch_hi: int = 127
     max_polyphony: int = 4
     pitch_classes: frozenset[int] | None = None  # key lock; None: any pitch class
+
+
+@dataclass(frozen=True)
+class Following:
+    """What of the call the phrase follows beyond the masks: its density, its dynamics."""
+
+    density: PhraseShape | None = None  # notes per beat to keep near
+    dynamics: PhraseShape | None = None  # velocity level and accents by position in the bar
+    beats_per_bar: int = 4
 
 
 @dataclass
@@ -53,16 +80,23 @@ class PhraseSpec:
     avoid: Collection[int] = ()  # pitches not to start (e.g. keys the player holds); may be a live view
     max_note_beats: float = 4.0
     max_steps: int = 100_000
+    follow: Following = field(default_factory=Following)
 
 
 class PhraseGenerator:
     """Samples one phrase (or an endless duet part) from a forked context; see the module doc."""
 
-    def __init__(self, model, masks: TokenMasks, sampler: Sampler, fork: tuple, spec: PhraseSpec) -> None:
+    def __init__(self, model, masks: TokenMasks, sampler: Sampler, fork: Fork, spec: PhraseSpec) -> None:
         self.model, self.masks, self.facts, self.sampler = model, masks, masks.facts, sampler
         self.rules = spec.rules
-        self.state, self.logits, prefix = fork
-        self._prefix = deque(prefix)
+        self.state, self.logits = fork.state, fork.logits
+        self._prefix = deque(fork.prefix)
+        self.memory, self.blend = fork.memory, fork.blend
+        self._cursor = fork.memory_cursor  # the memory's view of this phrase as it goes on
+        self.follow = spec.follow
+        self.notes_started = 0
+        self._biased = np.empty(len(self.facts.kind))  # (V,) logits with the density bias, reused
+        self._starts = self.facts.starts.astype(float)  # (V,) 1 for the tokens that start a note
         self.start_beats, self.end_beats = spec.start_beats, spec.end_beats
         self.tick = 0  # ticks since start_beats
         self.sounding: dict[int, float] = dict(spec.sounding)
@@ -96,7 +130,9 @@ class PhraseGenerator:
             return events
         for _ in range(max_steps):
             if self._prefix:
-                self.logits = self.model.step(self._prefix.popleft(), self.state)
+                token = self._prefix.popleft()
+                self._remember(token)
+                self.logits = self.model.step(token, self.state)
                 continue
             if self.frontier_beats >= self.end_beats - 1e-9 or self.steps_left <= 0:
                 events += self.finish()
@@ -105,6 +141,7 @@ class PhraseGenerator:
                 break
             token = self._next_token()
             self._apply(token, events)
+            self._remember(token)
             self.logits = self.model.step(token, self.state)
             self.steps_left -= 1
         return events
@@ -121,7 +158,33 @@ class PhraseGenerator:
         for pitch, onset in self.sounding.items():
             if self.frontier_beats - onset >= self.max_note_beats - 1e-9 and self.facts.off_id[pitch] >= 0:
                 return int(self.facts.off_id[pitch])  # a note held too long ends here
-        return self.sampler.sample(self.logits, self._build_mask())
+        return self.sampler.sample(self._mixed_logits(), self._build_mask())
+
+    def _mixed_logits(self) -> np.ndarray:
+        logits = self.logits
+        if self.memory is not None:
+            p, depth = self.memory.predict(self._cursor)
+            logits = self.blend.mix(logits, p, depth)
+        bias = self._density_bias()
+        if bias:
+            np.multiply(self._starts, bias, out=self._biased)
+            logits = np.add(logits, self._biased, out=self._biased)
+        return logits
+
+    def _density_bias(self) -> float:
+        """A log-odds nudge to every note start: up while the phrase has fewer notes than the
+        call's density gives for the time it has covered, down while it has more."""
+        target = self.follow.density
+        if target is None:
+            return 0.0
+        elapsed = self.frontier_beats - self.start_beats
+        expected = target.notes_per_beat * (elapsed + DENSITY_LEAD_BEATS)
+        return float(np.clip(DENSITY_GAIN * (expected - self.notes_started), -DENSITY_MAX_BIAS, DENSITY_MAX_BIAS))
+
+    def _remember(self, token: int) -> None:
+        """The memory's cursor follows the phrase (the memory itself learns only what sounds)."""
+        if self.memory is not None:
+            self.memory.advance(self._cursor, token)
 
     def _build_mask(self) -> np.ndarray:
         r, t, mask = self.rules, self.facts, self._mask
@@ -158,7 +221,10 @@ class PhraseGenerator:
             self.sounding[value] = at
             self.need_on = False
             self._run += 1
-            events.append(GenEvent(at, "on", value, self.velocity))
+            self.notes_started += 1
+            dynamics = self.follow.dynamics
+            velocity = self.velocity if dynamics is None else dynamics.velocity_at(at, self.follow.beats_per_bar)
+            events.append(GenEvent(at, "on", value, velocity))
         elif kind == OFF and value in self.sounding:
             del self.sounding[value]
             self._run += 1

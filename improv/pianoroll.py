@@ -27,6 +27,7 @@ STYLES = ("bold cyan", "bold magenta", "bold green", "bold yellow")
 # RGB per part for the PNG: seed blue, continuation orange, then green, purple
 COLOURS = ((66, 133, 244), (244, 140, 36), (52, 168, 83), (156, 39, 176))
 BACKGROUND, BLACK_KEY_ROW, BEAT_LINE, BAR_LINE = (255, 255, 255), (242, 242, 246), (215, 215, 222), (150, 150, 160)
+AXIS_TEXT = (60, 60, 70)
 
 
 def pitch_name(pitch: int) -> str:
@@ -157,34 +158,58 @@ def encode_png(rgb: np.ndarray) -> bytes:
 def roll_image(
     parts: Sequence[Sequence[Note]] | Sequence[Note],
     *,
+    labels: Sequence[str] = (),
     pixels_per_beat: int = 32,
     pixels_per_pitch: int = 6,
     beats_per_bar: int = 4,
     margin_pitches: int = 2,
 ) -> np.ndarray:
     """(H, W, 3) uint8 piano roll: black-key rows shaded, beat and bar lines, each part in its
-    `COLOURS` entry with a 1-pixel gap before each onset so repeated notes stay apart."""
+    `COLOURS` entry with a 1-pixel gap before each onset so repeated notes stay apart; pitch names
+    at every C on the left, bar numbers on top, and a legend naming each part (`labels`)."""
     parts = _as_parts(parts)
     lo, hi, end_beats = _bounds(parts, None, None, None)
     lo, hi = max(0, lo - margin_pitches), min(127, hi + margin_pitches)
     width = max(1, math.ceil(end_beats * pixels_per_beat))
-    image = np.empty(((hi - lo + 1) * pixels_per_pitch, width, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
+    roll = np.empty(((hi - lo + 1) * pixels_per_pitch, width, 3), dtype=np.uint8)
+    roll[:] = BACKGROUND
     for pitch in range(lo, hi + 1):
         if pitch % 12 in (1, 3, 6, 8, 10):
             y = (hi - pitch) * pixels_per_pitch
-            image[y : y + pixels_per_pitch] = BLACK_KEY_ROW
+            roll[y : y + pixels_per_pitch] = BLACK_KEY_ROW
     for beat in range(math.ceil(end_beats) + 1):
         x = beat * pixels_per_beat
         if x < width:
-            image[:, x] = BAR_LINE if beat % beats_per_bar == 0 else BEAT_LINE
+            roll[:, x] = BAR_LINE if beat % beats_per_bar == 0 else BEAT_LINE
     for k, part in enumerate(parts):
         colour = COLOURS[k % len(COLOURS)]
         for n in part:
             x0 = round(n.onset_beats * pixels_per_beat)
             x1 = max(x0 + 2, round((n.onset_beats + n.duration_beats) * pixels_per_beat))
             y = (hi - n.pitch) * pixels_per_pitch
-            image[y + 1 : y + pixels_per_pitch, x0 + 1 : min(x1, width)] = colour
+            roll[y + 1 : y + pixels_per_pitch, x0 + 1 : min(x1, width)] = colour
+    return _framed(roll, lo, hi, pixels_per_pitch, pixels_per_beat * beats_per_bar, labels)
+
+
+def _framed(roll: np.ndarray, lo: int, hi: int, pixels_per_pitch: int, pixels_per_bar: int,
+            labels: Sequence[str]) -> np.ndarray:
+    """The roll with its axes: pitch names left, bar numbers above, the legend below."""
+    from improv.bitmap_font import HEIGHT, draw
+
+    left, top, line = 40, 16, 2 * HEIGHT + 6
+    bottom = 6 + line * len(labels)
+    image = np.full((top + roll.shape[0] + bottom, left + roll.shape[1] + 8, 3), 255, dtype=np.uint8)
+    image[top : top + roll.shape[0], left : left + roll.shape[1]] = roll
+    for pitch in range(lo, hi + 1):
+        if pitch % 12 == 0 or pitch in (lo, hi):
+            y = top + (hi - pitch) * pixels_per_pitch + pixels_per_pitch // 2 - HEIGHT
+            draw(image, pitch_name(pitch), 2, y, AXIS_TEXT)
+    for bar, x in enumerate(range(0, roll.shape[1], pixels_per_bar), start=1):
+        draw(image, str(bar), left + x + 2, 2, AXIS_TEXT)
+    for k, label in enumerate(labels):
+        y = top + roll.shape[0] + 6 + k * line
+        image[y : y + 2 * HEIGHT, left : left + 12] = COLOURS[k % len(COLOURS)]
+        draw(image, label, left + 18, y, AXIS_TEXT)
     return image
 
 

@@ -30,8 +30,10 @@ class ReplanGuard:
 
     @property
     def steps(self) -> int:
-        """The most steps a recent re-plan took to deliver (`PRIOR_STEPS` before any did)."""
-        return max(self._delivered) if self._delivered else self.PRIOR_STEPS
+        """The most steps a recent re-plan took to deliver, and never fewer than `PRIOR_STEPS`:
+        the first re-plans say little about the long ones to come."""
+        return max(self._delivered, default=0) if len(self._delivered) >= self.WINDOW else \
+            max(self.PRIOR_STEPS, max(self._delivered, default=0))
 
     def seconds(self) -> float:
         return min(self.MAX_S, max(self.min_s, self.MARGIN * self.steps * self.step_s))

@@ -21,7 +21,7 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     top_k = 0                 # 0: off
     pitch_lo = 36
     pitch_hi = 96
-    max_polyphony = 4
+    max_polyphony = "call"     # "call": a single line answered by a single line, chords by chords (at most 4); or 1..16
     key = "auto"              # "auto" (detected from the calls) | "off" | a key: "A minor", "F#m"
     seed = "off"              # an integer makes the answers repeatable
 
@@ -47,6 +47,17 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     temperature = 21          # 0..127 -> temperature 0.1..2.0
     mode = 22                 # < 64 call, >= 64 duet
     response_length = 23      # 0..127 -> call, 1, 2, 4, 8 bars
+    follow = 24               # "follow the player": 0 the model alone .. 127 mostly the session memory
+
+    [listen]                  # the session memory: what the player plays, learned as it is played
+    memory = true
+    order = 4                 # contexts of up to order - 1 tokens
+    follow = "auto"           # "auto": the mix adapts to whichever predicts the player better; or 0..1
+    half_life_tokens = 4000.0 # forgetting: a count halves after this many tokens (0: never)
+    own_weight = 0.3          # improv's own notes count this much (the player's count 1)
+    register = true           # answers follow the call: its register,
+    density = true            # its notes per beat,
+    dynamics = true           # its level and accents (texture: sampling.max_polyphony = "call")
 
 Channels in settings are 1-based (as on the gear); events and `Planned` are 0-based.
 """
@@ -130,7 +141,7 @@ class SamplingSettings:
     top_k: int = 0
     pitch_lo: int = 36
     pitch_hi: int = 96
-    max_polyphony: int = 4
+    max_polyphony: int | None = None  # None ("call"): follow the call's texture, at most FOLLOW_POLYPHONY
     key: str = "auto"
     seed: int | None = None
 
@@ -140,7 +151,8 @@ class SamplingSettings:
         _check(self.top_k >= 0, "sampling.top_k", "use 0 (off) or a positive integer")
         _check(0 <= self.pitch_lo <= self.pitch_hi <= 127, "sampling.pitch_lo/pitch_hi",
                "use MIDI pitches 0..127 with pitch_lo <= pitch_hi")
-        _check(1 <= self.max_polyphony <= 16, "sampling.max_polyphony", "use 1..16")
+        _check(self.max_polyphony is None or 1 <= self.max_polyphony <= 16, "sampling.max_polyphony",
+               'use "call" or 1..16')
         if self.key not in ("auto", OFF):
             from improv.keys import parse_key
 
@@ -194,11 +206,30 @@ class CCMap:
     temperature: int | None = 21
     mode: int | None = 22
     response_length: int | None = 23
+    follow: int | None = 24
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "mode", "response_length"):
+        for name in ("temperature", "mode", "response_length", "follow"):
             value = getattr(self, name)
             _check(value is None or 0 <= value <= 127, f"cc.{name}", 'use a CC number 0..127 or "off"')
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    memory: bool = True  # learn this session's music as it is played (improv.memory)
+    order: int = 4  # the memory's longest context is order - 1 tokens
+    follow: float | None = None  # None ("auto"): the blend adapts; else the memory's weight 0..1
+    half_life_tokens: float = 4000.0  # the memory forgets: half of a count is left after this many tokens (0: never)
+    own_weight: float = 0.3  # improv's own notes count this much in the memory (the player's: 1)
+    register: bool = True  # answers centred on the call's register (within sampling.pitch_lo..hi)
+    density: bool = True  # answers near the call's notes per beat
+    dynamics: bool = True  # answers at the call's level, with its accents by position in the bar
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.order <= 8, "listen.order", "use 1..8")
+        _check(self.follow is None or 0.0 <= self.follow <= 1.0, "listen.follow", 'use "auto" or 0..1')
+        _check(self.half_life_tokens >= 0, "listen.half_life_tokens", "use 0 (never forget) or more tokens")
+        _check(0.0 <= self.own_weight <= 1.0, "listen.own_weight", "use 0..1")
 
 
 @dataclass(frozen=True)
@@ -208,11 +239,12 @@ class Settings:
     time: TimeSettings = field(default_factory=TimeSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     cc: CCMap = field(default_factory=CCMap)
+    listen: ListenSettings = field(default_factory=ListenSettings)
 
 
 SECTIONS: dict[str, type] = {  # TOML table -> dataclass; the same names as Settings' fields
     "mode": ModeSettings, "sampling": SamplingSettings, "time": TimeSettings,
-    "output": OutputSettings, "cc": CCMap,
+    "output": OutputSettings, "cc": CCMap, "listen": ListenSettings,
 }
 
 
@@ -274,7 +306,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     """Check a TOML value against the field's type; "off"/"omni" stand for None (TOML has no null)."""
     optional = type(None) in typing.get_args(hint)
     base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-    if optional and (value is None or (isinstance(value, str) and value.lower() in (OFF, "omni", "none"))):
+    if optional and (value is None or (isinstance(value, str) and value.lower() in (OFF, "omni", "none", "auto", "call"))):
         return None
     if base is bool and isinstance(value, bool):
         return value

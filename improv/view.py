@@ -43,6 +43,15 @@ class Snapshot:
     errors: int = 0
     last_error: str = ""
     startup_s: float | None = None
+    key: str = ""  # the key the lock uses now ("" : none)
+    following: float | None = None  # how much the answers follow the session memory (0..1); None: no memory
+
+
+def listening(s: Snapshot) -> str:
+    """The key and how much the answers follow the player, e.g. "D minor, following 62 %"."""
+    key = s.key or "no key yet"
+    follow = "no memory" if s.following is None else f"following {100 * s.following:.0f} %"
+    return f"{key}, {follow}"
 
 
 def _ms(value: float | None) -> str:
@@ -52,7 +61,7 @@ def _ms(value: float | None) -> str:
 def summary(s: Snapshot) -> str:
     """One line: the log view's line and the live view's footer."""
     clock = f"{s.bpm:.1f} bpm {s.clock}" + ("" if s.clock_running else " (stopped)")
-    return (f"{s.state}: {s.mode} mode, {clock}, in {s.notes_in} / out {s.notes_out} notes, "
+    return (f"{s.state}: {s.mode} mode, {clock}, {listening(s)}, in {s.notes_in} / out {s.notes_out} notes, "
             f"{s.responses} responses, step {_ms(s.step_ms_p50)} p50 {_ms(s.step_ms_p99)} p99, "
             f"timing error {_ms(s.late_ms_p50)} p50 {_ms(s.late_ms_p99)} p99")
 
@@ -118,6 +127,7 @@ def render(s: Snapshot) -> Any:
     info.add_row("tempo", clock + (", sending clock" if s.sending_clock else ""))
     state_style = "bold green" if s.state == "listening" else "bold magenta"
     info.add_row("mode", Text.assemble(f"{s.mode}, ", (s.state, state_style)))
+    info.add_row("listening", listening(s))
     info.add_row("model step", f"{_ms(s.step_ms_p50)} p50, {_ms(s.step_ms_p99)} p99")
     info.add_row("timing error", f"{_ms(s.late_ms_p50)} p50, {_ms(s.late_ms_p99)} p99")
     info.add_row("notes", f"{s.notes_in} in, {s.notes_out} out, {s.responses} responses")

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from improv.cli import app
-from improv.demo import COUNT_IN_BEATS, run_demo
+from improv.demo import COUNT_IN_BEATS, DemoOptions, run_demo
 from tests.fakes import FakeModel
 
 
 def test_run_demo_with_a_fake_model(tmp_path, capsys):
-    result = run_demo(model=FakeModel(), out=tmp_path / "demo.mid", seed=1)
+    result = run_demo(FakeModel(), DemoOptions(out=tmp_path / "demo.mid", seed=1))
     assert result.response, "improv answered"
     assert result.first_note_grid_error_ms == pytest.approx(0.0, abs=1e-6)
     call_end = max(n.onset_beats + n.duration_beats for n in result.call)
@@ -28,13 +28,13 @@ def test_run_demo_with_a_fake_model(tmp_path, capsys):
 
 
 def test_same_seed_same_answer(tmp_path):
-    a = run_demo(model=FakeModel(), out=None, seed=5, show=False)
-    b = run_demo(model=FakeModel(), out=None, seed=5, show=False)
+    a = run_demo(FakeModel(), DemoOptions(out=None, seed=5), show=False)
+    b = run_demo(FakeModel(), DemoOptions(out=None, seed=5), show=False)
     assert a.response == b.response
 
 
 def test_duet_demo(tmp_path):
-    result = run_demo(model=FakeModel(), out=tmp_path / "duet.mid", mode="duet", show=False)
+    result = run_demo(FakeModel(), DemoOptions(out=tmp_path / "duet.mid", mode="duet"), show=False)
     assert result.response
     assert min(n.onset_beats for n in result.response) < max(n.onset_beats for n in result.call)
 

@@ -101,7 +101,7 @@ def test_the_reaction_is_sampled_in_feed_from_the_context_that_has_the_players_n
     assert len(tokens) <= 6 and vocab.id("BOS") not in tokens  # ... and nothing else (no recompute)
     (plan,) = [p for *_, p in engine.scheduler._heap if p.source == "duet" and p.kind == "on" and p.due_s == 2.0]
     # the reaction's ON (after the OFF of a note that let go for it, if any), for the next tick
-    assert [vocab.name(i) for i in imp.context._queue][-1] == f"ON_{plan.pitch}"
+    assert [vocab.name(i) for i, _ in imp.context._queue][-1] == f"ON_{plan.pitch}"
     assert vocab.name(int(imp.performer.facts.on_id[plan.pitch])) == f"ON_{plan.pitch}"
     engine.run_until(2.01)  # the next tick: the context hears the reaction as it sounded
     assert vocab.id(f"ON_{plan.pitch}") in model.fed[steps + len(tokens):]
@@ -269,14 +269,20 @@ def test_every_improv_note_on_gets_exactly_one_note_off(moves, thru, react, poly
 
 class SlowOnTheClock(FakeModel):
     """A model whose every step takes `step_s` of the manual clock, so a test sees exactly what
-    a slow machine would: work done after a note was due makes it late."""
+    a slow machine would: work done after a note was due makes it late. With `scheduler` set, the
+    scheduler sends what falls due during a step, as its own thread does in the daemon."""
 
     def __init__(self, clock: ManualClock, step_s: float) -> None:
         super().__init__()
         self.clock, self.step_s = clock, step_s
+        self.scheduler = None
 
     def step(self, token_id, state):
-        self.clock.advance(self.step_s)
+        end = self.clock.now() + self.step_s
+        while self.scheduler is not None and (due := self.scheduler.next_due_s()) is not None and due <= end:
+            self.clock.set(max(due, self.clock.now()))
+            self.scheduler.run_pending(self.clock.now())
+        self.clock.set(end)
         return super().step(token_id, state)
 
 
@@ -289,7 +295,9 @@ def test_a_re_plan_leaves_the_model_time_to_deliver_its_first_note(step_ms):
     clock = ManualClock()
     settings = load_settings(None, {"time.bpm": 120.0, "sampling.seed": 1, "mode.mode": "duet",
                                     "mode.duet_react": False})
-    engine = Engine(SlowOnTheClock(clock, step_ms / 1000), settings, clock, FakeMidiOut(clock))
+    model = SlowOnTheClock(clock, step_ms / 1000)
+    engine = Engine(model, settings, clock, FakeMidiOut(clock))
+    model.scheduler = engine.scheduler
     engine.run_until(12.0, melody(n=24, t0=1.0, gap=0.37))
     engine.shutdown()
     duet = [r for r in engine.scheduler.records if r.source == "duet" and r.message.type == "note_on"]

@@ -129,7 +129,8 @@ def clock_ticks(start_s, tempo_segments):
 
 
 def test_a_tempo_change_reaches_the_rest_of_an_answer_already_planned():
-    engine, port = make({"time.clock": "midi", "time.bpm": 100.0, "mode.response_length": "8 beats"})
+    engine, port = make({"time.clock": "midi", "time.bpm": 100.0, "mode.response_length": "8 beats",
+                         "listen.memory": False})  # (a dense answer: timing, not listening, is tested)
     ticks, time_of = clock_ticks(0.001, [(100.0, 9), (140.0, 12)])
     call = [e for i, p in enumerate((60, 62, 64, 65))
             for e in (NoteOn(time_of(2 + i), 0, p, 90), NoteOff(time_of(2.9 + i), 0, p))]

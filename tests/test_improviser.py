@@ -221,7 +221,7 @@ def test_key_lock(key):
 
 
 def test_without_key_lock_the_fake_model_leaves_the_key():
-    engine, port, _ = make({"sampling.key": "off", "mode.response_length": "8 bars"})
+    engine, port, _ = make({"sampling.key": "off", "mode.response_length": "8 bars", "listen.memory": False})
     engine.run_until(30.0, call(C_ARPEGGIO))
     assert {m.note % 12 for _, m in ons(port)} - parse_key("C").pitch_classes  # the test above means something
 

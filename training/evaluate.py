@@ -101,6 +101,44 @@ def step_metrics(model, pieces: Sequence[np.ndarray], progress=None) -> tuple[Me
     return Metrics.pooled(nll, correct, count), 1000.0 * seconds / count
 
 
+def adaptive_metrics(model, pieces: Sequence[np.ndarray], listen=None) -> dict[str, Metrics]:
+    """Each piece streamed through the live context with a fresh session memory (`listen`: the
+    [listen] settings, default ones if None), scored without and with the memory mixed in, over
+    the whole piece and over its second half (where the memory has heard the first):
+    {"nll", "adapt", "nll_second_half", "adapt_second_half"}."""
+    from improv.blend import Blend
+    from improv.context import ModelContext, TimedModel
+    from improv.memory import SessionMemory
+    from improv.settings import ListenSettings
+
+    listen = listen or ListenSettings()
+    sums = {k: [0.0, 0, 0] for k in ("nll", "adapt", "nll_second_half", "adapt_second_half")}
+    for piece in pieces:
+        memory = SessionMemory(model.vocab.names, listen.order, listen.half_life_tokens)
+        context = ModelContext(TimedModel(model), memory, Blend(listen.order, listen.follow), listen.own_weight)
+        start = 1 if len(piece) and int(piece[0]) == context.bos else 0  # (the context begins with BOS)
+        for i in range(start, len(piece)):
+            target = int(piece[i])
+            alone, mixed = context.logits.astype(np.float64), context.mixed_logits()
+            scores = {"nll": (_log_softmax_at(alone, target), int(np.argmax(alone)) == target),
+                      "adapt": (_log_softmax_at(mixed, target), int(np.argmax(mixed)) == target)}
+            for name, (log_p, hit) in scores.items():
+                for key in (name, f"{name}_second_half") if i >= len(piece) // 2 else (name,):
+                    sums[key][0] -= log_p
+                    sums[key][1] += hit
+                    sums[key][2] += 1
+            context.hear(target)
+    return {k: Metrics.pooled(*v) for k, v in sums.items()}
+
+
+def adapt_report(m: dict[str, Metrics]) -> dict:
+    """The session memory's part of the report: each score as `Metrics.as_dict`, and the gains (the
+    fraction of the model's NLL the memory removes) over whole pieces and over second halves."""
+    return {**{k: v.as_dict() for k, v in m.items()},
+            "gain": 1.0 - m["adapt"].nll / m["nll"].nll,
+            "gain_second_half": 1.0 - m["adapt_second_half"].nll / m["nll_second_half"].nll}
+
+
 def _load_data(settings: dict, vocab: Vocabulary, cache_dir):
     try:
         from training.data import load_dataset
@@ -130,6 +168,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     show_progress: bool = True,
     json_path: str | Path | None = None,
+    adapt: bool = False,
 ) -> dict:
     """Evaluate `model` (a path/name, None = default, or a loaded step model) on the test split and
     fit/score the n-grams; returns the report (see `report_json`) and writes it to `json_path`.
@@ -153,6 +192,8 @@ def evaluate(
     baseline = {str(n): m.metrics(test) for n, m in ngrams.items()}
     result, ms_per_step = _run_with_progress(model, test, show_progress)
     report = report_json(model, result, ms_per_step, baseline, dataset)
+    if adapt:
+        report["adapt"] = adapt_report(adaptive_metrics(model, test))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
@@ -202,6 +243,11 @@ def report_table(report: dict):
         table.add_row(name, f"{m['nll']:.4f}", f"{m['ppl']:.2f}", f"{100 * m['acc']:.1f}%", style=style)
 
     row(f"{report['model']['name']} ({report['model']['kind']})", report["model"], "bold")
+    if "adapt" in report:
+        a = report["adapt"]
+        row("  + session memory", a["adapt"], "bold")
+        row("  second halves: model alone", a["nll_second_half"])
+        row("  second halves: + session memory", a["adapt_second_half"], "bold")
     for order, m in report["ngram"].items():
         row(f"{order}-gram (KN)", m, "green" if int(order) == report["best_ngram"]["order"] else None)
     return table
@@ -211,5 +257,11 @@ def summary(report: dict) -> str:
     gain = report["improvement_over_best_ngram"]
     best = report["best_ngram"]
     verdict = "below" if gain >= 0 else "above"
-    return (f"model NLL {report['model']['nll']:.4f} nats/token is {abs(gain):.1%} {verdict} the best n-gram "
+    line = (f"model NLL {report['model']['nll']:.4f} nats/token is {abs(gain):.1%} {verdict} the best n-gram "
             f"({best['order']}-gram, {best['nll']:.4f}); {report['model']['ms_per_step']:.2f} ms/step")
+    if "adapt" in report:
+        a = report["adapt"]
+        line += (f"; with the session memory {a['adapt']['nll']:.4f} ({a['gain']:+.1%} less), second halves "
+                 f"{a['nll_second_half']['nll']:.4f} -> {a['adapt_second_half']['nll']:.4f} "
+                 f"({a['gain_second_half']:+.1%} less)")
+    return line

@@ -35,6 +35,9 @@ def command(
     cache_dir: Annotated[Path | None, typer.Option(
         help="Where encoded data is cached between runs. Default: the data loader's own cache.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
+    adapt: Annotated[bool, typer.Option(
+        help="Also score each test piece with a session memory that listens as it streams (as `improv run` "
+        "does): NLL with and without it, over whole pieces and over their second halves.")] = False,
 ) -> None:
     """Test-set NLL, perplexity and accuracy of a model beside n-gram baselines (orders 1 to 5)."""
     from rich.console import Console
@@ -44,7 +47,7 @@ def command(
     report = evaluate(
         model=model, data=tuple(data or ()), corpus=tuple(corpus or ()), max_pieces=max_pieces, key=key,
         min_count=min_count, split_seed=split_seed, limit_tokens=limit_tokens, orders=range(1, max_order + 1),
-        cache_dir=cache_dir, json_path=json_out,
+        cache_dir=cache_dir, json_path=json_out, adapt=adapt,
     )
     console = Console()
     console.print(report_table(report))

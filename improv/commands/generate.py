@@ -35,6 +35,9 @@ def command(
     bpm: Annotated[float, typer.Option(help="Tempo written into the MIDI file, in beats per minute.")] = 120.0,
     png: Annotated[Path | None, typer.Option(
         help="Also draw a piano-roll PNG here (seed and continuation in two colours).")] = None,
+    adapt: Annotated[bool, typer.Option(
+        help="Let a session memory listen to the seed and the continuation as they stream, mixed in "
+        "as `improv run` does, so the continuation takes up the seed's figures.")] = False,
 ) -> None:
     """Continue a seed (a MIDI file, a corpus piece, or nothing) with a model and write MIDI."""
     from improv.generate import GenerateOptions, generate, summary
@@ -42,6 +45,6 @@ def command(
     result = generate(model, GenerateOptions(
         out=out, seed_midi=seed_midi, seed_corpus=seed_corpus, seed_piece=seed_piece,
         seed_beats=seed_beats, beats=beats, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        max_polyphony=max_polyphony, png=png, bpm=bpm,
+        max_polyphony=max_polyphony, png=png, bpm=bpm, adapt=adapt,
     ))
     typer.echo(summary(result, out, png))

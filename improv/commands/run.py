@@ -40,6 +40,7 @@ def command(
     quiet: Annotated[bool, Opt("--quiet", help="Plain log lines instead of the live terminal view.")] = False,
     log_level: Annotated[str, Opt("--log-level", help="Logging detail on stderr: debug, info, warning or error.", envvar="IMPROV_LOG_LEVEL")] = "warning",
     ready_file: Annotated[Path | None, Opt("--ready-file", help="Create this file once the ports are open and the model is loaded (for scripts and tests).")] = None,
+    memory: Annotated[Path | None, Opt("--memory", help="A session memory file: what improv learned of your playing is loaded from it at start (if it exists) and saved to it at exit, so your style carries across sessions.")] = None,
     timing_log: Annotated[Path | None, Opt("--timing-log", help="Write every message improv sends to this CSV file as the session goes: when it was planned and when it went out (seconds, time.perf_counter), its kind, channel, pitch or controller, and source.")] = None,
 ) -> None:
     """Listen on a MIDI input and answer in time on a MIDI output; Ctrl-C releases every note and stops."""
@@ -51,7 +52,8 @@ def command(
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
                             overrides=overrides or {}, record=record, quiet=quiet, log_level=log_level,
-                            ready_file=ready_file, timing_log=timing_log, start_s=_START_S))
+                            ready_file=ready_file, timing_log=timing_log, memory=memory,
+                            start_s=_START_S))
 
 
 def parse_range(text: str) -> tuple[int, int]:

@@ -1,0 +1,187 @@
+"""`improv bench` section "music": does the answer answer the call?
+
+Calls are the openings (`CALL_BEATS`) of held-out pieces: Bach chorales of the test split (four
+voices: chords), Essen folk songs and O'Neill's tunes (single lines). Each is answered by every
+model through the demo path (`improv.demo.answer_call`: the real engine on a simulated clock) for
+several seeds, and measured as a musician would listen (per model and corpus, means over calls
+and seeds):
+
+* ``in_key``: the share of the answer's sounding time on the scale of the call's key;
+* ``echo``: the share of the answer's melodic figures (3 intervals of its top line) heard in the call;
+* ``copy``: the share of answers that play the call's whole line again (at any transposition);
+* ``density_log2``: |log2(answer notes per beat / call notes per beat)|;
+* ``poly_excess``: answer notes per onset minus the call's;
+* ``register_st``: |median pitch of the answer - of the call|, in semitones;
+* ``distinct``: the share of different answers among a call's seeds;
+* ``nll`` / ``adapt_nll`` / ``adapt_gain``: the second halves of held-out pieces scored by the
+  model alone and mixed with the session memory, which has heard the first half.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from improv.keys import detect_key
+from improv.phrase_shape import ONSET_TOLERANCE_BEATS, PhraseShape
+from improv.tokens import Note
+
+CALL_BEATS = 12.0  # three bars of 4/4
+FIGURE_INTERVALS = 3
+CORPORA = ("bach", "essen", "oneills")
+
+
+@dataclass(frozen=True)
+class Measures:
+    in_key: float
+    echo: float
+    copy: bool
+    density_log2: float
+    poly_excess: float
+    register_st: float
+
+
+def measure(call: Sequence[Note], answer: Sequence[Note]) -> Measures | None:
+    """How `answer` follows `call` (None if the answer is empty)."""
+    c, a = PhraseShape.of(call), PhraseShape.of(answer)
+    if c is None or a is None:
+        return None
+    key = detect_key(_pitch_class_weights(call))
+    in_key = 1.0 if key is None else _share_in(answer, key.pitch_classes)
+    call_line, answer_line = _intervals(call), _intervals(answer)
+    figures = {tuple(call_line[i:i + FIGURE_INTERVALS]) for i in range(len(call_line) - FIGURE_INTERVALS + 1)}
+    theirs = [tuple(answer_line[i:i + FIGURE_INTERVALS]) for i in range(len(answer_line) - FIGURE_INTERVALS + 1)]
+    echo = sum(f in figures for f in theirs) / len(theirs) if theirs else 0.0
+    return Measures(in_key, echo, _contains(answer_line, call_line),
+                    abs(math.log2(a.notes_per_beat / c.notes_per_beat)),
+                    a.notes_per_onset - c.notes_per_onset, abs(a.median_pitch - c.median_pitch))
+
+
+def distinct(answers: Sequence[Sequence[Note]]) -> float:
+    """The share of different answers (as onsets and pitches) among `answers`."""
+    keys = {tuple((round(n.onset_beats, 3), n.pitch) for n in a) for a in answers}
+    return len(keys) / len(answers) if answers else 0.0
+
+
+def opening(notes: Sequence[Note], beats: float = CALL_BEATS) -> list[Note]:
+    """The notes starting in the first `beats` from the first note, cut at `beats`, from time 0."""
+    first = min(n.onset_beats for n in notes)
+    out = []
+    for n in notes:
+        onset = n.onset_beats - first
+        if onset < beats:
+            out.append(Note(onset, min(n.duration_beats, beats - onset), n.pitch, n.velocity))
+    return sorted(out, key=lambda n: (n.onset_beats, n.pitch))
+
+
+def _pitch_class_weights(notes: Sequence[Note]) -> np.ndarray:
+    hist = np.zeros(12)
+    for n in notes:
+        hist[n.pitch % 12] += max(n.duration_beats, 1e-3)
+    return hist
+
+
+def _share_in(notes: Sequence[Note], pitch_classes: frozenset[int]) -> float:
+    total = sum(max(n.duration_beats, 1e-3) for n in notes)
+    return sum(max(n.duration_beats, 1e-3) for n in notes if n.pitch % 12 in pitch_classes) / total
+
+
+def _intervals(notes: Sequence[Note]) -> list[int]:
+    """The intervals of the top line (the skyline): at each onset, its highest new note, unless a
+    higher note is still sounding from before (an inner voice moved under a held melody note)."""
+    line: list[int] = []
+    ordered = sorted(notes, key=lambda n: (n.onset_beats, -n.pitch))
+    i = 0
+    while i < len(ordered):
+        onset = ordered[i].onset_beats
+        top = ordered[i].pitch
+        while i < len(ordered) and ordered[i].onset_beats - onset <= ONSET_TOLERANCE_BEATS:
+            i += 1
+        held = [n.pitch for n in notes if n.onset_beats < onset - ONSET_TOLERANCE_BEATS
+                and n.onset_beats + n.duration_beats > onset + ONSET_TOLERANCE_BEATS]
+        if not held or top >= max(held):
+            line.append(top)
+    return [b - a for a, b in zip(line, line[1:])]
+
+
+def _contains(haystack: list[int], needle: list[int]) -> bool:
+    n = len(needle)
+    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def held_out_calls(corpus: str, count: int, cache_dir=None) -> list[list[Note]]:
+    """Openings of `count` pieces none of the shipped models trained on: for "bach", the test
+    split of music21's chorales (the split the models were trained with), else the corpus' first pieces."""
+    from training.data import load_pieces, split_names
+
+    if corpus == "bach":
+        pieces = load_pieces(corpus=["bach"], cache_dir=cache_dir)
+        split = split_names([name for name, _ in pieces])
+        pieces = [(name, p) for name, p in pieces if split[name] == "test"]
+    else:
+        pieces = load_pieces(corpus=[corpus], max_pieces=count, cache_dir=cache_dir)
+    calls = [opening(p.to_notes()) for _, p in pieces]
+    return [c for c in calls if len(c) >= 4][:count]
+
+
+def answer_measures(model, calls: Sequence[Sequence[Note]], seeds: Sequence[int], bpm: float = 100.0,
+                    overrides: dict | None = None) -> dict:
+    """The section's figures for one model on these calls (means over calls and seeds)."""
+    from improv.demo import answer_call, recorded_notes, COUNT_IN_BEATS
+    from improv.settings import load_settings
+
+    rows, distinct_shares = [], []
+    for call in calls:
+        answers = []
+        for seed in seeds:
+            settings = load_settings(None, {"time.bpm": bpm, "sampling.seed": seed, **(overrides or {})})
+            engine, recorder = answer_call(model, settings, list(call))
+            answer = [Note(n.onset_beats - COUNT_IN_BEATS, n.duration_beats, n.pitch, n.velocity)
+                      for n in recorded_notes(recorder.sent, engine.beat_clock.beats_at)]
+            answer = [n for n in answer if n.onset_beats >= max(c.onset_beats for c in call)]
+            answers.append(answer)
+            m = measure(call, answer)
+            rows.append(m)
+        distinct_shares.append(distinct(answers))
+    got = [m for m in rows if m is not None]
+    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+    return {"in_key": mean([m.in_key for m in got]), "echo": mean([m.echo for m in got]),
+            "copy": mean([float(m.copy) for m in got]), "density_log2": mean([m.density_log2 for m in got]),
+            "poly_excess": mean([m.poly_excess for m in got]), "register_st": mean([m.register_st for m in got]),
+            "distinct": mean(distinct_shares), "answered": len(got) / len(rows) if rows else 0.0}
+
+
+def memory_footprint_mb(vocab, minutes: float = 60.0, notes_per_s: float = 10.0, seed: int = 0) -> tuple[float, int]:
+    """(MB the session memory holds, tokens heard) after a player improvised for `minutes` at
+    `notes_per_s` (figures of four notes, varied and moved about, a new one every few bars)."""
+    import tracemalloc
+
+    from improv.memory import SessionMemory
+    from improv.tokens import encode_notes
+
+    rng = np.random.default_rng(seed)
+    notes, t, beats_per_note = [], 0.0, 0.5  # 10 notes a second at 120 bpm: 8ths... and 16ths
+    figure = rng.integers(-4, 5, 4)
+    pitch = 64
+    while len(notes) < minutes * 60 * notes_per_s:
+        if rng.random() < 0.05:
+            figure = rng.integers(-4, 5, 4)  # a new figure
+        for step in figure + rng.integers(-1, 2, 4) * (rng.random() < 0.3):
+            pitch = int(np.clip(pitch + step, 48, 84))
+            length = beats_per_note * rng.choice([0.5, 1.0, 1.0, 2.0])
+            notes.append(Note(t, length * 0.9, pitch, 80))
+            t += length
+    ids = encode_notes(notes, vocab)
+    tracemalloc.start()
+    memory = SessionMemory(vocab.names)
+    for token in ids:
+        memory.observe(int(token))
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return held / 1e6, len(ids)
