@@ -3,7 +3,7 @@
 Sections, each its own module: `step` (cached ONNX step vs PyTorch eager vs naive window
 recompute), `midi` (end to end over JACK ports; the daemon's cost is measured on its call-and-
 response daemon), `daemon` (start-up, memory, CPU), `train` (corpus preparation, training
-throughput, quality). `report` collects the numbers, the reasons for the missing ones, the targets,
+throughput, quality), `music` (do the answers follow the call; the session memory's NLL gain). `report` collects the numbers, the reasons for the missing ones, the targets,
 the tables and the flat JSON. A section that cannot run writes null for its keys with the reason;
 a section that fails does the same and the others still run.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.report import Report, required_keys
 
-SECTIONS = ("step", "midi", "daemon", "train", "quality")
+SECTIONS = ("step", "midi", "daemon", "train", "quality", "music")
 EXPECTED_MODELS = ("bach-lstm", "bach-wavenet")  # what models/ ships; named in the keys when it is empty
 PREFERRED_LIVE_MODEL = "bach-lstm"
 
@@ -121,7 +121,7 @@ def _meta(report: Report, options: BenchOptions, models: list[tuple[str, Path]])
 
 def _section_keys(section: str, names: list[str], options: BenchOptions) -> list[str]:
     prefixes = {"step": ("step.",), "midi": ("midi.",), "daemon": ("daemon.",), "train": ("train.", "corpus."),
-                "quality": ("quality.",)}[section]
+                "quality": ("quality.",), "music": ("music.",)}[section]
     return [k for k in required_keys(names, options.periods) if k.startswith(prefixes)]
 
 
@@ -227,5 +227,12 @@ def _quality(report: Report, options: BenchOptions, models, work: Path, console)
     train.jsb_figure(report, options.jsb_metrics)
 
 
-_SECTIONS = {"step": _step, "midi": _midi, "daemon": _daemon, "train": _train, "quality": _quality}
+def _music(report: Report, options: BenchOptions, models, work: Path, console) -> None:
+    from benchmarks import music
+
+    music.run(report, models, music.MusicOptions(calls=3 if options.quick else 8, seeds=2 if options.quick else 4,
+                                                 adapt_pieces=4 if options.quick else 15))
+
+
+_SECTIONS = {"step": _step, "midi": _midi, "daemon": _daemon, "train": _train, "quality": _quality, "music": _music}
 

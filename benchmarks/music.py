@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmarks.report import MUSIC_CORPORA as CORPORA
 from improv.keys import detect_key
 from improv.phrase_shape import ONSET_TOLERANCE_BEATS, PhraseShape
 from improv.tokens import Note
 
 CALL_BEATS = 12.0  # three bars of 4/4
 FIGURE_INTERVALS = 3
-CORPORA = ("bach", "essen", "oneills")
 
 
 @dataclass(frozen=True)
@@ -185,3 +185,62 @@ def memory_footprint_mb(vocab, minutes: float = 60.0, notes_per_s: float = 10.0,
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return held / 1e6, len(ids)
+
+
+@dataclass(frozen=True)
+class MusicOptions:
+    calls: int = 8  # calls per corpus
+    seeds: int = 4  # answers per call
+    adapt_pieces: int = 15  # held-out pieces per corpus for the NLL figures
+    cache_dir: object = None
+
+
+def run(report, models, options: MusicOptions) -> None:
+    """Every figure of the section, per model and corpus, into `report` (benchmarks.report.Report)."""
+    from improv.model_step import StepModel
+
+    calls = {corpus: held_out_calls(corpus, options.calls, options.cache_dir) for corpus in CORPORA}
+    pieces = {corpus: _held_out_ids(corpus, options.adapt_pieces, options.cache_dir) for corpus in CORPORA}
+    for name, folder in models:
+        model = StepModel.load(folder)
+        for corpus in CORPORA:
+            p = f"music.{name}.{corpus}"
+            figures = answer_measures(model, calls[corpus], list(range(options.seeds)))
+            for key, value in figures.items():
+                report.put(f"{p}.{key}", value, f"{name} on {corpus}: {LABELS[key]}" if key in LABELS else None)
+            _adapt_figures(report, p, name, corpus, model, pieces[corpus])
+    if models:
+        mb, tokens = memory_footprint_mb(StepModel.load(models[0][1]).vocab)
+        report.put("music.memory_mb_1h", mb, f"session memory after an hour at 10 notes/s ({tokens:,} tokens)", "MB")
+    report.note("music.note", f"{options.calls} calls per corpus (the first {CALL_BEATS:g} beats of held-out pieces) "
+                              f"x {options.seeds} seeds, answered through the demo path (improv.demo.answer_call) "
+                              "with the default settings; NLL over the second halves of "
+                              f"{options.adapt_pieces} held-out pieces per corpus (training.evaluate.adaptive_metrics)")
+
+
+LABELS = {"in_key": "answer in the call's key", "echo": "figures of the call in the answer",
+          "copy": "answers that copy the call", "density_log2": "|log2 density ratio|",
+          "poly_excess": "notes per onset, answer - call", "register_st": "register distance (semitones)",
+          "distinct": "distinct answers across seeds"}
+
+
+def _held_out_ids(corpus: str, count: int, cache_dir) -> list:
+    """Held-out pieces as notes (the shipped models' vocabularies encode them per model)."""
+    from training.data import load_pieces, split_names
+
+    if corpus == "bach":
+        pieces = load_pieces(corpus=["bach"], cache_dir=cache_dir)
+        split = split_names([name for name, _ in pieces])
+        return [p.to_notes() for name, p in pieces if split[name] == "test"][:count]
+    return [p.to_notes() for _, p in load_pieces(corpus=[corpus], max_pieces=count, cache_dir=cache_dir)]
+
+
+def _adapt_figures(report, prefix: str, name: str, corpus: str, model, pieces) -> None:
+    from improv.tokens import encode_notes
+    from training.evaluate import adaptive_metrics
+
+    m = adaptive_metrics(model, [encode_notes(notes, model.vocab) for notes in pieces])
+    alone, mixed = m["nll_second_half"].nll, m["adapt_second_half"].nll
+    report.put(f"{prefix}.nll", alone, f"{name} on {corpus}: second halves, model alone", "nats/token")
+    report.put(f"{prefix}.adapt_nll", mixed, f"{name} on {corpus}: second halves, + session memory", "nats/token")
+    report.put(f"{prefix}.adapt_gain", 1.0 - mixed / alone, f"{name} on {corpus}: NLL the memory removes")

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("step", "midi", "daemon", "train", "corpus", "quality")
+SECTIONS = ("step", "midi", "daemon", "train", "corpus", "quality", "music")
 TITLES = {"step": "model step (onnxruntime, 1 intra-op thread)", "midi": "end to end over JACK MIDI ports",
           "daemon": "the daemon's cost", "train": "training throughput", "corpus": "corpus preparation",
-          "quality": "quality (test set)"}
+          "quality": "quality (test set)", "music": "listening: does the answer answer the call?"}
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,25 @@ TARGETS = (
     Target("midi.p32.plan_error_p99_ms", "<=", 1.0),
     Target("daemon.startup_s", "<=", 1.0),
     Target("daemon.rss_mb", "<=", 150.0),
+    Target("step.*.memory_added_p99_ms", "<=", 0.05),
+    Target("music.*.in_key", ">=", 0.90),
+    Target("music.*.echo", ">=", 0.30),
+    Target("music.*.copy", "<=", 0.10),
+    Target("music.*.density_log2", "<=", 0.5),
+    Target("music.*.poly_excess", "<=", 0.3),
+    Target("music.*.register_st", "<=", 4.0),
+    Target("music.*.distinct", ">=", 0.9),
+    Target("music.*.essen.adapt_gain", ">=", 0.40),
+    Target("music.*.oneills.adapt_gain", ">=", 0.40),
+    Target("music.*.bach.adapt_gain", ">=", -0.01),
+    Target("music.memory_mb_1h", "<=", 20.0),
 )
 
 STEP_KEYS = ("onnx_p50_ms", "onnx_p99_ms", "naive_over_cached", "naive_rf_over_cached", "torch_over_onnx",
-             "long_over_short_context")
+             "long_over_short_context", "memory_added_p99_ms")
+MUSIC_CORPORA = ("bach", "essen", "oneills")
+MUSIC_KEYS = ("in_key", "echo", "copy", "density_log2", "poly_excess", "register_st", "distinct", "nll", "adapt_nll",
+              "adapt_gain")
 MIDI_KEYS = ("reaction_p99_ms", "plan_error_p99_ms")
 
 
@@ -62,6 +77,7 @@ def required_keys(models: list[str], periods: tuple[int, ...] = (32, 64)) -> lis
     keys += ["daemon.startup_s", "daemon.rss_mb"]
     keys += [f"train.{m}.tokens_per_s" for m in models]
     keys += ["corpus.cold_s", "corpus.cached_s"]
+    keys += [f"music.{m}.{c}.{k}" for m in models for c in MUSIC_CORPORA for k in MUSIC_KEYS] + ["music.memory_mb_1h"]
     return keys
 
 

@@ -114,6 +114,9 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
             windows.append((rf, "naive_rf", f"window {rf} (receptive field)"))
     times = _timed(model, module, tokens, windows, options, work_dir, name)
     cached = _put_summary(report, f"{p}.onnx", times["onnx"], f"{name}: cached ONNX step")
+    _put_summary(report, f"{p}.memory", times["memory"], f"{name}: the same step with the session memory")
+    report.put(f"{p}.memory_added_p99_ms", report.get(f"{p}.memory_p99_ms") - report.get(f"{p}.onnx_p99_ms"),
+               f"{name}: what the session memory adds to the step's p99", "ms")
     report.put(f"{p}.after_idle_p50_ms", idle["p50"],
                f"{name}: first step after {options.idle_s * 1e3:g} ms asleep p50", "ms")
     report.put(f"{p}.after_idle_p99_ms", idle["p99"])
@@ -139,7 +142,8 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
 def _timed(model, module, tokens: np.ndarray, windows: list, options: StepOptions, work_dir: Path,
            name: str) -> dict:
     """The cached step, and with a torch module its eager step and the naive windows, interleaved."""
-    variants = {"onnx": (_cached_fn(model, tokens), options.steps, options.warmup)}
+    variants = {"onnx": (_cached_fn(model, tokens), options.steps, options.warmup),
+                "memory": (_with_memory_fn(model, tokens), options.steps, options.warmup)}
     with contextlib.ExitStack() as stack:
         if module is not None:
             variants["torch"] = (stack.enter_context(_torch_fn(module, model, tokens)), options.steps, options.warmup)
@@ -172,6 +176,28 @@ def _cached_fn(model, tokens: np.ndarray):
     state = model.new_state()
     ids = tokens.tolist()
     return lambda i: model.step(ids[i], state)
+
+
+def _with_memory_fn(model, tokens: np.ndarray):
+    """A step as the live path takes it with the session memory on: the memory learns the token
+    heard (and the blend whom to follow), then predicts the next and the mix is made."""
+    from improv.blend import Blend
+    from improv.memory import SessionMemory
+
+    state, ids = model.new_state(), tokens.tolist()
+    memory = SessionMemory(model.vocab.names)
+    blend = Blend(memory.order)
+    logits = [model.step(ids[0], state)]
+
+    def step(i: int) -> None:
+        p_token, depth = memory.prob(ids[i])
+        blend.learn(logits[0], ids[i], p_token, depth)
+        memory.observe(ids[i])
+        logits[0] = model.step(ids[i], state)
+        p, depth = memory.predict()
+        blend.mix(logits[0], p, depth)
+
+    return step
 
 
 def _after_idle(model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:

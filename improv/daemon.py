@@ -1,67 +1,34 @@
-"""`improv run`: wiring, threads, signals, shutdown.
+"""The daemon's threads around the engine (no thread per message):
 
-Threads (no thread per message):
   * MIDI callback (rtmidi's): stamps and enqueues (`improv.midi_in`), nothing else;
   * engine (`Daemon._engine_loop`): waits on the input queue until the engine's next wakeup,
     parses, feeds the `Engine`, ticks it; a model error is logged in one line, every note is
     released (the engine panics) and the improviser starts listening again;
   * scheduler (`improv.scheduler`, started by `Engine.start`): the only one touching the output;
-  * main: signals and the view (`improv.view`, ~4 Hz from snapshots).
-Live input takes the engine's one input path (`Engine.feed_message`). Ports opened by name are
-watched from the main thread (`improv.ports.PortWatch`): when one disappears the engine thread
-releases what it can (the player's held keys for an input, every improv note for an output),
-and when it returns it is reconnected (an output gets All Notes Off first). `--timing-log`
-streams the scheduler's planned-vs-actual records to a CSV file as the session goes.
-SIGINT / SIGTERM set one Event; the main thread then stops the engine thread, releases every
-sounding note (note-offs + All Notes Off via `Engine.shutdown`), closes the ports, writes
-`--record` and returns (exit 0). The same happens in `finally` on any other exit.
-
-Start-up is measured from process start (Linux /proc; the command module's import elsewhere) to
-"ports open and model loaded", printed as "ready" and written into `--ready-file` as JSON,
-together with the engine's beat origin so scripts (and tests/test_jack.py) know the beat grid.
+  * main (`improv.serve`): signals, the view (~4 Hz from `snapshot`), the port watch.
+Live input takes the engine's one input path (`Engine.feed_message`). A port change reported
+from the main thread (`port_changed`) is acted on by the engine thread: a vanished input
+releases the player's held keys, a vanished output makes the engine forget what sounded, a
+returning output gets All Notes Off first.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
-import os
 import queue
-import signal
-import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from improv.errors import ImprovError, ModelError
+from improv.errors import ModelError
 from improv.midi_in import MidiInput
-from improv.timing_log import TimingLog
 
 log = logging.getLogger("improv")
 
 MAX_WAIT_S = 0.05  # the engine thread looks around at least this often
 ERROR_BACKOFF_S = 0.25  # after a model error, the engine thread waits at least this long
 ERROR_LOG_EVERY_S = 5.0  # a model failing over and over is logged once per this
-OUTPUT_DRAIN_S = 0.02  # after the last note-off, before closing the output (a few periods)
-SWITCH_INTERVAL_S = 0.0005  # GIL hand-off: the callback and scheduler threads wait at most ~this
-
-
-def process_age_s(fallback_start_s: float) -> float:
-    """Seconds since this process started (Linux: /proc, 10 ms resolution), else since
-    `fallback_start_s` on time.perf_counter()."""
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as f:
-            uptime_s = float(f.read().split()[0])
-        return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - fallback_start_s
 
 
 class Daemon:
@@ -189,225 +156,3 @@ class Daemon:
 
 
 # ---------------------------------------------------------------------- the command's body
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """What `improv run` was asked for, beyond the settings (ports, files, logging)."""
-
-    in_port: str | None = None  # exact name, substring or index; None: a virtual port
-    out_port: str | None = None
-    backend: str | None = None  # rtmidi API name; None: the platform's default
-    model: str | Path | None = None  # None: the shipped default
-    config: str | Path | None = None  # TOML settings file
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # "section.key" -> value, over the file
-    record: str | Path | None = None  # --record FILE.mid
-    quiet: bool = False  # no live view
-    log_level: str = "warning"
-    ready_file: str | Path | None = None  # JSON written once the ports are open
-    timing_log: str | Path | None = None  # CSV of every send, planned vs actual
-    memory: str | Path | None = None  # the session memory: loaded at start if there, saved at exit
-    start_s: float | None = None  # process start on time.perf_counter (start-up is measured from it)
-
-
-def run_daemon(options: ServeOptions) -> None:
-    """Run until SIGINT/SIGTERM. Errors before ports are open are raised (one line at the CLI)."""
-    start_s = time.perf_counter() if options.start_s is None else options.start_s
-    options = dataclasses.replace(options, start_s=start_s)
-    _setup_logging(options.log_level)
-    stop = threading.Event()
-    restore = _install_signals(stop)
-    try:
-        from improv.settings import load_settings
-
-        settings = load_settings(options.config, options.overrides)  # ConfigError: nothing opened yet
-        log.info("start-up: settings at %.3f s", process_age_s(start_s))
-        from improv.ports import choose_backend
-
-        options = dataclasses.replace(options, backend=choose_backend(options.backend))
-        log.info("start-up: MIDI backend %s at %.3f s", options.backend, process_age_s(start_s))
-        step_model = load_live_model(options.model)  # ModelError: nothing opened yet
-        log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
-        memory = _open_memory(options.memory, step_model, settings)  # ModelError: nothing opened yet
-        if stop.is_set():
-            return
-        _serve(step_model, settings, options, stop, memory)
-    finally:
-        restore()
-
-
-def load_live_model(model: str | Path | None) -> Any:
-    """`StepModel.load` (every failure a `ModelError` naming the file), then the live check."""
-    from improv.model_step import StepModel
-
-    step_model = StepModel.load(model)
-    step_model.check_live()
-    return step_model
-
-
-def _open_memory(path: str | Path | None, step_model: Any, settings: Any) -> Any:
-    if path is None:
-        return None
-    from improv.errors import ConfigError
-    from improv.memory import open_memory
-
-    listen = settings.listen
-    if not listen.memory:
-        raise ConfigError(f"--memory {path}: listen.memory is false; set it true or leave --memory out")
-    return open_memory(path, step_model.vocab.names, listen.order, listen.half_life_tokens)
-
-
-def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threading.Event, memory: Any) -> None:
-    from improv.clock import MonotonicClock
-    from improv.engine import Engine
-    from improv.ports import PortWatch, open_port
-    from improv.record import Take
-    from improv.view import make_view
-
-    start_s, backend = options.start_s, options.backend
-    log.info("start-up: engine modules imported at %.3f s", process_age_s(start_s))
-    in_port = open_port("in", options.in_port, backend)
-    out_port = None
-    daemon = None
-    timings = None
-    try:
-        out_port = open_port("out", options.out_port, backend)
-        log.info("start-up: ports open at %.3f s", process_age_s(start_s))
-        midi_in = MidiInput(in_port.rt)
-        engine = Engine(step_model, settings, MonotonicClock(), out_port, memory=memory)
-        log.info("start-up: engine built at %.3f s", process_age_s(start_s))
-        daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
-                        out_name=out_port.name, backend=backend, model_name=step_model.name)
-        timings = TimingLog(options.timing_log, engine.scheduler.records) if options.timing_log else None
-        watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
-        failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        daemon.start()
-        daemon.startup_s = process_age_s(start_s)
-        _announce(daemon, settings, options.ready_file)
-        with make_view(options.quiet) as view:
-            while not stop.wait(1.0 / _refresh_hz()):
-                _guard_main(failed, "the port watch", _watch, daemon, watches)
-                _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
-                if timings is not None:
-                    _guard_main(failed, "the timing log", timings.drain)
-            _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
-    finally:
-        if daemon is not None:
-            daemon.stop()  # note-offs + All Notes Off go out before the port closes
-        if timings is not None:
-            timings.close()
-        if out_port is not None:
-            time.sleep(OUTPUT_DRAIN_S)  # JACK/CoreMIDI send from their own thread, later
-            out_port.close()
-        in_port.close()
-        if daemon is not None and daemon.take is not None and options.record:
-            _write_record(daemon, settings, options.record)
-        if memory is not None:
-            _save_memory(memory, options.memory)
-        if options.ready_file:
-            Path(options.ready_file).unlink(missing_ok=True)
-
-
-def _guard_main(failed: set, what: str, fn: Any, *args: Any) -> None:
-    """The main thread's chores (view, port watch, timing log) must never stop the music: a
-    failure is logged once per chore and error type, and the loop goes on."""
-    try:
-        fn(*args)
-    except Exception as err:  # noqa: BLE001
-        if (what, type(err)) not in failed:
-            failed.add((what, type(err)))
-            log.error("%s failed (%s: %s); still playing", what, type(err).__name__, err)
-
-
-def _watch(daemon: Daemon, watches: list[Any]) -> None:
-    """Poll the ports opened by name (each at most every WATCH_INTERVAL_S); hand changes on."""
-    for watch in watches:
-        change = watch.poll(time.monotonic())
-        if change == "back" and watch.direction == "input":
-            daemon.midi_in.listen()  # reopening the port dropped the callback
-        if change is not None:
-            daemon.port_changed(f"{watch.direction} {change}")
-            if change == "lost":
-                daemon.last_error = f"MIDI {watch.direction} {watch.port.name!r} disappeared"
-            elif daemon.last_error.startswith(f"MIDI {watch.direction} "):
-                daemon.last_error = ""
-
-
-def _refresh_hz() -> float:
-    from improv.view import REFRESH_HZ
-
-    return REFRESH_HZ
-
-
-def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> None:
-    in_name, out_name, backend, model_name = daemon.names
-    t = settings.time
-    print(f"improv: ready in {daemon.startup_s:.2f} s: {backend} {in_name!r} -> {out_name!r}, "
-          f"model {model_name}, {t.bpm:g} bpm {t.clock} clock, {settings.mode.mode} mode "
-          "(Ctrl-C stops)", flush=True)
-    if ready_file:
-        info = {"pid": os.getpid(), "startup_s": daemon.startup_s, "backend": backend,
-                "in_port": in_name, "out_port": out_name, "model": model_name,
-                "bpm": t.bpm, "clock": t.clock, "beat_origin_s": daemon.beat_origin_s(),
-                # "call": the grid moves to each call's first note made while improv is idle, so
-                # beat_origin_s holds only until then; "clock": a clock the player hears sets it
-                "grid_anchor": "call" if daemon.engine.improviser.grid_follows_call else "clock",
-                "clock_source": "time.perf_counter"}
-        path = Path(ready_file)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(path)  # appears complete or not at all
-
-
-def _save_memory(memory: Any, path: str | Path) -> None:
-    try:
-        memory.save(path)
-        print(f"improv: saved the session memory to {path} ({memory.tokens_seen} tokens heard)", flush=True)
-    except OSError as err:
-        log.error("could not save the session memory to %s (%s); the file keeps what it had", path, err)
-
-
-def _write_record(daemon: Daemon, settings: Any, record: str | Path) -> None:
-    try:
-        origin = None
-        first = daemon.take.first_s()
-        if first is not None and settings.time.clock == "internal":
-            clock = daemon.engine.beat_clock  # start the file on the beat before the first note
-            origin = clock.time_at(float(math.floor(clock.beats_at(first))))
-        path = daemon.take.write(record, bpm=daemon.engine.beat_clock.bpm, origin_s=origin)
-        print(f"improv: wrote {path} (tracks: player, improv)", flush=True)
-    except (OSError, ValueError, ImprovError) as err:
-        log.error("could not write %s: %s", record, err)
-
-
-def _setup_logging(level: str) -> None:
-    from improv.errors import ConfigError
-
-    value = getattr(logging, level.upper(), None)
-    if not isinstance(value, int):
-        raise ConfigError(f"--log-level {level!r}: use debug, info, warning or error")
-    logging.basicConfig(level=value, stream=sys.stderr, format="improv: %(levelname)s: %(message)s")
-    logging.getLogger().setLevel(value)
-
-
-def _install_signals(stop: threading.Event) -> Any:
-    """SIGINT and SIGTERM set `stop` (main thread only); returns a function restoring the old ones."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    signals = [signal.SIGINT, signal.SIGTERM]
-    old = {sig: signal.getsignal(sig) for sig in signals}
-
-    def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            log.warning("stopping (releasing notes)...")
-        stop.set()
-
-    for sig in signals:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-
-    return restore

@@ -174,7 +174,7 @@ class SessionMemory:
             cursor.ref_pitch, cursor.group_top = cursor.group_top, -1
 
     def _relative_id(self, token: int, ref_pitch: int) -> int:
-        kind = self._kind[token]
+        kind = int(self._kind[token])  # (Python ints: a context key may outgrow 64 bits)
         if kind == 0:
             return token
         interval = max(-INTERVAL_MAX, min(INTERVAL_MAX, int(self._pitch[token]) - ref_pitch))

@@ -200,8 +200,9 @@ def _framed(roll: np.ndarray, lo: int, hi: int, pixels_per_pitch: int, pixels_pe
     bottom = 6 + line * len(labels)
     image = np.full((top + roll.shape[0] + bottom, left + roll.shape[1] + 8, 3), 255, dtype=np.uint8)
     image[top : top + roll.shape[0], left : left + roll.shape[1]] = roll
+    near_a_c = {p + d for p in range(lo, hi + 1) if p % 12 == 0 for d in range(-2, 3)}
     for pitch in range(lo, hi + 1):
-        if pitch % 12 == 0 or pitch in (lo, hi):
+        if pitch % 12 == 0 or (pitch in (lo, hi) and pitch not in near_a_c):  # (labels would overlap)
             y = top + (hi - pitch) * pixels_per_pitch + pixels_per_pitch // 2 - HEIGHT
             draw(image, pitch_name(pitch), 2, y, AXIS_TEXT)
     for bar, x in enumerate(range(0, roll.shape[1], pixels_per_bar), start=1):

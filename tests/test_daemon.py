@@ -288,7 +288,7 @@ FAKE_RUN = textwrap.dedent("""
         rts["in"].cb(([0x90, 62, 100], 0.0), None)
     threading.Thread(target=player, daemon=True).start()
 
-    from improv.daemon import ServeOptions, run_daemon
+    from improv.serve import ServeOptions, run_daemon
     run_daemon(ServeOptions(model=sys.argv[2], ready_file=sys.argv[3], quiet=True,
                             overrides={"output.thru": True}))
 """)

@@ -339,9 +339,17 @@ def test_png_encoder_round_trips_pixels():
 
 
 def test_png_piano_roll_draws_parts_in_their_colours(tmp_path):
-    path = write_png(tmp_path / "r.png", [[Note(0, 1, 60)], [Note(1, 1, 64)]], pixels_per_beat=10, pixels_per_pitch=4)
+    path = write_png(tmp_path / "r.png", [[Note(0, 1, 60)], [Note(1, 1, 64)]], labels=("seed", "improv"),
+                     pixels_per_beat=10, pixels_per_pitch=4)
     image = decode_png(path.read_bytes())
-    assert image.shape == (9 * 4, 20, 3)  # pitches 58..66 (2 of margin), 2 beats
-    seed_px = image[(66 - 60) * 4 + 2, 5]
-    cont_px = image[(66 - 64) * 4 + 2, 15]
+    left, top = 40, 16  # the axes' margins (improv.pianoroll._framed)
+    roll = image[top:top + 9 * 4, left:left + 20]  # pitches 58..66 (2 of margin), 2 beats
+    seed_px = roll[(66 - 60) * 4 + 2, 5]
+    cont_px = roll[(66 - 64) * 4 + 2, 15]
     assert tuple(seed_px) == (66, 133, 244) and tuple(cont_px) == (244, 140, 36)
+    ink = (image != 255).any(axis=2)
+    assert ink[top + (66 - 60) * 4 - 6:top + (66 - 60) * 4 + 8, :left].any()  # "C4" beside its row
+    assert ink[:top, left:].any()  # the bar number
+    legend = image[top + 9 * 4:]
+    assert (legend == (66, 133, 244)).all(axis=2).any() and (legend == (244, 140, 36)).all(axis=2).any()
+    assert ink[top + 9 * 4:, left + 18:].any()  # the legend's words

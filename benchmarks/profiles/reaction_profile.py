@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
 def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tuple[dict, list[int]]:
     """{label: [ms from the stamp, one per note]}, [model steps per reaction]."""
     from improv.clock import MonotonicClock
-    from improv.daemon import SWITCH_INTERVAL_S, Daemon
+    from improv.daemon import Daemon
+    from improv.serve import SWITCH_INTERVAL_S
     from improv.demo import Recorder
     from improv.engine import Engine
     from improv.midi_in import MidiInput

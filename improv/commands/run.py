@@ -48,7 +48,7 @@ def command(
         mode=mode, clock=clock, bpm=bpm, metronome=metronome, send_clock=send_clock, thru=thru,
         temperature=temperature, top_p=top_p, pitch_range=pitch_range,
         max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel)
-    from improv.daemon import ServeOptions, run_daemon
+    from improv.serve import ServeOptions, run_daemon
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
                             overrides=overrides or {}, record=record, quiet=quiet, log_level=log_level,
