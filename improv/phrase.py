@@ -110,6 +110,7 @@ class PhraseGenerator:
         self.steps_left = spec.max_steps
         self._run = 0  # events since time last moved
         self._mask = np.empty(len(self.facts.kind), dtype=bool)
+        self._shift_ids = np.flatnonzero(self.facts.is_shift)
 
     def shift(self, beats: float) -> None:
         """Move the whole phrase later (it was not ready in time for its grid point)."""
@@ -203,6 +204,9 @@ class PhraseGenerator:
         for pitch in (*self.avoid, *self.ending):
             if 0 <= pitch < 128 and t.on_id[pitch] >= 0:
                 mask[t.on_id[pitch]] = False
+        if self.sounding:  # no time step may carry a note past max_note_beats
+            left = min(onset for onset in self.sounding.values()) + self.max_note_beats - now
+            mask[self._shift_ids[t.value[self._shift_ids] > max(1, int(left * t.tpb + 1e-9))]] = False
         if self.need_on:
             mask &= t.starts
         elif self._run >= self.max_run:

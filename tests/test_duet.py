@@ -294,7 +294,8 @@ def test_a_re_plan_leaves_the_model_time_to_deliver_its_first_note(step_ms):
     their due time, and they went out late."""
     clock = ManualClock()
     settings = load_settings(None, {"time.bpm": 120.0, "sampling.seed": 1, "mode.mode": "duet",
-                                    "mode.duet_react": False})
+                                    "mode.duet_react": False, "listen.density": False,
+                                    "sampling.max_polyphony": 4})  # (a busy line: many re-plans)
     model = SlowOnTheClock(clock, step_ms / 1000)
     engine = Engine(model, settings, clock, FakeMidiOut(clock))
     model.scheduler = engine.scheduler
