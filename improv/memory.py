@@ -30,6 +30,8 @@ from improv.tokens import split_name
 FORMAT, FORMAT_VERSION = "improv-session-memory", 1
 RESCALE_AT = 1e12  # the global scale is folded into the counts when it grows past this
 FAINT = 1e-3  # a context whose decayed count falls below this is forgotten at a rescale
+PRUNE_AT = 1.1  # a table with this many times max_contexts is cut back to max_contexts (a few ms)
+MAX_CONTEXTS = 12_000  # per table: ~6 MB each at the most (a player who never repeats anything)
 INTERVAL_MAX = 127
 INTERVALS = 2 * INTERVAL_MAX + 1  # ON/OFF intervals -127..127 from the latest note-on
 
@@ -53,8 +55,10 @@ class Counts:
                 entry = self.table[self._key(ctx, k)] = [0.0, {}]
             entry[0] += w
             entry[1][token] = entry[1].get(token, 0.0) + w
-        if self._scale > RESCALE_AT or len(self.table) > 2 * self.max_contexts:
+        if self._scale > RESCALE_AT:
             self._rescale()
+        elif len(self.table) > PRUNE_AT * self.max_contexts:
+            self._prune()
 
     def predict(self, ctx: Sequence[int]) -> tuple[np.ndarray, int]:
         p, depth = self._p, 0
@@ -92,14 +96,23 @@ class Counts:
         return key
 
     def _rescale(self) -> None:
-        """Fold the global scale into the counts; forget faint contexts, then the weakest beyond the cap."""
+        """Fold the global scale into the counts and forget the faint contexts (rare: every
+        ~40 half-lives), then keep the table within its cap."""
         s = self._scale
-        table = {key: [total / s, {t: c / s for t, c in counts.items() if c / s >= FAINT * 1e-3}]
-                 for key, (total, counts) in self.table.items() if total / s >= FAINT}
-        if len(table) > self.max_contexts:
-            keep = sorted(table, key=lambda k: table[k][0], reverse=True)[: self.max_contexts]
-            table = {k: table[k] for k in keep}
-        self.table, self._scale = table, 1.0
+        self.table = {key: [total / s, {t: c / s for t, c in counts.items() if c / s >= FAINT * 1e-3}]
+                      for key, (total, counts) in self.table.items() if total / s >= FAINT}
+        self._scale = 1.0
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the strongest `max_contexts` contexts (found in O(n); the counts are not touched)."""
+        if len(self.table) <= self.max_contexts:
+            return
+        keys = list(self.table)
+        totals = np.fromiter((entry[0] for entry in self.table.values()), dtype=float, count=len(keys))
+        drop = np.argpartition(totals, len(keys) - self.max_contexts)[: len(keys) - self.max_contexts]
+        for i in drop:
+            del self.table[keys[i]]
 
     def to_list(self) -> list:
         s = self._scale
@@ -129,7 +142,7 @@ class Cursor:
 
 class SessionMemory:
     def __init__(self, vocab_names: Sequence[str], order: int = 4, half_life_tokens: float = 4000.0,
-                 max_contexts: int = 40_000) -> None:
+                 max_contexts: int = MAX_CONTEXTS) -> None:
         if order < 1:
             raise ValueError("order must be at least 1")
         self.names = list(vocab_names)
