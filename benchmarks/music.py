@@ -157,27 +157,33 @@ def answer_measures(model, calls: Sequence[Sequence[Note]], seeds: Sequence[int]
             "distinct": mean(distinct_shares), "answered": len(got) / len(rows) if rows else 0.0}
 
 
-def memory_footprint_mb(vocab, minutes: float = 60.0, notes_per_s: float = 10.0, seed: int = 0) -> tuple[float, int]:
-    """(MB the session memory holds, tokens heard) after a player improvised for `minutes` at
-    `notes_per_s` (figures of four notes, varied and moved about, a new one every few bars)."""
-    import tracemalloc
-
-    from improv.memory import SessionMemory
+def practice_tokens(vocab, notes_count: int, seed: int = 0) -> np.ndarray:
+    """A player improvising on figures of four notes, varied and moved about, a new one every few
+    bars, as the model's token ids: what the session memory is for."""
     from improv.tokens import encode_notes
 
     rng = np.random.default_rng(seed)
-    notes, t, beats_per_note = [], 0.0, 0.5  # 10 notes a second at 120 bpm: 8ths... and 16ths
+    notes, t, pitch = [], 0.0, 64
     figure = rng.integers(-4, 5, 4)
-    pitch = 64
-    while len(notes) < minutes * 60 * notes_per_s:
+    while len(notes) < notes_count:
         if rng.random() < 0.05:
             figure = rng.integers(-4, 5, 4)  # a new figure
         for step in figure + rng.integers(-1, 2, 4) * (rng.random() < 0.3):
             pitch = int(np.clip(pitch + step, 48, 84))
-            length = beats_per_note * rng.choice([0.5, 1.0, 1.0, 2.0])
+            length = 0.5 * rng.choice([0.5, 1.0, 1.0, 2.0])
             notes.append(Note(t, length * 0.9, pitch, 80))
             t += length
-    ids = encode_notes(notes, vocab)
+    return encode_notes(notes, vocab)
+
+
+def memory_footprint_mb(vocab, minutes: float = 60.0, notes_per_s: float = 10.0, seed: int = 0) -> tuple[float, int]:
+    """(MB the session memory holds, tokens heard) after a player improvised (`practice_tokens`)
+    for `minutes` at `notes_per_s`."""
+    import tracemalloc
+
+    from improv.memory import SessionMemory
+
+    ids = practice_tokens(vocab, int(minutes * 60 * notes_per_s), seed)
     tracemalloc.start()
     memory = SessionMemory(vocab.names)
     for token in ids:

@@ -179,12 +179,15 @@ def _cached_fn(model, tokens: np.ndarray):
 
 
 def _with_memory_fn(model, tokens: np.ndarray):
-    """A step as the live path takes it with the session memory on: the memory learns the token
-    heard (and the blend whom to follow), then predicts the next and the mix is made."""
+    """A step as the live path takes it with the session memory on, over a player's figures
+    (`benchmarks.music.practice_tokens`): the memory learns the token heard (and the blend whom
+    to follow), then predicts the next and the mix is made (a heard and a played token's work at once)."""
     from improv.blend import Blend
     from improv.memory import SessionMemory
 
-    state, ids = model.new_state(), tokens.tolist()
+    from benchmarks.music import practice_tokens
+
+    state, ids = model.new_state(), practice_tokens(model.vocab, len(tokens) // 3).tolist()
     memory = SessionMemory(model.vocab.names)
     blend = Blend(memory.order)
     logits = [model.step(ids[0], state)]

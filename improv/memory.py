@@ -43,16 +43,23 @@ class Counts:
         self.size, self.order, self.max_contexts = size, order, max_contexts
         self._decay = 0.5 ** (1.0 / half_life_tokens) if half_life_tokens > 0 else 1.0
         self._scale = 1.0  # stored counts are true counts x this (grows as true counts decay)
-        self.table: dict[int, list] = {}  # context key -> [total, {id: count}], both x _scale
+        # the empty context, dense: (size,) counts, their total and how many ids have one
+        self.unigram, self.unigram_total, self.unigram_types = np.zeros(size), 0.0, 0
+        self.table: dict[int, list] = {}  # longer contexts: key -> [total, {id: count}], both x _scale
         self._p = np.empty(size)  # (size,) prediction buffer, reused
 
     def observe(self, ctx: Sequence[int], token: int, weight: float) -> None:
         self._scale /= self._decay
         w = weight * self._scale
-        for k in range(min(len(ctx), self.order - 1) + 1):
-            entry = self.table.get(self._key(ctx, k))
+        if self.unigram[token] == 0.0:
+            self.unigram_types += 1
+        self.unigram[token] += w
+        self.unigram_total += w
+        for k in range(1, min(len(ctx), self.order - 1) + 1):
+            key = self._key(ctx, k)
+            entry = self.table.get(key)
             if entry is None:
-                entry = self.table[self._key(ctx, k)] = [0.0, {}]
+                entry = self.table[key] = [0.0, {}]
             entry[0] += w
             entry[1][token] = entry[1].get(token, 0.0) + w
         if self._scale > RESCALE_AT:
@@ -61,14 +68,21 @@ class Counts:
             self._prune()
 
     def predict(self, ctx: Sequence[int]) -> tuple[np.ndarray, int]:
-        p, depth = self._p, 0
-        p.fill(1.0 / self.size)
-        for k in range(min(len(ctx), self.order - 1) + 1):
+        p = self._p
+        if self.unigram_total <= 0.0:
+            p.fill(1.0 / self.size)
+            return p, 0
+        escape = self.unigram_types * self._scale  # Witten-Bell: distinct continuations
+        norm = 1.0 / (self.unigram_total + escape)
+        np.multiply(self.unigram, norm, out=p)
+        p += escape * norm / self.size
+        depth = 1
+        for k in range(1, min(len(ctx), self.order - 1) + 1):
             entry = self.table.get(self._key(ctx, k))
             if entry is None:
                 break
             total, counts = entry
-            escape = len(counts) * self._scale  # Witten-Bell: distinct continuations
+            escape = len(counts) * self._scale
             p *= escape / (total + escape)
             norm = 1.0 / (total + escape)
             for token, count in counts.items():
@@ -77,8 +91,12 @@ class Counts:
         return p, depth
 
     def prob(self, ctx: Sequence[int], token: int) -> tuple[float, int]:
-        p, depth = 1.0 / self.size, 0
-        for k in range(min(len(ctx), self.order - 1) + 1):
+        p = 1.0 / self.size
+        if self.unigram_total <= 0.0:
+            return p, 0
+        escape = self.unigram_types * self._scale
+        p, depth = (float(self.unigram[token]) + escape * p) / (self.unigram_total + escape), 1
+        for k in range(1, min(len(ctx), self.order - 1) + 1):
             entry = self.table.get(self._key(ctx, k))
             if entry is None:
                 break
@@ -101,6 +119,9 @@ class Counts:
         s = self._scale
         self.table = {key: [total / s, {t: c / s for t, c in counts.items() if c / s >= FAINT * 1e-3}]
                       for key, (total, counts) in self.table.items() if total / s >= FAINT}
+        self.unigram /= s
+        self.unigram[self.unigram < FAINT * 1e-3] = 0.0
+        self.unigram_total, self.unigram_types = float(self.unigram.sum()), int(np.count_nonzero(self.unigram))
         self._scale = 1.0
         self._prune()
 
@@ -115,15 +136,22 @@ class Counts:
             del self.table[keys[i]]
 
     def to_list(self) -> list:
-        s = self._scale
-        return [[key, total / s, [[t, c / s] for t, c in counts.items()]] for key, (total, counts) in self.table.items()]
+        """[[context key, total, [[id, count], ...]], ...], the empty context (key 0) first."""
+        s, ids = self._scale, np.flatnonzero(self.unigram)
+        unigram = [0, self.unigram_total / s, [[int(t), float(self.unigram[t]) / s] for t in ids]]
+        return [unigram] + [[key, total / s, [[t, c / s] for t, c in counts.items()]]
+                            for key, (total, counts) in self.table.items()]
 
     def load_list(self, rows: list) -> None:
         for key, total, counts in rows:
             table = {int(t): float(c) for t, c in counts}
             if not all(0 <= t < self.size for t in table) or not math.isfinite(float(total)):
                 raise ValueError(f"context {key} holds an id outside the vocabulary")
-            self.table[int(key)] = [float(total), table]
+            if int(key) == 0:
+                self.unigram[list(table)] = list(table.values())
+                self.unigram_total, self.unigram_types = float(total), len(table)
+            else:
+                self.table[int(key)] = [float(total), table]
 
 
 @dataclass
@@ -162,6 +190,7 @@ class SessionMemory:
         self.tokens_seen = 0
         self._p = np.empty(self.size)  # (V,) the mixed prediction, reused
         self._ids = np.arange(self.size)
+        self._by_ref: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ learning
 
@@ -211,13 +240,19 @@ class SessionMemory:
         """(p(token), depth) after `cursor`, without building the whole distribution."""
         c = self.cursor if cursor is None else cursor
         p_abs, d_abs = self.absolute.prob(c.tokens, int(token))
-        p_rel, d_rel = self.relative.predict(c.relative)  # normalised over the vocabulary's pitches
-        ids = self._relative_ids(c.ref_pitch)
-        return 0.5 * p_abs + 0.5 * float(p_rel[ids[int(token)]] / p_rel[ids].sum()), max(d_abs, d_rel)
+        # (the interval table's share, not renormalised over the vocabulary's pitches as `predict`
+        # does: O(order), and what teaches the blend need not be exact)
+        p_rel, d_rel = self.relative.prob(c.relative, self._relative_id(int(token), c.ref_pitch))
+        return 0.5 * p_abs + 0.5 * p_rel, max(d_abs, d_rel)
 
     def _relative_ids(self, ref_pitch: int) -> np.ndarray:
-        interval = np.clip(self._pitch - ref_pitch, -INTERVAL_MAX, INTERVAL_MAX) + INTERVAL_MAX
-        return np.where(self._kind == 0, self._ids, self.size + (self._kind - 1) * INTERVALS + interval)
+        """(V,) each token's id in the interval table, from `ref_pitch` (kept: 128 at most)."""
+        ids = self._by_ref.get(ref_pitch)
+        if ids is None:
+            interval = np.clip(self._pitch - ref_pitch, -INTERVAL_MAX, INTERVAL_MAX) + INTERVAL_MAX
+            ids = self._by_ref[ref_pitch] = np.where(self._kind == 0, self._ids,
+                                                     self.size + (self._kind - 1) * INTERVALS + interval)
+        return ids
 
     @property
     def contexts(self) -> int:

@@ -37,7 +37,7 @@ def test_a_repeated_figure_is_predicted_from_its_context():
     assert depth == 3  # the whole context (order 3: two tokens) was seen
     assert int(np.argmax(p)) == 3 and p[3] > 0.8
     assert p.sum() == pytest.approx(1.0)
-    assert memory.prob(3) == (pytest.approx(p[3]), 3)
+    assert memory.prob(3)[1] == 3 and memory.prob(3)[0] == pytest.approx(p[3], abs=0.02)  # (not renormalised)
 
 
 def test_an_unseen_context_backs_off_to_what_was_heard_at_all():
