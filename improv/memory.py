@@ -77,17 +77,12 @@ class Counts:
         np.multiply(self.unigram, norm, out=p)
         p += escape * norm / self.size
         depth = 1
-        for k in range(1, min(len(ctx), self.order - 1) + 1):
-            entry = self.table.get(self._key(ctx, k))
-            if entry is None:
-                break
-            total, counts = entry
+        for depth, total, counts in self._heard(ctx):
             escape = len(counts) * self._scale
             p *= escape / (total + escape)
             norm = 1.0 / (total + escape)
             for token, count in counts.items():
                 p[token] += count * norm
-            depth = k + 1
         return p, depth
 
     def prob(self, ctx: Sequence[int], token: int) -> tuple[float, int]:
@@ -96,15 +91,19 @@ class Counts:
             return p, 0
         escape = self.unigram_types * self._scale
         p, depth = (float(self.unigram[token]) + escape * p) / (self.unigram_total + escape), 1
+        for depth, total, counts in self._heard(ctx):
+            escape = len(counts) * self._scale
+            p = (counts.get(token, 0.0) + escape * p) / (total + escape)
+        return p, depth
+
+    def _heard(self, ctx: Sequence[int]):
+        """(depth, total, counts) of the contexts ending `ctx` that were heard, shortest first,
+        up to the first that was not (depth: the context's length + 1)."""
         for k in range(1, min(len(ctx), self.order - 1) + 1):
             entry = self.table.get(self._key(ctx, k))
             if entry is None:
-                break
-            total, counts = entry
-            escape = len(counts) * self._scale
-            p = (counts.get(token, 0.0) + escape * p) / (total + escape)
-            depth = k + 1
-        return p, depth
+                return
+            yield k + 1, entry[0], entry[1]
 
     def _key(self, ctx: Sequence[int], k: int) -> int:
         """The last `k` ids of `ctx` (and k itself) as one integer."""
