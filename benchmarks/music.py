@@ -116,18 +116,22 @@ def _contains(haystack: list[int], needle: list[int]) -> bool:
 
 
 def held_out_calls(corpus: str, count: int, cache_dir=None) -> list[list[Note]]:
-    """Openings of `count` pieces none of the shipped models trained on: for "bach", the test
-    split of music21's chorales (the split the models were trained with), else the corpus' first pieces."""
+    """The openings of `count` held-out pieces (`held_out_pieces`) with four notes or more."""
+    calls = [opening(notes) for notes in held_out_pieces(corpus, 4 * count, cache_dir)]
+    return [c for c in calls if len(c) >= 4][:count]
+
+
+def held_out_pieces(corpus: str, count: int, cache_dir=None) -> list[list[Note]]:
+    """The notes of at most `count` pieces none of the shipped models trained on: for "bach", the
+    test split of music21's chorales (the split the models were trained with), else the corpus'
+    first pieces."""
     from training.data import load_pieces, split_names
 
     if corpus == "bach":
         pieces = load_pieces(corpus=["bach"], cache_dir=cache_dir)
         split = split_names([name for name, _ in pieces])
-        pieces = [(name, p) for name, p in pieces if split[name] == "test"]
-    else:
-        pieces = load_pieces(corpus=[corpus], max_pieces=count, cache_dir=cache_dir)
-    calls = [opening(p.to_notes()) for _, p in pieces]
-    return [c for c in calls if len(c) >= 4][:count]
+        return [p.to_notes() for name, p in pieces if split[name] == "test"][:count]
+    return [p.to_notes() for _, p in load_pieces(corpus=[corpus], max_pieces=count, cache_dir=cache_dir)]
 
 
 def answer_measures(model, calls: Sequence[Sequence[Note]], seeds: Sequence[int], bpm: float = 100.0,
@@ -206,7 +210,7 @@ def run(report, models, options: MusicOptions) -> None:
     from improv.model_step import StepModel
 
     calls = {corpus: held_out_calls(corpus, options.calls, options.cache_dir) for corpus in CORPORA}
-    pieces = {corpus: _held_out_ids(corpus, options.adapt_pieces, options.cache_dir) for corpus in CORPORA}
+    pieces = {corpus: held_out_pieces(corpus, options.adapt_pieces, options.cache_dir) for corpus in CORPORA}
     for name, folder in models:
         model = StepModel.load(folder)
         for corpus in CORPORA:
@@ -228,17 +232,6 @@ LABELS = {"in_key": "answer in the call's key", "echo": "figures of the call in 
           "copy": "answers that copy the call", "density_log2": "|log2 density ratio|",
           "poly_excess": "notes per onset, answer - call", "register_st": "register distance (semitones)",
           "distinct": "distinct answers across seeds"}
-
-
-def _held_out_ids(corpus: str, count: int, cache_dir) -> list:
-    """Held-out pieces as notes (the shipped models' vocabularies encode them per model)."""
-    from training.data import load_pieces, split_names
-
-    if corpus == "bach":
-        pieces = load_pieces(corpus=["bach"], cache_dir=cache_dir)
-        split = split_names([name for name, _ in pieces])
-        return [p.to_notes() for name, p in pieces if split[name] == "test"][:count]
-    return [p.to_notes() for _, p in load_pieces(corpus=[corpus], max_pieces=count, cache_dir=cache_dir)]
 
 
 def _adapt_figures(report, prefix: str, name: str, corpus: str, model, pieces) -> None:

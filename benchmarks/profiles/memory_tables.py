@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.music import _held_out_ids
+from benchmarks.music import held_out_pieces
 from improv.blend import Blend
 from improv.memory import SessionMemory
 from improv.model_step import StepModel
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = StepModel.load(args.model)
     for corpus in args.corpus or ["oneills"]:
-        pieces = _held_out_ids(corpus, args.pieces, None)
+        pieces = held_out_pieces(corpus, args.pieces)
         scores = {v: second_half_nll(model, pieces, v) for v in VARIANTS}
         print(corpus, "  ".join(f"{v} {scores[v]:.3f} ({1 - scores[v] / scores['alone']:+.1%})" for v in VARIANTS),
               flush=True)
