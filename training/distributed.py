@@ -42,8 +42,13 @@ def setup(device: str) -> Dist:
     return Dist(rank, world, local_rank, f"cuda:{local_rank}" if cuda else "cpu")
 
 
-def cleanup(info: Dist) -> None:
+def cleanup(info: Dist, finished: bool = False) -> None:
+    """Destroy the process group; after a run every rank finished, first wait for all of them
+    (gloo's threads aborted a rank that tore down while a peer still worked, docs/TRAINING.md).
+    After a failure, no wait: a peer may never arrive."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

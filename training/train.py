@@ -127,13 +127,16 @@ def train(config: TrainConfig, model_options: dict | None = None, *, corpus=None
         torch.cuda.set_device(device)
     torch.set_num_threads(config.threads)
     console = console or Console(stderr=True)
+    finished = False
     try:
         corpus = corpus or _load_corpus(config, info, console)
         trainer = Trainer(config, corpus, model_options or {}, checkpoint, info, device, train_command, console)
         trainer.on_step = on_step
-        return trainer.run()
+        result = trainer.run()
+        finished = True
+        return result
     finally:
-        distributed.cleanup(info)
+        distributed.cleanup(info, finished)
 
 
 def _pick_device(name: str) -> str:
