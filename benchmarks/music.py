@@ -137,7 +137,7 @@ def held_out_pieces(corpus: str, count: int, cache_dir=None) -> list[list[Note]]
 def answer_measures(model, calls: Sequence[Sequence[Note]], seeds: Sequence[int], bpm: float = 100.0,
                     overrides: dict | None = None) -> dict:
     """The section's figures for one model on these calls (means over calls and seeds)."""
-    from improv.demo import answer_call, recorded_notes, COUNT_IN_BEATS
+    from improv.demo import answer_call, answer_notes
     from improv.settings import load_settings
 
     rows, distinct_shares = [], []
@@ -146,9 +146,7 @@ def answer_measures(model, calls: Sequence[Sequence[Note]], seeds: Sequence[int]
         for seed in seeds:
             settings = load_settings(None, {"time.bpm": bpm, "sampling.seed": seed, **(overrides or {})})
             engine, recorder = answer_call(model, settings, list(call))
-            answer = [Note(n.onset_beats - COUNT_IN_BEATS, n.duration_beats, n.pitch, n.velocity)
-                      for n in recorded_notes(recorder.sent, engine.beat_clock.beats_at)]
-            answer = [n for n in answer if n.onset_beats >= max(c.onset_beats for c in call)]
+            answer = [n for n in answer_notes(engine, recorder) if n.onset_beats >= max(c.onset_beats for c in call)]
             answers.append(answer)
             m = measure(call, answer)
             rows.append(m)

@@ -150,8 +150,7 @@ def _load(model):
 def _result(engine: Engine, recorder: Recorder, call: list[Note], options: DemoOptions,
             settings: Settings) -> DemoResult:
     beats_at = engine.beat_clock.beats_at
-    response = [Note(n.onset_beats - COUNT_IN_BEATS, n.duration_beats, n.pitch, n.velocity)
-                for n in recorded_notes(recorder.sent, beats_at)]
+    response = answer_notes(engine, recorder)
     path = None
     if options.out is not None:
         from improv.midifile import write_midi
@@ -167,6 +166,12 @@ def _result(engine: Engine, recorder: Recorder, call: list[Note], options: DemoO
         grid = engine.beat_clock.time_at(round(beats_at(ons[0][0]) / settings.mode.grid_beats) * settings.mode.grid_beats)
         error = (ons[0][0] - grid) * 1000.0
     return DemoResult(call, response, path, engine.stats(), error)
+
+
+def answer_notes(engine: Engine, recorder: Recorder) -> list[Note]:
+    """What `answer_call` recorded improv playing, in beats from the call's first note."""
+    return [Note(n.onset_beats - COUNT_IN_BEATS, n.duration_beats, n.pitch, n.velocity)
+            for n in recorded_notes(recorder.sent, engine.beat_clock.beats_at)]
 
 
 def recorded_notes(sent: list[tuple[float, mido.Message]], beats_at) -> list[Note]:

@@ -68,9 +68,7 @@ class Listener:
         return [NoteOff(t_s, channel, pitch) for channel, pitch in sorted(self._down)]
 
     def listens_to(self, channel: int) -> bool:
-        """Whether events on this (0-based) channel are the player's (`output.input_channel`)."""
-        wanted = self.settings.output.input_channel
-        return wanted is None or channel == wanted - 1
+        return self.settings.output.listens_to(channel)
 
     def starts_call(self) -> bool:
         return not self.call and not self.held

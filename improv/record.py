@@ -84,7 +84,7 @@ class Taps:
     def player(self, event: Any) -> None:
         from improv.events import NoteOff, NoteOn
 
-        if not isinstance(event, (NoteOn, NoteOff)) or not self._listens(event.channel):
+        if not isinstance(event, (NoteOn, NoteOff)) or not self.settings.output.listens_to(event.channel):
             return
         if isinstance(event, NoteOn):
             self.take.note_on("player", event.t_s, event.channel, event.pitch, event.velocity)
@@ -95,7 +95,3 @@ class Taps:
         """A `SendRecord` from the scheduler: improv's own notes at their actual send time."""
         if rec.source in OWN_SOURCES:
             self.take.feed_bytes("improv", rec.actual_s, rec.message.bytes())
-
-    def _listens(self, channel: int) -> bool:
-        wanted = self.settings.output.input_channel
-        return wanted is None or channel == wanted - 1

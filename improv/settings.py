@@ -195,6 +195,10 @@ class OutputSettings:
     thru: bool = False
     input_channel: int | None = None  # 1..16; None: omni
 
+    def listens_to(self, channel: int) -> bool:
+        """Whether events on this (0-based) channel are the player's (`input_channel`)."""
+        return self.input_channel is None or channel == self.input_channel - 1
+
     def __post_init__(self) -> None:
         _check(1 <= self.channel <= 16, "output.channel", "use 1..16")
         _check(self.input_channel is None or 1 <= self.input_channel <= 16,
