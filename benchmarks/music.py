@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.report import MUSIC_CORPORA as CORPORA
+from improv.figures import FIGURE_INTERVALS, intervals, top_line
 from improv.keys import detect_key
-from improv.phrase_shape import ONSET_TOLERANCE_BEATS, PhraseShape
+from improv.phrase_shape import PhraseShape
 from improv.tokens import Note
 
 CALL_BEATS = 12.0  # three bars of 4/4
-FIGURE_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def measure(call: Sequence[Note], answer: Sequence[Note]) -> Measures | None:
         return None
     key = detect_key(_pitch_class_weights(call))
     in_key = 1.0 if key is None else _share_in(answer, key.pitch_classes)
-    call_line, answer_line = _intervals(call), _intervals(answer)
+    call_line, answer_line = intervals(top_line(call)), intervals(top_line(answer))
     figures = {tuple(call_line[i:i + FIGURE_INTERVALS]) for i in range(len(call_line) - FIGURE_INTERVALS + 1)}
     theirs = [tuple(answer_line[i:i + FIGURE_INTERVALS]) for i in range(len(answer_line) - FIGURE_INTERVALS + 1)]
     echo = sum(f in figures for f in theirs) / len(theirs) if theirs else 0.0
@@ -87,24 +87,6 @@ def _pitch_class_weights(notes: Sequence[Note]) -> np.ndarray:
 def _share_in(notes: Sequence[Note], pitch_classes: frozenset[int]) -> float:
     total = sum(max(n.duration_beats, 1e-3) for n in notes)
     return sum(max(n.duration_beats, 1e-3) for n in notes if n.pitch % 12 in pitch_classes) / total
-
-
-def _intervals(notes: Sequence[Note]) -> list[int]:
-    """The intervals of the top line (the skyline): at each onset, its highest new note, unless a
-    higher note is still sounding from before (an inner voice moved under a held melody note)."""
-    line: list[int] = []
-    ordered = sorted(notes, key=lambda n: (n.onset_beats, -n.pitch))
-    i = 0
-    while i < len(ordered):
-        onset = ordered[i].onset_beats
-        top = ordered[i].pitch
-        while i < len(ordered) and ordered[i].onset_beats - onset <= ONSET_TOLERANCE_BEATS:
-            i += 1
-        held = [n.pitch for n in notes if n.onset_beats < onset - ONSET_TOLERANCE_BEATS
-                and n.onset_beats + n.duration_beats > onset + ONSET_TOLERANCE_BEATS]
-        if not held or top >= max(held):
-            line.append(top)
-    return [b - a for a, b in zip(line, line[1:])]
 
 
 def _contains(haystack: list[int], needle: list[int]) -> bool:

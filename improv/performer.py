@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from improv.context import Dialogue, TimedModel
+from improv.figures import Figures
 from improv.listener import Listener
 from improv.parts import Part
 from improv.phrase import Following, GenEvent, MaskRules, PhraseGenerator, PhraseSpec
@@ -62,8 +63,12 @@ class Performer:
                           listener.call_velocity(), listener.held.keys(),
                           max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12,
                           follow=Following(call if listen.density else None, call if listen.dynamics else None,
-                                           listener.settings.mode.beats_per_bar))
+                                           listener.settings.mode.beats_per_bar,
+                                           self._figures(listener.call) if listen.figures else None))
         return PhraseGenerator(self.model, self.masks, self.sampler, self.listener.context.fork(start), spec)
+
+    def _figures(self, call: list[Note]) -> Figures | None:
+        return Figures.of(call, self.facts.on_id, self.facts.vocab.config.chord_order == "down")
 
     def generate(self, gen: PhraseGenerator, part: Part, budget: int, until_beats: float = math.inf) -> int:
         """Run `gen` for up to `budget` steps into `part`; returns the model steps it took."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from improv.figures import Figures
 from improv.phrase_shape import PhraseShape
 from improv.sampling import Sampler, TokenMasks
 from improv.token_facts import OFF, ON, SHIFT, VEL
@@ -59,11 +60,12 @@ class MaskRules:
 
 @dataclass(frozen=True)
 class Following:
-    """What of the call the phrase follows beyond the masks: its density, its dynamics."""
+    """What of the call the phrase follows beyond the masks: its density, dynamics and figures."""
 
     density: PhraseShape | None = None  # notes per beat to keep near
     dynamics: PhraseShape | None = None  # velocity level and accents by position in the bar
     beats_per_bar: int = 4
+    figures: Figures | None = None  # the call's melodic figures, offered to the top line
 
 
 @dataclass
@@ -94,6 +96,7 @@ class PhraseGenerator:
         self.memory, self.blend = fork.memory, fork.blend
         self._cursor = fork.memory_cursor  # the memory's view of this phrase as it goes on
         self.follow = spec.follow
+        self._line = spec.follow.figures.line() if spec.follow.figures is not None else None
         self.notes_started = 0
         self._biased = np.empty(len(self.facts.kind))  # (V,) logits with the density bias, reused
         self._starts = self.facts.starts.astype(float)  # (V,) 1 for the tokens that start a note
@@ -169,6 +172,12 @@ class PhraseGenerator:
         bias = self._density_bias()
         if bias:
             np.multiply(self._starts, bias, out=self._biased)
+        if self._line is not None:
+            if not bias:
+                self._biased.fill(0.0)
+            bias = self._line.add_bonus(self._biased, len(self.sounding) + len(self.ending),
+                                        max((*self.sounding, *self.ending), default=None)) or bias
+        if bias:
             logits = np.add(logits, self._biased, out=self._biased)
         return logits
 
@@ -217,6 +226,10 @@ class PhraseGenerator:
         kind, value = int(self.facts.kind[token]), int(self.facts.value[token])
         at = self.frontier_beats
         if kind == SHIFT:
+            if self._line is not None:
+                top = self._line.onset_top
+                self._line.moved(top is not None and any(
+                    p > top and onset < at - 1e-9 for p, onset in self.sounding.items()))
             self.tick += value
             self._run = 0
         elif kind == VEL and self.facts.bins:
@@ -226,6 +239,8 @@ class PhraseGenerator:
             self.need_on = False
             self._run += 1
             self.notes_started += 1
+            if self._line is not None:
+                self._line.started(value)
             dynamics = self.follow.dynamics
             velocity = self.velocity if dynamics is None else dynamics.velocity_at(at, self.follow.beats_per_bar)
             events.append(GenEvent(at, "on", value, velocity))

@@ -58,6 +58,7 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     register = true           # answers follow the call: its register,
     density = true            # its notes per beat,
     dynamics = true           # its level and accents (texture: sampling.max_polyphony = "call")
+    figures = true            # and its melodic figures, transposed and re-rhythmed
 
 Channels in settings are 1-based (as on the gear); events and `Planned` are 0-based.
 """
@@ -228,6 +229,7 @@ class ListenSettings:
     register: bool = True  # answers centred on the call's register (within sampling.pitch_lo..hi)
     density: bool = True  # answers near the call's notes per beat
     dynamics: bool = True  # answers at the call's level, with its accents by position in the bar
+    figures: bool = True  # answers take up the call's melodic figures (improv.figures)
 
     def __post_init__(self) -> None:
         _check(1 <= self.order <= 8, "listen.order", "use 1..8")

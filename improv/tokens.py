@@ -9,7 +9,8 @@ Two schemes:
   SHIFT); ``VEL_b`` (only with ``velocity_bins > 0``) sets the velocity bin for the following ONs.
   A live event is encoded the moment it arrives: the time since the previous event becomes SHIFTs,
   the event itself one token. No token waits for a note-off.
-  Within one tick, OFFs come before ONs and pitches ascend (a canonical order for training data).
+  Within one tick, OFFs come before ONs, and pitches ascend (``chord_order = "up"``) or descend
+  (``"down"``: a chord's top note first, so a model decides the melody before the harmony under it).
 * ``grid`` (the Bach-chorale / JSB 16th-note benchmark): every grid step writes one token per voice,
   highest voice first; ``REST`` is silence (id 0) and ``P_p`` pitch p. With pitches 36..81 this is
   exactly the 47-class encoding of the Hands-On ML exercise. Not streamable; offline only.
@@ -36,6 +37,7 @@ from improv.errors import ModelError
 from improv.pairing import NotePairer
 
 SCHEMES = ("event", "grid")
+CHORD_ORDERS = ("up", "down")
 SPECIALS = ("BOS", "UNK")  # event scheme only; BOS starts every encoded piece
 DEFAULT_VELOCITY = 80
 
@@ -52,10 +54,13 @@ class TokenConfig:
     velocity_bins: int = 0  # event: 0 means no VEL tokens (e.g. chorales, which have no dynamics)
     grid_voices: int = 4  # grid: tokens per step, highest voice first
     grid_steps_per_beat: int = 4  # grid: 4 = 16th notes
+    chord_order: str = "up"  # event: the notes of a chord low to high ("up") or high to low ("down")
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown token scheme {self.scheme!r}; use one of {SCHEMES}")
+        if self.chord_order not in CHORD_ORDERS:
+            raise ValueError(f"unknown chord order {self.chord_order!r}; use one of {CHORD_ORDERS}")
         if not 0 <= self.pitch_min <= self.pitch_max <= 127:
             raise ValueError(f"pitch range {self.pitch_min}..{self.pitch_max} is not within 0..127")
         if self.ticks_per_beat < 1 or self.max_shift_ticks < 1 or self.velocity_bins < 0:
@@ -218,7 +223,8 @@ def notes_to_names(notes: Iterable[Note], config: TokenConfig, bos: bool = True)
         on = quantize(n.onset_beats * tpb)
         off = max(on + 1, quantize((n.onset_beats + n.duration_beats) * tpb))
         events += [(on, 1, n.pitch, n.velocity), (off, 0, n.pitch, 0)]
-    events.sort()
+    down = config.chord_order == "down"
+    events.sort(key=lambda e: (e[0], e[1], -e[2] if down else e[2], e[3]))
     names = ["BOS"] if bos else []
     sounding: dict[int, int] = {}  # pitch -> number of pending offs to skip + 1
     vel_bin, now = None, 0

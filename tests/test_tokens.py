@@ -8,7 +8,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from improv.tokens import (DEFAULT_VELOCITY, Note, StreamEncoder, TokenConfig, Vocabulary, bin_velocity,
-                           decode_ids, encode_notes, grid_to_ids, grid_to_notes, ids_to_grid, quantize, velocity_bin)
+                           decode_ids, encode_notes, grid_to_ids, grid_to_notes, ids_to_grid, notes_to_names, quantize,
+                           velocity_bin)
 
 configs = st.builds(
     TokenConfig,
@@ -207,3 +208,23 @@ def test_a_note_ended_in_the_tick_it_started_is_left_out():
     notes = decode_ids(ids, vocab)
     # ON_60 ON_60 in one tick: one note; ON_62 OFF_62 in one tick: none; an unended note: one tick
     assert [(n.onset_beats, n.duration_beats, n.pitch) for n in notes] == [(0.0, 0.5, 60), (1.0, 1 / 12, 64)]
+
+
+def test_chord_order_down_writes_each_chord_top_note_first_and_decodes_the_same():
+    notes = [Note(0, 1, 60, 80), Note(0, 1, 64, 80), Note(0, 1, 67, 80), Note(1, 1, 62, 80)]
+    up = notes_to_names(notes, TokenConfig())
+    down = notes_to_names(notes, TokenConfig(chord_order="down"))
+    assert [n for n in up if n.startswith("ON")][:3] == ["ON_60", "ON_64", "ON_67"]
+    assert [n for n in down if n.startswith("ON")][:3] == ["ON_67", "ON_64", "ON_60"]
+    vocab = Vocabulary(TokenConfig(chord_order="down"))
+    back = decode_ids(encode_notes(notes, vocab), vocab)
+    assert sorted((n.onset_beats, n.pitch) for n in back) == sorted((n.onset_beats, n.pitch) for n in notes)
+    with pytest.raises(ValueError, match="chord order"):
+        TokenConfig(chord_order="sideways")
+
+
+def test_the_default_chord_order_keeps_the_encoding_caches_keys():
+    from training.encode import EncodeSettings
+
+    assert "chord_order" not in EncodeSettings(TokenConfig()).fingerprint(".mid")
+    assert "chord_order" in EncodeSettings(TokenConfig(chord_order="down")).fingerprint(".mid")

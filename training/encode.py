@@ -53,11 +53,15 @@ class EncodeSettings:
     normalize_key: bool = False
 
     def fingerprint(self, suffix: str) -> str:
-        """The settings as JSON; `suffix` picks the parser (a swapped-in test parser keeps the key)."""
+        """The settings as JSON; `suffix` picks the parser (a swapped-in test parser keeps the key).
+        A token setting at its default is left out, so entries cached before it existed stay valid."""
+        token_config = dataclasses.asdict(self.token_config)
+        if token_config["chord_order"] == "up":
+            del token_config["chord_order"]
         return json.dumps({
             "format": CACHE_FORMAT, "suffix": suffix.lower(),
             "parser_version": PARSER_VERSION, "libraries": _library_versions(),
-            "token_config": dataclasses.asdict(self.token_config), "normalize_key": self.normalize_key,
+            "token_config": token_config, "normalize_key": self.normalize_key,
         }, sort_keys=True)
 
 

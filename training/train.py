@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from improv.errors import ConfigError, DataError
+from improv.tokens import TokenConfig
 from training import distributed
 from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.dataset import IGNORE, frame_size, make_windows, piece_batches
@@ -68,6 +69,7 @@ class TrainConfig:
     max_pieces: int | None = None
     key: str = "none"  # none | normalize | augment (done by training.data)
     min_count: int = 0
+    chord_order: str = "up"  # up | down: a chord's notes low to high or high to low (improv.tokens)
     split_seed: int = 0
     epochs: int = 30
     batch_size: int = 0  # windows per optimizer step (per rank under DDP); 0: about AUTO_BATCH_TOKENS tokens
@@ -153,7 +155,8 @@ def _load_corpus(config: TrainConfig, info: distributed.Dist, console: Console):
     except ImportError as err:
         raise DataError(f"the data loader is not available ({err}); check the training/ install") from err
     kwargs = dict(data=config.data, corpus=config.corpus, max_pieces=config.max_pieces, key=config.key,
-                  min_count=config.min_count, split_seed=config.split_seed, workers=config.workers)
+                  min_count=config.min_count, split_seed=config.split_seed, workers=config.workers,
+                  token_config=None if config.chord_order == "up" else TokenConfig(chord_order=config.chord_order))
     if not info.is_main:
         distributed.barrier(info)  # rank 0 fills the encoding cache first
     corpus = load_dataset(**kwargs, console=console, show_progress=config.show_progress and info.is_main)

@@ -22,6 +22,11 @@ class KeyMode(str, Enum):
     augment = "augment"
 
 
+class ChordOrder(str, Enum):
+    up = "up"
+    down = "down"
+
+
 class Schedule(str, Enum):
     none = "none"
     cosine = "cosine"
@@ -34,6 +39,7 @@ def command(
     corpus: Annotated[Optional[list[str]], typer.Option(help="A named corpus such as 'bach' (music21's chorales); repeat to combine.")] = None,
     max_pieces: Annotated[Optional[int], typer.Option(help="Use at most this many pieces, for quick runs.")] = None,
     key: Annotated[KeyMode, typer.Option(help="Leave keys alone, transpose every piece to C major / A minor, or add all 12 transpositions of the training pieces.")] = KeyMode.none,
+    chord_order: Annotated[ChordOrder, typer.Option(help="The notes of a chord as tokens: low to high (up), or high to low (down: the model picks the top note, the melody, first and the harmony under it).")] = ChordOrder.up,
     min_count: Annotated[int, typer.Option(help="Drop pitch and velocity tokens seen fewer than this many times in the training split.")] = 0,
     epochs: Annotated[int, typer.Option(help="The most epochs to train (one epoch is one pass over the training windows).")] = 30,
     batch_size: Annotated[int, typer.Option(help="Windows per optimiser step (per process under torchrun); 0 picks about 4096 tokens per step for the LSTM and 8192 for the WaveNet.")] = 0,
@@ -66,7 +72,7 @@ def command(
              "dilation_cycle": dilation_cycle, "stacks": stacks, "dropout": dropout}
     config = TrainConfig(
         model=model.value, data=tuple(str(p) for p in data or ()), corpus=tuple(corpus or ()), max_pieces=max_pieces,
-        key=key.value, min_count=min_count, epochs=epochs, batch_size=batch_size, window=window, stride=stride,
+        key=key.value, min_count=min_count, chord_order=chord_order.value, epochs=epochs, batch_size=batch_size, window=window, stride=stride,
         lr=lr, schedule=schedule.value, patience=patience, max_minutes=max_minutes, seed=seed, device=device,
         threads=threads, workers=workers, out=str(out), show_progress=progress,
     )

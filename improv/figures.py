@@ -1,0 +1,147 @@
+"""The call's melodic figures, offered back to the answer's top line.
+
+A figure is a run of `FIGURE_INTERVALS` successive intervals of a phrase's top line (its skyline:
+the highest new note of each onset, unless a higher note still sounds from before). `Figures`
+indexes the call's figures by their opening intervals. While a phrase is generated, its
+`FigureLine` keeps the answer's own top line (seeded with the call's last notes, so the answer may
+pick up where the call stopped) and adds log-odds to the note starts that continue one of the
+call's figures from where the line stands. The figure comes back transposed to the line's pitch
+(sequenced), on the model's rhythm and under the key mask: reused and varied, not copied.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from improv.phrase_shape import ONSET_TOLERANCE_BEATS
+from improv.tokens import Note
+
+FIGURE_INTERVALS = 3
+GAIN_FIGURE = 4.0  # log-odds for the note that completes a figure whose opening the line just played
+GAIN_STEP = 2.0  # for a note that continues one of the call's interval pairs (a figure's fragment)
+MAX_RUN = 4  # intervals of the call in a row the line may replay; past that it must vary
+
+
+def top_line(notes: Sequence[Note]) -> list[int]:
+    """The top line's pitches: at each onset its highest new note, unless a higher note is still
+    sounding from before (an inner voice moved under a held melody note)."""
+    line: list[int] = []
+    ordered = sorted(notes, key=lambda n: (n.onset_beats, -n.pitch))
+    i = 0
+    while i < len(ordered):
+        onset, top = ordered[i].onset_beats, ordered[i].pitch
+        while i < len(ordered) and ordered[i].onset_beats - onset <= ONSET_TOLERANCE_BEATS:
+            i += 1
+        held = [n.pitch for n in notes if n.onset_beats < onset - ONSET_TOLERANCE_BEATS
+                and n.onset_beats + n.duration_beats > onset + ONSET_TOLERANCE_BEATS]
+        if not held or top >= max(held):
+            line.append(top)
+    return line
+
+
+def intervals(line: Sequence[int]) -> list[int]:
+    return [b - a for a, b in zip(line, line[1:])]
+
+
+class Figures:
+    """The call's figures by opening: what interval followed two intervals, and one."""
+
+    def __init__(self, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False) -> None:
+        line = top_line(call)
+        steps = intervals(line)
+        self.steps = steps
+        self.after_two: dict[tuple[int, int], list[int]] = {}  # opening -> where its next interval is
+        self.after_one: dict[int, list[int]] = {}
+        for i in range(1, len(steps)):
+            self.after_one.setdefault(steps[i - 1], []).append(i)
+        for i in range(2, len(steps)):
+            self.after_two.setdefault((steps[i - 2], steps[i - 1]), []).append(i)
+        self.seed = line[-FIGURE_INTERVALS:]
+        self.voices = _voices(call)
+        self.on_id = on_id  # (128,) token id of ON_p, -1 where p has none
+        self.top_first = top_first  # the vocabulary writes a chord high to low (chord_order "down")
+
+    @classmethod
+    def of(cls, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False) -> Figures | None:
+        """None when the call's top line is too short to hold a figure."""
+        figures = cls(call, on_id, top_first)
+        return figures if figures.after_two else None
+
+    def line(self) -> FigureLine:
+        return FigureLine(self)
+
+
+class FigureLine:
+    """One phrase's top line as it is generated, and the bonus it gives the next note start."""
+
+    def __init__(self, figures: Figures) -> None:
+        self.figures = figures
+        self.pitches: deque[int] = deque(figures.seed, maxlen=MAX_RUN + 1)
+        self.onset_top: int | None = None  # the highest note started at the current onset
+
+    def started(self, pitch: int) -> None:
+        """A note starts at the current onset."""
+        if self.onset_top is None or pitch > self.onset_top:
+            self.onset_top = pitch
+
+    def moved(self, held_above: bool) -> None:
+        """Time moved on: the onset's top note joins the line, unless a note held from before
+        sounds above it."""
+        if self.onset_top is not None and not held_above:
+            self.pitches.append(self.onset_top)
+        self.onset_top = None
+
+    def add_bonus(self, out: np.ndarray, sounding: int, highest: int | None) -> bool:
+        """Add each continuing note's log-odds to `out` (V,); False when no figure continues.
+
+        A note is offered only where the next one can be the top, above the `highest` of the
+        `sounding` notes: written high to low, as an onset's first note; low to high, as the one
+        that completes the call's number of voices."""
+        line, figs = self.pitches, self.figures
+        can_top = self.onset_top is None if figs.top_first else sounding + 1 >= figs.voices
+        if len(line) < 2 or not can_top:
+            return False
+        last = line[-1] - line[-2]
+        bonus: dict[int, float] = {}
+        recent = intervals(list(line))
+        if len(line) >= 3:
+            self._weigh(bonus, figs.after_two.get((line[-2] - line[-3], last)), recent, GAIN_FIGURE)
+        self._weigh(bonus, figs.after_one.get(last), recent, GAIN_STEP)
+        floor = highest
+        for step, gain in bonus.items():
+            pitch = line[-1] + step
+            if 0 <= pitch < 128 and figs.on_id[pitch] >= 0 and (floor is None or pitch > floor):
+                out[figs.on_id[pitch]] += gain
+        return bool(bonus)
+
+    def _weigh(self, bonus: dict[int, float], at: list[int] | None, recent: list[int], gain: float) -> None:
+        """Offer the interval at each of the call's positions `at`, unless taking it would replay
+        more than MAX_RUN of the call's intervals in a row; the most frequent gets `gain`, the
+        others in proportion, and a larger offer for the same interval wins."""
+        if not at:
+            return
+        steps = self.figures.steps
+        counts = Counter(steps[i] for i in at if _run(steps, i, recent) < MAX_RUN)
+        top = max(counts.values(), default=0)
+        for step, count in counts.items():
+            bonus[step] = max(bonus.get(step, 0.0), gain * count / top)
+
+
+def _run(steps: list[int], i: int, recent: list[int]) -> int:
+    """How many intervals before the call's interval i the line just played as the call did."""
+    n = 0
+    while n < len(recent) and n < i and recent[-1 - n] == steps[i - 1 - n]:
+        n += 1
+    return n
+
+
+def _voices(notes: Sequence[Note]) -> int:
+    """The most notes of `notes` sounding at one onset."""
+    most = 1
+    for n in notes:
+        t = n.onset_beats + ONSET_TOLERANCE_BEATS
+        most = max(most, sum(1 for m in notes if m.onset_beats <= t < m.onset_beats + m.duration_beats))
+    return most

@@ -1,0 +1,74 @@
+"""The call's figures come back in the answer's top line (improv.figures), varied, never replayed whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.music import measure
+from improv.figures import MAX_RUN, Figures, intervals, top_line
+from improv.tokens import Note
+from improv.model_step import StepModel
+from tests.test_listening import answer, line
+
+ON_ID = np.arange(128)  # a vocabulary where ON_p has id p
+
+
+def _offered(figures: Figures, pitches, sounding=0, highest=None, onset_top=None) -> dict[int, float]:
+    fl = figures.line()
+    fl.pitches.clear()
+    fl.pitches.extend(pitches)
+    fl.onset_top = onset_top
+    out = np.zeros(128)
+    fl.add_bonus(out, sounding, highest)
+    return {int(p): float(out[p]) for p in np.flatnonzero(out)}
+
+
+def test_the_top_line_is_each_onsets_highest_new_note_unless_a_higher_one_still_sounds():
+    notes = [Note(0, 2, 72, 80), Note(0, 1, 60, 80), Note(1, 1, 64, 80),  # 64 moves under the held 72
+             Note(2, 1, 74, 80), Note(2, 1, 62, 80), Note(3, 1, 71, 80)]
+    assert top_line(notes) == [72, 74, 71]
+    assert intervals([72, 74, 71]) == [2, -3]
+
+
+def test_a_figure_is_offered_from_where_the_line_stands_transposed():
+    call = line([60, 62, 64, 60, 67, 65, 64, 62])  # figure (+2, +2, -4) and others
+    figures = Figures.of(call, ON_ID)
+    offered = _offered(figures, [70, 72, 74])  # the figure's opening, a fifth higher
+    assert max(offered, key=offered.get) == 70  # 74 - 4: the figure completed, transposed
+    assert offered[70] > max(v for p, v in offered.items() if p != 70)
+
+
+def test_the_line_may_not_replay_the_call_whole():
+    steps = [2, 2, -4, 7, -2, -1, -2]
+    call = line(np.cumsum([60] + steps).tolist())
+    figures = Figures.of(call, ON_ID)
+    replayed = np.cumsum([50] + steps[:MAX_RUN]).tolist()  # the call's first MAX_RUN intervals, again
+    offered = _offered(figures, replayed)
+    assert replayed[-1] + steps[MAX_RUN] not in offered  # the next one would replay MAX_RUN + 1 in a row
+    fewer = np.cumsum([50] + steps[1:MAX_RUN]).tolist()
+    assert fewer[-1] + steps[MAX_RUN] in _offered(figures, fewer)
+
+
+def test_in_a_chord_only_a_note_that_can_be_the_top_is_offered():
+    call = [Note(i, 0.9, p + d, 80) for i, p in enumerate([72, 74, 76, 72, 79]) for d in (-12, -5, 0)]
+    up = Figures.of(call, ON_ID)  # chords written low to high: the top comes last
+    assert _offered(up, [72, 74, 76], sounding=0) == {}  # the chord's first note is its lowest
+    assert 72 in _offered(up, [72, 74, 76], sounding=2, highest=64)
+    assert 72 not in _offered(up, [72, 74, 76], sounding=2, highest=73)  # it would sit under 73
+    down = Figures.of(call, ON_ID, top_first=True)  # high to low: the top comes first
+    assert 72 in _offered(down, [72, 74, 76], sounding=0)
+    assert _offered(down, [72, 74, 76], sounding=1, highest=76, onset_top=76) == {}
+
+
+def _echo(model, overrides, seeds=range(6)):
+    call = line([60, 62, 64, 60, 67, 65, 64, 67, 69, 67, 65, 64, 62, 64, 60, 59])
+    got = [measure(call, answer(call, overrides, seed=s, model=model)) for s in seeds]
+    return float(np.mean([m.echo for m in got if m is not None])), max(m.copy for m in got if m is not None)
+
+
+def test_answers_take_up_the_calls_figures_without_copying_the_call():
+    model = StepModel.load("bach-lstm")  # a real model: its lines are melodic enough to measure
+    echo_on, copied = _echo(model, {"listen.memory": False})
+    echo_off, _ = _echo(model, {"listen.memory": False, "listen.figures": False})
+    assert echo_on >= echo_off + 0.25, (echo_on, echo_off)
+    assert not copied
