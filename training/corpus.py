@@ -246,7 +246,7 @@ def _corpus_folder(folder: str, label: str, extensions: tuple[str, ...] = (".abc
 
 
 # Name -> the files of a corpus shipped inside music21 (nothing is downloaded). What each holds (tunes
-# or files in music21 10): bach 347 chorales (4 voices); essen 8,514 German and Chinese folk songs; oneills
+# or files in music21 10): bach 349 chorales (4 voices); essen 8,514 German and Chinese folk songs; oneills
 # 2,009 Irish tunes; ryans 1,059 tunes of Ryan's Mammoth Collection; airds 1,180 Scottish airs;
 # miscfolk 185 American fife and Northumbrian tunes; nottingham the 2 reels music21 keeps of the
 # Nottingham dataset; palestrina 1,318 mass movements (4-6 voices, **kern); monteverdi 49 madrigals
