@@ -15,8 +15,8 @@ Opt = typer.Option
 
 
 def command(
-    dir: Annotated[Path | None, Opt("--dir", help="List the models in this folder. Default: the shipped models folder ($IMPROV_MODELS, else the repository's models/).")] = None,
-    time: Annotated[bool, Opt("--time/--no-time", help="Time a few hundred cached steps of each model (one onnxruntime thread, well under a second each); --no-time skips it.")] = True,
+    folder: Annotated[Path | None, Opt("--dir", help="List the models in this folder. Default: the shipped models folder ($IMPROV_MODELS, else the repository's models/).")] = None,
+    timing: Annotated[bool, Opt("--time/--no-time", help="Time a few hundred cached steps of each model (one onnxruntime thread, well under a second each); --no-time skips it.")] = True,
     json_out: Annotated[bool, Opt("--json", help="Print the list as JSON (one object per model folder, broken ones with their problem) instead of a table.")] = False,
 ) -> None:
     """The installed models: name, style, kind, size, test NLL beside the best n-gram's, step time and description; a broken model folder is listed with what is wrong."""
@@ -28,14 +28,14 @@ def command(
     from improv.errors import ConfigError, ModelError
     from improv.model_step import models_dir
 
-    folder = Path(dir) if dir is not None else models_dir()
+    folder = Path(folder) if folder is not None else models_dir()
     if not folder.is_dir():
         raise ConfigError(f"--dir {folder}: no such folder; give a folder of model folders (each with model.json and model.onnx)")
-    entries = list_models(folder, timed_steps=TIMED_STEPS if time else 0)
+    entries = list_models(folder, timed_steps=TIMED_STEPS if timing else 0)
     if json_out:
         print(json.dumps({"folder": str(folder), "models": [e.as_dict() for e in entries]}, indent=2))
     elif entries:
-        Console().print(models_table(folder, entries, time))
+        Console().print(models_table(folder, entries, timing))
     if not entries:
         raise ModelError(f"no models in {folder} (no folder there holds a model.json); train and export one with "
                          "`improv train` and `improv export --out {folder}/NAME`".replace("{folder}", str(folder)))
