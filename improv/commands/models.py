@@ -30,7 +30,7 @@ def command(
 
     folder = Path(folder) if folder is not None else models_dir()
     if not folder.is_dir():
-        raise ConfigError(f"--dir {folder}: no such folder; give a folder of model folders (each with model.json and model.onnx)")
+        raise ConfigError(f"{folder}: no such folder (--dir); give a folder of model folders (each with model.json and model.onnx)")
     entries = list_models(folder, timed_steps=TIMED_STEPS if timing else 0)
     if json_out:
         print(json.dumps({"folder": str(folder), "models": [e.as_dict() for e in entries]}, indent=2))
@@ -38,7 +38,7 @@ def command(
         Console().print(models_table(folder, entries, timing))
     if not entries:
         raise ModelError(f"no models in {folder} (no folder there holds a model.json); train and export one with "
-                         "`improv train` and `improv export --out {folder}/NAME`".replace("{folder}", str(folder)))
+                         f"`improv train` and `improv export --out {folder / 'NAME'}`")
     if not any(e.ok for e in entries):
         raise ModelError(f"no usable model in {folder}: all {len(entries)} are broken (reasons above); "
                          "re-export them with `improv export`")
