@@ -46,14 +46,19 @@ def command(
 
 def models_table(folder: Path, entries, timed: bool):
     """The rich Table of `improv models`."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    caption = "step: p50 / p99 of cached steps, 1 onnxruntime thread, measured now" if timed else None
-    table = Table(title=f"models in {folder}", caption=caption, title_justify="left", caption_justify="left")
-    for column in ("model", "style", "kind", "size (MB)", "test NLL", "n-gram NLL", "step (ms)", "description"):
-        numeric = column.endswith(")") or "NLL" in column
-        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+    caption = ("NLL: test NLL (nats/token); n-gram: the best n-gram's on the same held-out split"
+               + ("; step ms: p50 / p99 of cached steps, 1 onnxruntime thread, measured now" if timed else ""))
+    table = Table(title=f"models in {folder}", caption=caption, title_justify="left", caption_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("model", "style", "kind"):
+        table.add_column(column, no_wrap=True)
+    for column in ("MB", "NLL", "n-gram", "step ms"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("description", overflow="fold", min_width=10)
 
     def number(value, digits: int) -> str:
         return "—" if value is None else f"{value:.{digits}f}"
