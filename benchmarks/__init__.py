@@ -82,9 +82,10 @@ def run_bench(options: BenchOptions, console=None) -> Report:
 def find_models(models_dir: Path | None, picks: tuple[str, ...]) -> tuple[list[tuple[str, Path]], dict[str, str]]:
     """([(name, folder)] of the shipped models to bench, {name: why} for picks that are not models)."""
     base = Path(models_dir) if models_dir is not None else _default_models_dir()
-    if not picks:
-        found = sorted(d for d in base.glob("*") if (d / "model.json").is_file()) if base.is_dir() else []
-        return [(d.name, d) for d in found], {}
+    if not picks:  # the folders `improv models` lists that have a sidecar (hidden ones, exports in progress, left out)
+        from improv.catalog import model_folders
+
+        return [(d.name, d) for d in model_folders(base) if (d / "model.json").is_file()], {}
     models, unknown = [], {}
     for pick in picks:
         folder = Path(pick) if Path(pick).is_dir() else base / pick

@@ -60,6 +60,7 @@ TARGETS = (
     Target("music.*.oneills.adapt_gain", ">=", 0.40),
     Target("music.*.bach.adapt_gain", ">=", -0.01),
     Target("music.memory_mb_1h", "<=", 20.0),
+    Target("quality.*.improvement_over_best_ngram", ">=", 0.20),
 )
 
 STEP_KEYS = ("onnx_p50_ms", "onnx_p99_ms", "naive_over_cached", "naive_rf_over_cached", "torch_over_onnx",
@@ -68,6 +69,7 @@ MUSIC_CORPORA = ("bach", "essen", "oneills")
 MUSIC_KEYS = ("in_key", "echo", "copy", "density_log2", "poly_excess", "register_st", "distinct", "nll", "adapt_nll",
               "adapt_gain")
 MIDI_KEYS = ("reaction_p99_ms", "plan_error_p99_ms")
+QUALITY_KEYS = ("nll", "best_ngram_nll", "improvement_over_best_ngram")  # each model on its own held-out split
 
 
 def required_keys(models: list[str], periods: tuple[int, ...] = (32, 64)) -> list[str]:
@@ -77,6 +79,7 @@ def required_keys(models: list[str], periods: tuple[int, ...] = (32, 64)) -> lis
     keys += ["daemon.startup_s", "daemon.rss_mb"]
     keys += [f"train.{m}.tokens_per_s" for m in models]
     keys += ["corpus.cold_s", "corpus.cached_s"]
+    keys += [f"quality.{m}.{k}" for m in models for k in QUALITY_KEYS]
     keys += [f"music.{m}.{c}.{k}" for m in models for c in MUSIC_CORPORA for k in MUSIC_KEYS] + ["music.memory_mb_1h"]
     return keys
 
@@ -92,13 +95,15 @@ _LABELS = {  # the table rows of the required keys, for when they are missing
     "plan_error_p99_ms": ("{m} frames: call-and-response arrival - plan p99", "ms"),
     "startup_s": ("start-up, spawn -> ready file", "s"), "rss_mb": ("resident memory (VmRSS)", "MB"),
     "cold_s": ("cold: empty cache, parse and encode", "s"), "cached_s": ("from the cache", "s"),
+    "quality.nll": ("{m}: test NLL", "nats/token"), "best_ngram_nll": ("{m}: best n-gram NLL", "nats/token"),
+    "improvement_over_best_ngram": ("{m}: NLL removed vs the best n-gram", ""),
 }
 
 
 def default_label(key: str) -> tuple[str, str] | None:
     """(label, unit) of a required key, e.g. step.bach-lstm.onnx_p99_ms -> bach-lstm: cached ONNX step p99."""
     parts = key.split(".")
-    label = _LABELS.get(parts[-1])
+    label = _LABELS.get(f"{parts[0]}.{parts[-1]}") or _LABELS.get(parts[-1])
     if label is None:
         return None
     middle = parts[1] if len(parts) == 3 else ""

@@ -7,8 +7,8 @@
   Timed between the `on_step` hooks of consecutive optimizer steps of one epoch, so the first step
   (warm-up) and the evaluation/checkpoint at an epoch's end are left out;
 * quality: `training.evaluate.evaluate` (the `improv eval` table: the model stepped through ONNX,
-  n-gram baselines 1..5 on the same split) per shipped model, and the JSB 16th-note figure from the
-  JSB run's metrics.json.
+  n-gram baselines 1..5 on the same split) per shipped model, each on the held-out split of the
+  data its sidecar names, and the JSB 16th-note figure from the JSB run's metrics.json.
 """
 
 from __future__ import annotations
@@ -176,6 +176,10 @@ def synthetic_corpus(seed: int):
 
 
 def quality(report: Report, models: list[tuple[str, Path]], options: TrainOptions) -> None:
+    """Each model on its own held-out split: `evaluate` reads the data settings (corpora or files,
+    max_pieces, key mode, min_count, split seed) from the model's sidecar, so a folk model is scored
+    on folk tunes and a chorale model on chorales, each beside n-grams fitted on its training split."""
+    from benchmarks.report import QUALITY_KEYS
     from training.evaluate import evaluate, report_table
 
     for name, folder in models:
@@ -183,7 +187,7 @@ def quality(report: Report, models: list[tuple[str, Path]], options: TrainOption
         try:
             result = evaluate(model=folder, limit_tokens=options.eval_tokens, show_progress=False)
         except Exception as err:  # noqa: BLE001 - ImprovError (no data named, music21 missing) and friends
-            report.put(f"{p}.nll", None, f"{name}: test NLL (nats/token)", why=_one_line(err))
+            report.missing([f"{p}.{k}" for k in QUALITY_KEYS], f"{name}: {_one_line(err)}")
             continue
         report.put(f"{p}.nll", result["model"]["nll"], f"{name}: test NLL", "nats/token")
         report.put(f"{p}.accuracy", result["model"]["acc"], f"{name}: test accuracy")
@@ -194,7 +198,15 @@ def quality(report: Report, models: list[tuple[str, Path]], options: TrainOption
         report.put(f"{p}.improvement_over_best_ngram", result["improvement_over_best_ngram"],
                    f"{name}: NLL removed vs the best n-gram", "")
         report.put(f"{p}.tokens", float(result["tokens"]))
+        same = result["data_hash"] == result["model_data_hash"]
+        report.note(f"{p}.data_note", result["data"] + ("" if same else "; NOT the data the model was trained on "
+                                                   f"(hash {result['data_hash']} vs the sidecar's {result['model_data_hash']})"))
         report.extra_tables.append(report_table(result))
+    if models:
+        limit = f"the first {options.eval_tokens} test tokens" if options.eval_tokens else "every test token"
+        report.note("quality.note", f"each model on the held-out split of its own training data (its sidecar's "
+                                    f"train_config), {limit}, stepped through ONNX; n-grams of orders 1-5 fitted "
+                                    "on the same training split")
 
 
 def jsb_figure(report: Report, metrics_path: Path | None) -> None:

@@ -35,6 +35,7 @@ NULL_BY_DESIGN = {
     "step.tiny-lstm.naive_rf_over_cached": "no receptive field",  # an LSTM has none
     "step.tiny-wavenet.*": "no PyTorch module for tiny-wavenet",  # its export keeps no model_config
     "midi.p*.reaction_p99_ms": "never played a note of its own",  # a reaction needs improv to play in between
+    "quality.tiny-*": "no evaluation data",  # the tiny sidecars name no training data
 }
 
 
@@ -168,6 +169,46 @@ def test_no_shipped_model_gives_null_with_the_reason(tmp_path):
         assert data[key] is None and data[f"{key}.why"], key
     assert "no shipped model" in data["step.bach-lstm.onnx_p99_ms.why"]
     assert "not run" in data["midi.p32.reaction_p99_ms.why"]
+
+
+def test_quality_scores_each_model_on_its_own_held_out_split(tmp_path, monkeypatch):
+    """Two models trained on different data: each is scored on its own split (the n-gram the
+    export recorded on that split is the bench's best n-gram), with the improvement target."""
+    import torch
+
+    from benchmarks.train import TrainOptions, quality
+    from tests.test_corpus import melodies
+    from training.export import export_checkpoint
+    from training.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("IMPROV_CACHE", str(tmp_path / "cache"))
+    models = []
+    for name, count, shift in (("low", 8, 0), ("high", 30, 7)):
+        music = melodies(tmp_path / name, count, shift)
+        config = TrainConfig(model="lstm", data=(str(music),), epochs=1, batch_size=4, window=16, threads=1,
+                             workers=1, out=str(tmp_path / f"run-{name}"), show_progress=False)
+        train(config, {"embed": 8, "hidden": 16, "layers": 1})
+        export_checkpoint(tmp_path / f"run-{name}" / "best.pt", tmp_path / "models" / name)
+        models.append((name, tmp_path / "models" / name))
+    report = Report()
+    quality(report, models + [("missing", tmp_path / "models" / "missing")], TrainOptions(eval_tokens=None))
+    data = report.to_json()
+    for name, folder in models:
+        sidecar = json.loads((folder / "model.json").read_text())
+        p = f"quality.{name}"
+        assert data[f"{p}.best_ngram_nll"] == pytest.approx(sidecar["metrics"]["best_ngram_test_nll"], rel=1e-9)
+        assert data[f"{p}.tokens"] == sidecar["metrics"]["best_ngram_test_tokens"]
+        assert data[f"{p}.improvement_over_best_ngram"] == pytest.approx(
+            1 - data[f"{p}.nll"] / data[f"{p}.best_ngram_nll"], rel=1e-9)
+        assert data[f"{p}.improvement_over_best_ngram.target"] == ">= 0.2"
+        assert data[f"{p}.improvement_over_best_ngram.pass"] in (True, False)
+        assert "NOT the data" not in data[f"{p}.data_note"]
+    assert data["quality.low.tokens"] != data["quality.high.tokens"]
+    for key in ("nll", "best_ngram_nll", "improvement_over_best_ngram"):
+        assert data[f"quality.missing.{key}"] is None and "no model at" in data[f"quality.missing.{key}.why"]
+    assert {f"quality.{m}.{k}" for m in ("low", "high") for k in ("nll", "best_ngram_nll")} <= set(
+        required_keys(["low", "high"]))
 
 
 def test_report_never_writes_a_made_up_number(tmp_path):

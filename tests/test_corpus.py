@@ -165,7 +165,7 @@ def test_no_usable_file_raises_data_error(tmp_path):
 def test_bad_options(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         quiet(tmp_path, data=[tmp_path / "missing"])
-    with pytest.raises(ConfigError, match="unknown corpus"):
+    with pytest.raises(ConfigError, match="unknown corpus 'nope'; use one of bach, essen, .*airds.*palestrina"):
         quiet(tmp_path, corpus=["nope"])
     with pytest.raises(ConfigError, match="key="):
         quiet(tmp_path, corpus=["bach"], key="major")
@@ -298,11 +298,33 @@ def test_corpus_listings_without_parsing():
     assert len(corpus.corpus_sources("essen")) >= 20
     assert len(corpus.corpus_sources("oneills")) >= 30
     assert len(corpus.corpus_sources("ryans")) >= 1000
+    sizes = {"airds": 6, "miscfolk": 2, "nottingham": 1, "palestrina": 1300, "monteverdi": 49, "trecento": 100}
+    for name, at_least in sizes.items():
+        sources = corpus.corpus_sources(name)
+        assert len(sources) >= at_least, name
+        assert all(s.name.startswith(f"{name}/") and s.path.suffix.lower() in corpus.PARSERS for s in sources), name
+    assert not [s for s in corpus.corpus_sources("monteverdi") if s.path.suffix == ".rntxt"]  # analyses, not music
+
+
+@pytest.mark.parametrize("name, pick", [("palestrina", 0), ("trecento", 0), ("monteverdi", 0)])
+def test_new_corpora_give_notes(name, pick):
+    """One file of each corpus added for issue 15 parses into pieces with notes (music21, in-process)."""
+    source = corpus.corpus_sources(name)[pick]
+    pieces = [p for p in corpus.PARSERS[source.path.suffix.lower()](source.path) if isinstance(p, corpus.Piece)]
+    assert pieces and all(len(p.notes) > 50 for p in pieces), [len(p.notes) for p in pieces]
 
 
 def test_ryans_abc_corpus_loads(tmp_path):
     result, _ = quiet(tmp_path, corpus=["ryans"], max_pieces=3)
     assert len(all_names(result)) == 3 and all(n.startswith("ryans/") for n in all_names(result))
+
+
+def test_max_pieces_counts_per_corpus(tmp_path):
+    """Several corpora in one run each give `max_pieces` pieces; the first corpus does not take them all."""
+    result, _ = quiet(tmp_path, corpus=["ryans", "nottingham"], max_pieces=2)
+    names = all_names(result)
+    assert sorted(n.split("/")[0] for n in names) == ["nottingham"] * 2 + ["ryans"] * 2, names
+    assert result.description == "music21 corpus ryans + music21 corpus nottingham, 4 pieces"
 
 
 def test_load_pieces_and_piece_notes(tmp_path):

@@ -153,6 +153,51 @@ def test_export_command(tmp_path, monkeypatch):
     assert missing.exit_code == 2 and "checkpoint not found" in missing.output
 
 
+def test_sidecar_style_description_and_ngram_baseline(tmp_path, monkeypatch):
+    """`improv export --style --description` writes both; the best n-gram's test NLL is the one
+    `improv eval` finds on the same held-out split; without --style the style is the training data."""
+    from improv.cli import app
+    from tests.test_corpus import melodies
+    from training.evaluate import evaluate
+
+    monkeypatch.setenv("IMPROV_CACHE", str(tmp_path / "cache"))
+    music = melodies(tmp_path / "tunes", 10)
+    config = TrainConfig(model="lstm", data=(str(music),), epochs=1, batch_size=4, window=16, threads=1,
+                         workers=1, out=str(tmp_path / "run"), show_progress=False)
+    train(config, {"embed": 8, "hidden": 16, "layers": 1})
+    args = ["export", str(tmp_path / "run" / "best.pt"), "--out", str(tmp_path / "folk"), "--style", "folk",
+            "--description", "Scales in C, for the tests."]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best n-gram" in result.output
+    sidecar = json.loads((tmp_path / "folk" / "model.json").read_text())
+    assert sidecar["style"] == "folk" and sidecar["description"] == "Scales in C, for the tests."
+    report = evaluate(model=tmp_path / "folk", show_progress=False)
+    assert sidecar["metrics"]["best_ngram_test_nll"] == pytest.approx(report["best_ngram"]["nll"], rel=1e-9)
+    assert sidecar["metrics"]["best_ngram_order"] == report["best_ngram"]["order"]
+    assert sidecar["metrics"]["best_ngram_test_tokens"] == report["tokens"]
+
+    plain = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "plain", baseline=False)
+    sidecar = json.loads((tmp_path / "plain" / "model.json").read_text())
+    assert sidecar["style"] == "tunes" and sidecar["description"] == "" and "best_ngram_test_nll" not in sidecar["metrics"]
+    assert plain.baseline is None and "--no-baseline" in plain.baseline_why
+
+    melodies(tmp_path / "tunes", 11)  # the data changed since training: its split is not the model's
+    changed = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "changed")
+    assert changed.baseline is None and "has changed since the model was trained" in changed.baseline_why
+    assert "best_ngram_test_nll" not in json.loads((tmp_path / "changed" / "model.json").read_text())["metrics"]
+
+
+def test_export_refuses_a_style_or_description_that_is_not_one_line(tmp_path):
+    from improv.cli import app
+
+    random_checkpoint("lstm", tmp_path / "best.pt")
+    for bad in (["--style", "two words"], ["--description", "one\ntwo"]):
+        result = CliRunner().invoke(app, ["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "x"), *bad])
+        assert result.exit_code == 2 and bad[0] in result.output, result.output
+    assert not (tmp_path / "x").exists()
+
+
 # ---------------------------------------------------------------------- the folded WaveNet step graph
 
 PRODUCTION_WAVENET = WaveNetConfig(vocab_size=len(VOCAB), channels=64, skip_channels=128, dilation_cycle=7, stacks=2)

@@ -235,21 +235,34 @@ def _bach_chorales() -> list[Source]:
     return sources
 
 
-def _abc_folder(folder: str, label: str) -> Callable[[], list[Source]]:
+def _corpus_folder(folder: str, label: str, extensions: tuple[str, ...] = (".abc",)) -> Callable[[], list[Source]]:
+    """The files of one folder of music21's corpus with these extensions, sorted, named label/file."""
     def find() -> list[Source]:
-        from music21 import corpus
-
-        paths = sorted(Path(p) for p in corpus.getPaths(fileExtensions=("abc",)) if Path(p).parent.name == folder)
+        root = _corpus_dir() / folder
+        paths = sorted(p for p in root.glob("*") if p.is_file() and p.suffix.lower() in extensions)
         return [Source(p, f"{label}/{p.name}") for p in paths]
 
     return find
 
 
+# Name -> the files of a corpus shipped inside music21 (nothing is downloaded). What each holds (tunes
+# or files in music21 10): bach 349 chorales (4 voices); essen 8,514 German and Chinese folk songs; oneills
+# 2,009 Irish tunes; ryans 1,059 tunes of Ryan's Mammoth Collection; airds 1,180 Scottish airs;
+# miscfolk 185 American fife and Northumbrian tunes; nottingham the 2 reels music21 keeps of the
+# Nottingham dataset; palestrina 1,318 mass movements (4-6 voices, **kern); monteverdi 49 madrigals
+# (5 voices); trecento 103 Italian 14th-century songs (2-3 voices). Not here: the corpus's single
+# works of other composers, and josquin (each voice an ABC tune of its own).
 CORPORA: dict[str, Callable[[], list[Source]]] = {
     "bach": _bach_chorales,
-    "essen": _abc_folder("essenFolksong", "essen"),
-    "oneills": _abc_folder("oneills1850", "oneills"),
-    "ryans": _abc_folder("ryansMammoth", "ryans"),
+    "essen": _corpus_folder("essenFolksong", "essen"),
+    "oneills": _corpus_folder("oneills1850", "oneills"),
+    "ryans": _corpus_folder("ryansMammoth", "ryans"),
+    "airds": _corpus_folder("airdsAirs", "airds"),
+    "miscfolk": _corpus_folder("miscFolk", "miscfolk"),
+    "nottingham": _corpus_folder("nottingham-dataset", "nottingham"),
+    "palestrina": _corpus_folder("palestrina", "palestrina", (".krn",)),
+    "monteverdi": _corpus_folder("monteverdi", "monteverdi", (".mxl",)),
+    "trecento": _corpus_folder("trecento", "trecento", (".xml", ".mxl")),
 }
 
 

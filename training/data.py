@@ -3,6 +3,7 @@
 Pipeline: inputs -> `training.corpus` sources -> `training.encode.load_sources` (cache, worker
 processes with a per-file time limit) -> first `max_pieces` pieces -> split by piece -> augment the
 train split -> vocabulary counted on train and pruned -> ids remapped -> `EncodedCorpus`.
+`max_pieces` counts per input group (the --data files together, each corpus on its own).
 The JSB 16th-note benchmark (`training.jsb`) keeps its published split and joins at the split step.
 
 Splits are by piece, so no window of a valid/test piece is ever trained on: piece names are sorted,
@@ -136,38 +137,39 @@ def _stderr_console() -> Console:
     return Console(stderr=True)
 
 
-def _sources(paths: list[Path], corpus: Sequence[str]) -> tuple[list[Source], str]:
-    """Every input file once (the first name wins), and a description of where they came from."""
-    sources, seen, parts = [], set(), []
-    groups = [(expand_data(paths), ", ".join(p.as_posix() for p in paths))] if paths else []
-    groups += [(corpus_sources(name), f"music21 corpus {name}") for name in corpus]
-    for group, label in groups:
-        parts.append(label)
-        for source in group:
-            if source.path.resolve() not in seen:
-                seen.add(source.path.resolve())
-                sources.append(source)
-    return sources, " + ".join(parts)
+def _sources(paths: list[Path], corpus: Sequence[str]) -> list[tuple[str, list[Source]]]:
+    """(label, files) per input group: the --data paths together, then each corpus; every file once
+    (the first group that names it keeps it)."""
+    groups = [(", ".join(p.as_posix() for p in paths), expand_data(paths))] if paths else []
+    groups += [(f"music21 corpus {name}", corpus_sources(name)) for name in corpus]
+    seen, out = set(), []
+    for label, group in groups:
+        kept = [s for s in group if s.path.resolve() not in seen]
+        seen.update(s.path.resolve() for s in kept)
+        out.append((label, kept))
+    return out
 
 
 def _encoded_pieces(paths, corpus, settings, max_pieces, *, cache_dir, workers, timeout_s, console, show_progress):
-    """([(piece id, EncodedPiece)] in input order, cut to max_pieces; skipped; description)."""
+    """([(piece id, EncodedPiece)] in input order, at most `max_pieces` from each input group (so
+    several corpora in one run each give their share); skipped; description)."""
     if not paths and not corpus:
         raise DataError(f"no inputs; {NO_DATA_FIX}")
-    sources, description = _sources(paths, corpus)
-    with _progress(console, show_progress) as progress:
-        results = load_sources(sources, settings, cache_dir=resolve_cache_dir(cache_dir), max_pieces=max_pieces,
-                               workers=workers, timeout_s=timeout_s, progress=progress)
+    groups = _sources(paths, corpus)
+    description = " + ".join(label for label, _ in groups)
     pieces: list[tuple[str, EncodedPiece]] = []
     skipped: list[tuple[str, str]] = []
-    for source, result in zip(sources, results):
-        pieces += [(source.name + p.piece.name, p) for p in result.pieces]
-        skipped += [(source.name + s.name, s.reason) for s in result.skipped]
+    with _progress(console, show_progress) as progress:
+        for _, sources in groups:
+            results = load_sources(sources, settings, cache_dir=resolve_cache_dir(cache_dir), max_pieces=max_pieces,
+                                   workers=workers, timeout_s=timeout_s, progress=progress)
+            found = [(source.name + p.piece.name, p) for source, result in zip(sources, results) for p in result.pieces]
+            pieces += found[:max_pieces]
+            skipped += [(source.name + s.name, s.reason) for source, result in zip(sources, results) for s in result.skipped]
     unit = "files/tunes" if any("#" in name for name, _ in pieces + skipped) else "files"
     print_skipped(console, skipped, len(pieces) + len(skipped), unit)
     if not pieces:
         raise DataError(f"no usable music in {description} ({len(skipped)} files skipped); {NO_DATA_FIX}")
-    pieces = pieces[:max_pieces]
     return pieces, skipped, f"{description}, {len(pieces)} pieces"
 
 

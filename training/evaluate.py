@@ -200,6 +200,35 @@ def evaluate(
     return report
 
 
+def ngram_baseline(meta: dict, *, dataset=None, cache_dir: str | Path | None = None,
+                   orders: Sequence[int] = ORDERS) -> dict:
+    """The best n-gram's figures on the held-out split of the data a sidecar (or checkpoint) names in
+    its train_config, in its vocabulary, as `evaluate` scores them: {"best_ngram_test_nll",
+    "best_ngram_order", "best_ngram_test_tokens"}. DataError when that data no longer hashes to the
+    sidecar's data_hash (the split would not be the one the model was tested on)."""
+    vocab = Vocabulary.from_dict(meta["vocabulary"])
+    if dataset is None:
+        dataset = _load_data(data_settings(meta), vocab, cache_dir)
+    expected = meta.get("data_hash")
+    if expected and dataset.data_hash != expected:
+        raise DataError(f"the training data ({dataset.description}) has changed since the model was trained "
+                        f"({dataset.data_hash[:19]}... is not {expected[:19]}...); the held-out split would differ")
+    train = align_to_model(dataset.splits.get("train", []), dataset.vocab, vocab, "the sidecar")
+    test = align_to_model(dataset.splits.get("test", []), dataset.vocab, vocab, "the sidecar")
+    if not any(len(p) > 1 for p in test):
+        raise DataError("the test split is empty")
+    from training.ngram import fit_ngrams
+
+    order, best = best_ngram({str(n): m.metrics(test) for n, m in fit_ngrams(train, len(vocab), orders).items()})
+    return {"best_ngram_test_nll": best.nll, "best_ngram_order": int(order), "best_ngram_test_tokens": best.tokens}
+
+
+def best_ngram(baseline: dict[str, Metrics]) -> tuple[str, Metrics]:
+    """(order, metrics) of the n-gram with the lowest NLL."""
+    order = min(baseline, key=lambda n: baseline[n].nll)
+    return order, baseline[order]
+
+
 def _run_with_progress(model, test, show_progress: bool) -> tuple[Metrics, float]:
     if not show_progress:
         return step_metrics(model, test)
@@ -216,8 +245,7 @@ def report_json(model, result: Metrics, ms_per_step: float, baseline: dict[str, 
     """{"model", "ngram": {order: metrics}, "best_ngram", "improvement_over_best_ngram" (the fraction
     of the best n-gram's NLL the model removes), "tokens", "data", "data_hash"}; metrics as
     `Metrics.as_dict` writes them."""
-    best_order = min(baseline, key=lambda n: baseline[n].nll)
-    best = baseline[best_order]
+    best_order, best = best_ngram(baseline)
     return {
         "model": {"name": getattr(model, "name", "model"), "kind": getattr(model, "kind", None),
                   **result.as_dict(), "ms_per_step": ms_per_step},

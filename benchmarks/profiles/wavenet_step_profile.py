@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     from training.checkpoint import load_checkpoint, model_from_checkpoint
     from training.export import export_checkpoint
 
-    after = export_checkpoint(wavenet_ckpt, work / "wavenet-folded")
+    after = export_checkpoint(wavenet_ckpt, work / "wavenet-folded", baseline=False)
     print(f"folded export: parity max |dlogit| {after.max_abs_diff:.2e} over {after.tokens} tokens ({after.source}), "
           f"{after.onnx_bytes / 2**20:.2f} MiB")
     net, _ = model_from_checkpoint(load_checkpoint(wavenet_ckpt))
     before_dir = _export_reference(net, work / "wavenet-folded", work / "wavenet-reference")
     lstm_dir = work / "lstm"
-    export_checkpoint(lstm_ckpt, lstm_dir)
+    export_checkpoint(lstm_ckpt, lstm_dir, baseline=False)
 
     print("\nstep graph nodes (exported -> after onnxruntime ORT_ENABLE_ALL):")
     for label, folder in (("wavenet before", before_dir), ("wavenet after", after.folder), ("lstm", lstm_dir)):

@@ -21,7 +21,7 @@ def command(
     corpus: Annotated[list[str] | None, typer.Option(
         help="Evaluate on a music21 corpus such as bach; repeat for more. Default: the model's training corpus.")] = None,
     max_pieces: Annotated[int | None, typer.Option(
-        help=f"Load at most this many pieces before splitting, for a quick run. {_DEFAULT}")] = None,
+        help=f"Load at most this many pieces of each corpus (and of the --data files together) before splitting, for a quick run. {_DEFAULT}")] = None,
     key: Annotated[str | None, typer.Option(
         help=f"Key handling when encoding: none, normalize or augment, as in training. {_DEFAULT}")] = None,
     min_count: Annotated[int | None, typer.Option(

@@ -36,8 +36,8 @@ class Schedule(str, Enum):
 def command(
     model: Annotated[ModelKind, typer.Option(help="The model to train: an LSTM or a WaveNet.")] = ModelKind.lstm,
     data: Annotated[Optional[list[Path]], typer.Option(help="A MIDI file, a folder of them, or the JSB chorales archive (jsb_chorales.tgz); repeat to combine.")] = None,
-    corpus: Annotated[Optional[list[str]], typer.Option(help="A named corpus such as 'bach' (music21's chorales); repeat to combine.")] = None,
-    max_pieces: Annotated[Optional[int], typer.Option(help="Use at most this many pieces, for quick runs.")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Option(help="A corpus that ships inside music21, by name: bach (the chorales), essen, oneills, ryans, airds, palestrina, ...; an unknown name lists them all. Repeat to combine.")] = None,
+    max_pieces: Annotated[Optional[int], typer.Option(help="Use at most this many pieces from each corpus (and from the --data files together), for quick runs.")] = None,
     key: Annotated[KeyMode, typer.Option(help="Leave keys alone, transpose every piece to C major / A minor, or add all 12 transpositions of the training pieces.")] = KeyMode.none,
     chord_order: Annotated[ChordOrder, typer.Option(help="The notes of a chord as tokens: low to high (up), or high to low (down: the model picks the top note, the melody, first and the harmony under it).")] = ChordOrder.up,
     min_count: Annotated[int, typer.Option(help="Drop pitch and velocity tokens seen fewer than this many times in the training split.")] = 0,
