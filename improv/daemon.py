@@ -135,10 +135,10 @@ class Daemon:
         imp = self.engine.improviser
         call, response = call_and_response(list(imp.last_call), list(imp.last_response))
         settings = self.engine.settings
-        in_name, out_name, backend, model_name = self.names
+        in_name, out_name, backend, _ = self.names
         errors = self.model_errors + self.engine.out.send_errors
         return Snapshot(
-            backend=backend, in_port=in_name, out_port=out_name, model=model_name,
+            backend=backend, in_port=in_name, out_port=out_name, model=imp.model_name,
             bpm=stats.bpm, clock=settings.time.clock, clock_running=stats.clock_running,
             sending_clock=settings.time.send_clock, mode=stats.mode, state=stats.state,
             call=call, response=response, step_ms_p50=stats.step_ms_p50,

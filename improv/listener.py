@@ -150,7 +150,7 @@ class Listener:
 
     def control(self, ev: Control) -> str | None:
         """Apply a CC's settings change; returns what the modes must do: "end phrase", "duet",
-        "call" (a mode switch), "all off", or None."""
+        "call" (a mode switch), "all off", "model" (a model switch), or None."""
         cc, m = self.settings.cc, self.settings.mode
         action = None
         if ev.control == m.end_cc and ev.value >= 64:
@@ -162,6 +162,8 @@ class Listener:
             self.replace("mode", response_length=RESPONSE_LENGTHS[index])
         if ev.control == cc.follow:
             self.replace("listen", follow=round(FOLLOW_MAX * ev.value / 127, 3))
+        if ev.control == cc.model:
+            return "model"
         if ev.control == cc.mode:
             return "duet" if ev.value >= 64 else "call"
         if ev.control == ALL_NOTES_OFF_CC:

@@ -21,6 +21,7 @@ def command(
     out_port: Annotated[str | None, Opt("--out", help="The MIDI output to play on, named like --in. Without it improv creates a virtual output called \"improv out\".", envvar="IMPROV_OUT")] = None,
     backend: Annotated[str | None, Opt("--backend", help="The MIDI system: alsa, jack, coremidi or winmm. By default the platform's own (ALSA on Linux, falling back to a running JACK).", envvar="IMPROV_BACKEND")] = None,
     model: Annotated[str | None, Opt("--model", help="A model folder, its model.json, or a name under models/. By default the shipped default model.", envvar="IMPROV_MODEL")] = None,
+    models: Annotated[str | None, Opt("--models", help="Several models to switch between live, comma-separated (e.g. bach-lstm,bach-wavenet): all are loaded at start, the first plays first, and MIDI Program Change N (or the model CC, or OSC) selects the model at position N (0 = the first). Instead of --model.")] = None,
     config: Annotated[Path | None, Opt("--config", help="A TOML settings file; options given here override it.", envvar="IMPROV_CONFIG")] = None,
     mode: Annotated[str | None, Opt("--mode", help="call: answer each phrase when the player stops; duet: play along all the time.")] = None,
     clock: Annotated[str | None, Opt("--clock", help="internal: improv keeps the tempo (--bpm); midi: follow the MIDI clock arriving on the input.")] = None,
@@ -47,7 +48,8 @@ def command(
     overrides = build_overrides(
         mode=mode, clock=clock, bpm=bpm, metronome=metronome, send_clock=send_clock, thru=thru,
         temperature=temperature, top_p=top_p, pitch_range=pitch_range,
-        max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel)
+        max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel,
+        models=models)
     from improv.serve import ServeOptions, run_daemon
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
@@ -87,4 +89,14 @@ def build_overrides(**options: Any) -> dict[str, Any]:
         overrides["sampling.pitch_lo"], overrides["sampling.pitch_hi"] = lo, hi
     if options.get("channel") is not None:
         overrides["output.input_channel"] = parse_channel(options["channel"])
+    if options.get("models") is not None:
+        overrides["models.paths"] = parse_models(options["models"])
     return overrides
+
+
+def parse_models(text: str) -> list[str]:
+    """"bach-lstm, bach-wavenet" -> ["bach-lstm", "bach-wavenet"]."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"--models {text!r}: give model folders or names separated by commas, e.g. bach-lstm,bach-wavenet")
+    return names
