@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from improv.clock import BeatClock, Clock, ClockSender, ManualClock, MidiClockFollower, next_grid_beats
-from improv.errors import ImprovError, ModelError
+from improv.errors import ConfigError, ImprovError, ModelError
 from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
 from improv.improviser import Improviser
 from improv.memory import SessionMemory
@@ -99,6 +99,7 @@ class Engine:
         self.notes_in = 0
         self.player_tap: Callable[[object], None] | None = None  # --record: each player event admitted
         self._answers_logged = 0
+        self._refused: set[str] = set()  # bad remote values, logged once each
         self._threaded = False
         self._closed = False
         self._sim_inbox: list = []  # run_until's events not yet delivered
@@ -133,6 +134,20 @@ class Engine:
             self._add(self._guard(self.improviser.echo, ev))
             self._add(self._guard(self.improviser.on_event, ev))
             self._add(self._guard(self.improviser.react))
+
+    def remote(self, name: str, value: object = None) -> None:
+        """A control from outside MIDI (OSC, `improv.osc`), applied as its CC would be; "panic"
+        also sends All Notes Off. A bad value is logged once and ignored."""
+        now = self.clock.now()
+        try:
+            self._add(self._guard(self.improviser.remote, name, value, now))
+        except ConfigError as err:
+            if str(err) not in self._refused:
+                self._refused.add(str(err))
+                log.warning("OSC %s: %s; ignored", name, err)
+            return
+        if name == "panic":
+            self.scheduler.panic(now)
 
     def release_player_keys(self, now_s: float) -> None:
         """The input port went away: the keys it held will never be released, so release them."""
@@ -276,6 +291,8 @@ class Engine:
     def _guard(self, fn, *args) -> list[Planned]:
         try:
             return fn(*args)
+        except ConfigError:
+            raise  # a bad value from outside (`remote`): nothing happened, nothing to release
         except ImprovError:
             self.scheduler.panic()
             raise

@@ -188,7 +188,15 @@ class Improviser:
         return plans
 
     def _control(self, ev: Control) -> list[Planned]:
-        action = self.listener.control(ev)
+        return self._act(self.listener.control(ev), ev.value * len(self.switch.slots) // 128)
+
+    def remote(self, name: str, value: object, now_s: float) -> list[Planned]:
+        """A control from outside MIDI (OSC): as its CC would be. ConfigError on a bad value."""
+        self.listener.now = max(self.listener.now, now_s)
+        return self._act(self.listener.remote(name, value), value)
+
+    def _act(self, action: str | None, model: object = None) -> list[Planned]:
+        """Apply what a control asked: the settings to the sampler and the blend, then `action`."""
         self.sampler.temperature = self.settings.sampling.temperature
         if self.blend is not None:
             self.blend.memory_weight = self.settings.listen.follow
@@ -199,7 +207,7 @@ class Improviser:
         elif action == "all off":
             return self.all_off(self.listener.now)
         elif action == "model":
-            self.select_model(ev.value * len(self.switch.slots) // 128)
+            self.select_model(model)
         return []
 
     def set_mode(self, mode: str, now_s: float) -> list[Planned]:
@@ -210,9 +218,9 @@ class Improviser:
         self.listener.replace("mode", mode=mode)
         return plans
 
-    def select_model(self, index: int) -> None:
-        """Switch to the model at `index` (0-based) of those loaded: primed off this thread, it
-        takes over at a tick (`_take_over`); a position with no model is one log line."""
+    def select_model(self, index: int | str) -> None:
+        """Switch to the model at `index` (0-based) of those loaded, or named so: primed off this
+        thread, it takes over at a tick (`_take_over`); no such model is one log line."""
         why = self.switch.select(index, self.history)
         if why is not None:
             log.warning("model switch: %s", why)
@@ -226,6 +234,8 @@ class Improviser:
         if not primed.learn:
             self.context.catch_up(self.context.queued)  # the shared memory hears all there is first
         context.memory, context.blend = slot.memory, slot.blend
+        if slot.blend is not None:  # the follow CC's setting holds for every model
+            slot.blend.memory_weight = self.settings.listen.follow
         context.learn_heard(primed.heard)
         context.shift(self.history.shifted - primed.shifted)  # the grid moved while it primed
         context.history = self.history

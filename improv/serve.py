@@ -76,6 +76,7 @@ def run_daemon(options: ServeOptions) -> None:
     _setup_logging(options.log_level)
     stop = threading.Event()
     restore = _install_signals(stop)
+    osc = None
     try:
         from improv.settings import load_settings
 
@@ -89,10 +90,13 @@ def run_daemon(options: ServeOptions) -> None:
         step_models = load_live_models(options.model, settings.models.paths)  # ModelError: nothing opened yet
         log.info("start-up: %d model(s) loaded at %.3f s", len(step_models), process_age_s(start_s))
         memory = _open_memory(options.memory, step_models[0], settings)  # ModelError: nothing opened yet
+        osc = _open_osc(settings)  # ConfigError (a port taken, a bad host): no MIDI port opened yet
         if stop.is_set():
             return
-        _serve(step_models, settings, options, stop, memory)
+        _serve(step_models, settings, options, stop, memory, osc)
     finally:
+        if osc is not None:
+            osc.close()
         restore()
 
 
@@ -131,7 +135,20 @@ def _open_memory(path: str | Path | None, step_model: Any, settings: Any) -> Any
     return open_memory(path, step_model.vocab.names, listen.order, listen.half_life_tokens)
 
 
-def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: threading.Event, memory: Any) -> None:
+def _open_osc(settings: Any) -> Any:
+    if settings.osc.port is None:
+        return None
+    from improv.osc import OscServer
+
+    server = OscServer(settings.osc)
+    host, port = server.address
+    log.info("OSC: listening on %s:%d%s", host, port,
+             f", state to {settings.osc.target}" if settings.osc.target else "")
+    return server
+
+
+def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: threading.Event, memory: Any,
+           osc: Any) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
     from improv.ports import PortWatch, open_port
@@ -158,6 +175,9 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
+        if osc is not None:
+            osc.deliver = daemon.remote
+            osc.start()
         daemon.startup_s = process_age_s(start_s)
         _announce(daemon, settings, options.ready_file)
         with make_view(options.quiet) as view:
@@ -166,6 +186,8 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
                 _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
                 if timings is not None:
                     _guard_main(failed, "the timing log", timings.drain)
+                if osc is not None:
+                    _guard_main(failed, "OSC", lambda: osc.publish(daemon.state()))
             _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
     finally:
         if daemon is not None:

@@ -263,7 +263,7 @@ class OscSettings:
     target: str | None = None  # "HOST:PORT" improv's state goes to
 
     def __post_init__(self) -> None:
-        _check(self.port is None or 1 <= self.port <= 65535, "osc.port", 'use a UDP port 1..65535 or "off"')
+        _check(self.port is None or 0 <= self.port <= 65535, "osc.port", 'use a UDP port 1..65535 (0: any free one) or "off"')
         _check(bool(self.host.strip()), "osc.host", 'use an address such as "127.0.0.1"')
         if self.target is not None:
             self.target_address  # validates it

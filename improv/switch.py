@@ -118,11 +118,16 @@ class ModelSwitch:
         name = self.playing.name
         return name if wanted is None else f"{name} (switching to {self.slots[wanted].name})"
 
-    def select(self, index: int, history: NoteHistory) -> str | None:
-        """Ask for the model at `index` (engine thread); a one-line reason when there is none."""
-        if not 0 <= index < len(self.slots):
+    def select(self, index: int | str, history: NoteHistory) -> str | None:
+        """Ask for the model at `index`, or of that name (engine thread); a one-line reason when
+        there is none."""
+        if isinstance(index, str):
+            named = [i for i, slot in enumerate(self.slots) if slot.name == index]
+            index = named[0] if named else index
+        if not isinstance(index, int) or not 0 <= index < len(self.slots):
             names = ", ".join(f"{i}: {s.name}" for i, s in enumerate(self.slots))
-            return f"no model at position {index} (loaded: {names}); ignored"
+            where = f"named {index!r}" if isinstance(index, str) else f"at position {index}"
+            return f"no model {where} (loaded: {names}); ignored"
         if index == (self.active if self.wanted is None else self.wanted):
             return None  # playing, or on its way
         self._ticket = next(self._tickets)

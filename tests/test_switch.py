@@ -91,10 +91,11 @@ def test_a_program_with_no_model_is_one_log_line_and_changes_nothing(caplog):
     assert engine.improviser.model_name == "low"
 
 
-def test_the_model_cc_spreads_its_range_over_the_models():
+def test_the_model_cc_spreads_its_range_over_the_models_and_the_follow_cc_holds_across():
     engine, port, _ = make()
-    engine.run_until(1.0, [Control(0.5, 0, 25, 127)])
+    engine.run_until(1.0, [Control(0.2, 0, 24, 127), Control(0.5, 0, 25, 127)])
     assert engine.improviser.model_name == "high"
+    assert engine.improviser.blend.memory_weight == 0.9, "the new model's blend follows the follow CC"
     engine.run_until(2.0, [Control(1.5, 0, 25, 63)])
     assert engine.improviser.model_name == "low"
 
