@@ -6,13 +6,14 @@ the grid (a bar line), each call is 4 notes of half a beat, answered 3 beats aft
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
 import pytest
 
 from benchmarks.harness.improv_process import ImprovProcess
-from benchmarks.harness.notes import note_ons, sounding
+from benchmarks.harness.notes import note_ons, sounding, sounding_in_log
 from improv.tokens import TokenConfig
 
 pytestmark = [pytest.mark.jack, pytest.mark.timeout(180)]
@@ -43,11 +44,37 @@ def _play_call(player: Player, t0: float) -> None:
         player.send([0x80, pitch, 0])
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _osc_get(port: int) -> dict:
+    """/improv/get to improv's OSC port; {address: value} of the state it sends back."""
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)  # the main thread answers a few times a second
+        s.sendto(OscMessageBuilder("/improv/get").build().dgram, ("127.0.0.1", port))
+        state = {}
+        try:
+            while True:
+                msg = OscMessage(s.recvfrom(65536)[0])
+                state[msg.address] = msg.params[0]
+                s.settimeout(0.3)
+        except socket.timeout:
+            return state
+
+
 def test_a_program_change_switches_the_model_for_the_next_answer(jack_server, split_models, tmp_path):
     tag = uuid.uuid4().hex[:4]
     player, recorder = Player(f"player-{tag}"), Recorder(f"rec-{tag}")
+    osc_port = _free_udp_port()
     improv = ImprovProcess.started(split_models, ["--backend", "jack", "--bpm", "120", "--seed", "4",
-                                                  "--key", "off", "--log-level", "info"],
+                                                  "--key", "off", "--log-level", "info", "--osc", str(osc_port)],
                                    jack_server.env, tmp_path, timing_log=True)
     try:
         jack_server.connect(player.port, jack_server.wait_port(":improv in"))
@@ -62,6 +89,8 @@ def test_a_program_change_switches_the_model_for_the_next_answer(jack_server, sp
         player.send([0xC0, 1])
         sleep_until(start + 24.0 * SPB)
         left = sounding(recorder.received)  # before the shutdown's All Notes Off
+        before_stop_s = time.perf_counter()
+        state = _osc_get(osc_port)
     finally:
         assert improv.stop() == 0
         player.close()
@@ -74,4 +103,7 @@ def test_a_program_change_switches_the_model_for_the_next_answer(jack_server, sp
     assert second and min(second) >= SPLIT, f"answer 2 is not the new model's: {heard}\n{log[-2000:]}"
     assert [m for m in ("model low", "model high") if m in log] == ["model low", "model high"]
     assert log.count("no model at position 9") == 1, log[-2000:]
-    assert not left, f"notes left on at the end: {left}; heard {heard}; {jack_server.xruns()}"
+    unreleased = sounding_in_log(improv.sent(), before_s=before_stop_s)
+    assert not unreleased, f"improv sent no note-off for {unreleased}; heard {heard}"
+    assert not left, f"notes left on at the end: {left} (improv sent their note-offs); {jack_server.xruns()}"
+    assert state.get("/improv/state/model") == "high" and state.get("/improv/state/answers") == 2, state
