@@ -120,6 +120,7 @@ def test_set_and_get_over_osc(live):
     s = imp.settings
     assert (s.sampling.temperature, s.mode.response_length, s.listen.follow) == (0.5, "2 bars", 0.25)
     assert imp.sampler.temperature == 0.5 and imp.blend.memory_weight == 0.25
+    assert daemon.snapshot().model == "high", "the live view shows the model playing"
     client.send("/improv/get")
     time.sleep(0.1)
     osc.publish(daemon.state())  # the main thread's part, a few times a second
@@ -192,3 +193,15 @@ def test_the_osc_port_listens_on_loopback_unless_asked():
         server.close()
     with pytest.raises(ConfigError, match="osc.target"):
         load_settings(None, {"osc.target": "nowhere"})
+
+
+def test_the_toml_tables_for_models_and_osc(tmp_path):
+    config = tmp_path / "live.toml"
+    config.write_text('[models]\npaths = ["bach-lstm", "bach-wavenet"]\n[osc]\nport = 9000\ntarget = "127.0.0.1:9001"\n'
+                      '[cc]\nmodel = 30\n')
+    s = load_settings(config)
+    assert s.models.paths == ("bach-lstm", "bach-wavenet") and s.cc.model == 30
+    assert (s.osc.port, s.osc.host, s.osc.target_address) == (9000, "127.0.0.1", ("127.0.0.1", 9001))
+    config.write_text('[models]\npaths = "bach-lstm"\n')
+    with pytest.raises(ConfigError, match="models.paths must be a list of strings"):
+        load_settings(config)

@@ -18,7 +18,7 @@ from improv.events import Control, NoteOff, NoteOn, ProgramChange
 from improv.pairing import pair_messages
 from improv.settings import load_settings
 from improv.switch import ModelSwitch, make_slots
-from improv.tokens import TokenConfig, Vocabulary
+from improv.tokens import TokenConfig, Vocabulary, split_name
 from tests.fakes import FakeModel, FakeMidiOut
 
 SPB = 0.5
@@ -162,8 +162,8 @@ def gap_before_last(model: FakeModel, pitch: int) -> int:
     """The SHIFT ticks the model stepped right before its last ON of `pitch`."""
     i = len(model.fed) - 1 - model.fed[::-1].index(model.vocab.id(f"ON_{pitch}"))
     ticks = 0
-    while (name := model.vocab.name(model.fed[i - 1])).startswith("SHIFT_"):
-        ticks, i = ticks + int(name.split("_")[1]), i - 1
+    while (kind_value := split_name(model.vocab.name(model.fed[i - 1])))[0] == "SHIFT":
+        ticks, i = ticks + kind_value[1], i - 1
     return ticks
 
 
