@@ -179,6 +179,8 @@ class ModelSwitch:
             self._done.put(self._prime(job))
 
     def _prime(self, job: _Job) -> Primed:
+        if job.ticket != self._ticket:  # another request came since: not worth the steps
+            return Primed(job.index, job.ticket, None, job.count, job.shifted, job.learn, [])
         try:
             context, heard = prime(self.slots[job.index], job.notes, self.own_weight)
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types; nothing stops

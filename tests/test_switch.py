@@ -100,6 +100,13 @@ def test_the_model_cc_spreads_its_range_over_the_models_and_the_follow_cc_holds_
     assert engine.improviser.model_name == "low"
 
 
+def test_a_request_taken_back_before_it_primed_costs_nothing():
+    engine, port, (low, high) = make()
+    engine.run_until(1.0, [ProgramChange(0.5, 0, 1), ProgramChange(0.5, 0, 0)])
+    assert engine.improviser.model_name == "low" and engine.improviser.switch.wanted is None
+    assert high.fed == [], "a switch taken back is never primed"
+
+
 def test_a_duet_switch_takes_over_at_a_re_plan_and_leaves_nothing_stuck():
     engine, port, _ = make({"mode.mode": "duet"})
     notes = [e for k in range(4) for e in call(2.0 + 4 * k)]
