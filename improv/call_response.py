@@ -55,6 +55,7 @@ class AnswerRecord:
     phrase_end_s: float
     start_s: float  # its first grid point: where its first note is due
     start_beats: float
+    model: str = ""  # the model that made it
 
 
 class CallAndResponse:
@@ -185,7 +186,8 @@ class CallAndResponse:
             if not ready:
                 return []
         self.answers.append(AnswerRecord(self.grid_origin_s, self.clock.time_at(self.phrase_end_beats),
-                                         self.clock.time_at(p.start_beats), p.start_beats))
+                                         self.clock.time_at(p.start_beats), p.start_beats,
+                                         p.gen.model.name if p.gen is not None else ""))
         self.answer, self.pending, self.phrase_end_beats = p, None, None
         p.committed = True
         self.responses += 1

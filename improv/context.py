@@ -27,6 +27,7 @@ import numpy as np
 
 from improv.blend import Blend
 from improv.memory import SessionMemory
+from improv.note_history import HeardNote, NoteHistory
 from improv.phrase import Fork, GenEvent
 from improv.token_facts import TokenFacts
 from improv.tokens import StreamEncoder, Vocabulary
@@ -34,15 +35,39 @@ from improv.tokens import StreamEncoder, Vocabulary
 MAX_GAP_BEATS = 8.0  # a longer silence reaches the model as this much: it is a boundary either way
 
 
-class TimedModel:
-    """A step model that counts its steps and keeps the recent ones' wall times (ms)."""
+class StepTally:
+    """Steps counted and their recent wall times (ms), shared by the models that take turns playing."""
 
-    def __init__(self, model, history: int = 2000) -> None:
-        self.model = model
-        self.vocab: Vocabulary = model.vocab
+    def __init__(self, history: int = 2000) -> None:
         self.times_ms: deque[float] = deque(maxlen=history)
         self.steps = 0
         self.seconds = 0.0  # all steps together
+
+
+class TimedModel:
+    """A step model that counts its steps and keeps the recent ones' wall times (ms). Models
+    switched live share one `StepTally`, so the engine's counts run on across a switch."""
+
+    def __init__(self, model, history: int = 2000, tally: StepTally | None = None) -> None:
+        self.model = model
+        self.vocab: Vocabulary = model.vocab
+        self.tally = tally if tally is not None else StepTally(history)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.model, "name", ""))
+
+    @property
+    def steps(self) -> int:
+        return self.tally.steps
+
+    @property
+    def seconds(self) -> float:
+        return self.tally.seconds
+
+    @property
+    def times_ms(self) -> deque[float]:
+        return self.tally.times_ms
 
     def new_state(self):
         return self.model.new_state()
@@ -51,9 +76,10 @@ class TimedModel:
         t0 = time.perf_counter()
         logits = self.model.step(int(token), state)
         elapsed = time.perf_counter() - t0
-        self.times_ms.append(elapsed * 1000.0)
-        self.seconds += elapsed
-        self.steps += 1
+        tally = self.tally
+        tally.times_ms.append(elapsed * 1000.0)
+        tally.seconds += elapsed
+        tally.steps += 1
         return logits
 
     def feed(self, tokens: Sequence[int], state) -> np.ndarray | None:
@@ -68,15 +94,16 @@ class ModelContext:
     """The dialogue as the model heard it; see the module docstring."""
 
     def __init__(self, model: TimedModel, memory: SessionMemory | None = None, blend: Blend | None = None,
-                 own_weight: float = 0.3) -> None:
+                 own_weight: float = 0.3, history: NoteHistory | None = None) -> None:
         self.model = model
         self.memory, self.blend, self.own_weight = memory, blend, own_weight
+        self.history = history  # every note heard is kept there too (a model switched in is primed on it)
         self.encoder = StreamEncoder(model.vocab)
         self.state = model.new_state()
         self.bos = TokenFacts(model.vocab).bos if "BOS" in model.vocab else 0
         self.logits = model.step(self.bos, self.state)
         self.pos_beats: float | None = None  # time of the latest event fed
-        self._queue: deque[tuple[int, bool]] = deque()  # (token, improv's own)
+        self._queue: deque[tuple[int, bool | None]] = deque()  # (token, improv's own; None: not to learn)
 
     @property
     def ready(self) -> bool:
@@ -87,10 +114,34 @@ class ModelContext:
         return len(self._queue)
 
     def note_on(self, beats: float, pitch: int, velocity: int, own: bool = False) -> None:
-        self._queue.extend((t, own) for t in self.encoder.note_on(self._elapsed(beats), pitch, velocity))
+        self._heard(HeardNote(beats, "on", pitch, velocity, own), own)
 
     def note_off(self, beats: float, pitch: int, own: bool = False) -> None:
-        self._queue.extend((t, own) for t in self.encoder.note_off(self._elapsed(beats), pitch))
+        self._heard(HeardNote(beats, "off", pitch, 0, own), own)
+
+    def replay(self, note: HeardNote, learn: bool) -> None:
+        """A note heard before this context took over (a model switched in): its tokens queued,
+        not kept in the history again, and learned by the memory only if `learn`."""
+        self._heard(note, note.own if learn else None, keep=False)
+
+    def _heard(self, note: HeardNote, own: bool | None, keep: bool = True) -> None:
+        if keep and self.history is not None:
+            self.history.add(note)
+        elapsed = self._elapsed(note.beats)
+        tokens = self.encoder.note_on(elapsed, note.pitch, note.velocity) if note.kind == "on" \
+            else self.encoder.note_off(elapsed, note.pitch)
+        self._queue.extend((t, own) for t in tokens)
+
+    def queued_tokens(self) -> list[tuple[int, bool | None]]:
+        """The tokens waiting to be stepped: (token, improv's own; None: not to learn)."""
+        return list(self._queue)
+
+    def learn_heard(self, heard: Sequence[tuple[int, bool | None]]) -> None:
+        """The memory learns tokens this context heard before it had one (a model switched in)."""
+        if self.memory is not None:
+            for token, own in heard:
+                if own is not None:
+                    self.memory.observe(token, self.own_weight if own else 1.0)
 
     def push(self, event: GenEvent) -> None:
         """One of improv's own notes, as it sounded."""
@@ -109,7 +160,7 @@ class ModelContext:
         n = 0
         while self._queue and n < max_steps:
             token, own = self._queue.popleft()
-            if self.memory is not None:
+            if self.memory is not None and own is not None:
                 self._learn(token, own)
             self.logits = self.model.step(token, self.state)
             n += 1
@@ -139,9 +190,11 @@ class ModelContext:
         return Fork(self.state.copy(), self.logits.copy(), encoder.advance(gap), cursor, self.memory, self.blend)
 
     def shift(self, beats: float) -> None:
-        """The beat clock moved by `beats` (the grid was re-anchored): so does the latest event."""
+        """The beat clock moved by `beats` (the grid was re-anchored): so do the latest event and the history."""
         if self.pos_beats is not None:
             self.pos_beats += beats
+        if self.history is not None:
+            self.history.shift(beats)
 
     def _elapsed(self, beats: float) -> float:
         if self.pos_beats is None:

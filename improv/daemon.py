@@ -48,6 +48,7 @@ class Daemon:
             engine.scheduler.on_record = self.taps.record
         self.names = (in_name, out_name, backend, model_name)
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # port changes, for the engine thread
+        self._remotes: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # OSC controls, for the engine thread
         self._engine_stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff_until_s = 0.0
@@ -75,11 +76,18 @@ class Daemon:
                 self._guarded(self.engine.feed_message, *item)
                 item = self.midi_in.get_nowait()
             self._guarded(self.handle_port_changes)
+            while (remote := _get(self._remotes)) is not None:
+                self._guarded(self.engine.remote, *remote)
             self._guarded(self.engine.tick)
 
     def port_changed(self, change: str) -> None:
         """From any thread: "input lost" | "output lost" | "output back"; the engine thread acts."""
         self._requests.put(change)
+
+    def remote(self, name: str, value: Any = None) -> None:
+        """From any thread (the OSC server): a control for the engine thread, woken at once."""
+        self._remotes.put((name, value))
+        self.midi_in.put(time.perf_counter(), [])  # an empty message: parsed into nothing
 
     def handle_port_changes(self) -> None:
         """Act on what `port_changed` queued (engine thread)."""
@@ -135,10 +143,10 @@ class Daemon:
         imp = self.engine.improviser
         call, response = call_and_response(list(imp.last_call), list(imp.last_response))
         settings = self.engine.settings
-        in_name, out_name, backend, model_name = self.names
+        in_name, out_name, backend, _ = self.names
         errors = self.model_errors + self.engine.out.send_errors
         return Snapshot(
-            backend=backend, in_port=in_name, out_port=out_name, model=model_name,
+            backend=backend, in_port=in_name, out_port=out_name, model=imp.model_name,
             bpm=stats.bpm, clock=settings.time.clock, clock_running=stats.clock_running,
             sending_clock=settings.time.send_clock, mode=stats.mode, state=stats.state,
             call=call, response=response, step_ms_p50=stats.step_ms_p50,
@@ -150,9 +158,27 @@ class Daemon:
             startup_s=self.startup_s, key=imp.listener.key_seen.name if imp.listener.key_seen else "",
             following=imp.following)
 
+    def state(self) -> dict[str, Any]:
+        """What OSC reports (`improv.osc`): mode, model, key, tempo, answers and the settings a
+        control changes. Read from the main thread, like `snapshot`."""
+        imp, stats = self.engine.improviser, self.engine.stats(recent=1)
+        s = imp.settings
+        follow = s.listen.follow
+        return {"mode": stats.mode, "state": stats.state, "model": imp.model_name,
+                "key": imp.listener.key_seen.name if imp.listener.key_seen else "",
+                "tempo": round(float(stats.bpm), 3), "answers": stats.responses,
+                "temperature": s.sampling.temperature, "length": s.mode.response_length,
+                "follow": "auto" if follow is None else follow}
+
     def beat_origin_s(self) -> float:
         """Where beat 0 of the engine's beat clock lies (seconds, time.perf_counter)."""
         return float(self.engine.beat_clock.time_at(0.0))
 
 
-# ---------------------------------------------------------------------- the command's body
+
+
+def _get(q: queue.SimpleQueue) -> Any:
+    try:
+        return q.get_nowait()
+    except queue.Empty:
+        return None

@@ -68,6 +68,11 @@ class Duet:
     def _channel(self) -> int:
         return self.listener.settings.output.channel - 1
 
+    def use(self, facts) -> None:
+        """Another model plays from now: its token facts, a mask of its vocabulary's size."""
+        self.facts = facts
+        self._mask = np.empty(len(facts.kind), dtype=bool)
+
     @property
     def _steps(self) -> int:
         return self.performer.model.steps

@@ -18,13 +18,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from improv.clock import BeatClock, Clock, ClockSender, ManualClock, MidiClockFollower, next_grid_beats
-from improv.errors import ImprovError, ModelError
+from improv.errors import ConfigError, ImprovError, ModelError
 from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition, Start, Stop
 from improv.improviser import Improviser
 from improv.memory import SessionMemory
@@ -82,7 +82,8 @@ class Metronome:
 
 class Engine:
     def __init__(self, model, settings: Settings, clock: Clock, out: Port, *,
-                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None) -> None:
+                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None,
+                 more_models: Sequence = ()) -> None:
         self.settings = settings
         self.clock = clock
         now = clock.now()
@@ -90,13 +91,15 @@ class Engine:
         self.scheduler = Scheduler(self.out, clock)
         t = settings.time
         self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
-        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory)
+        self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory,
+                                     more_models=more_models)
         self.parser = MidiParser()
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None
         self.notes_in = 0
         self.player_tap: Callable[[object], None] | None = None  # --record: each player event admitted
         self._answers_logged = 0
+        self._refused: set[str] = set()  # bad remote values, logged once each
         self._threaded = False
         self._closed = False
         self._sim_inbox: list = []  # run_until's events not yet delivered
@@ -109,6 +112,7 @@ class Engine:
         """Run the scheduler on its own thread (the daemon); without it, `tick` sends what is due."""
         self._threaded = True
         self.scheduler.start()
+        self.improviser.switch.start()  # a model switch is primed on a worker thread
 
     def feed_message(self, t_s: float, data: bytes | Iterable[int]) -> None:
         """One MIDI message as stamped by the input callback (a broken one never joins the next)."""
@@ -130,6 +134,20 @@ class Engine:
             self._add(self._guard(self.improviser.echo, ev))
             self._add(self._guard(self.improviser.on_event, ev))
             self._add(self._guard(self.improviser.react))
+
+    def remote(self, name: str, value: object = None) -> None:
+        """A control from outside MIDI (OSC, `improv.osc`), applied as its CC would be; "panic"
+        also sends All Notes Off. A bad value is logged once and ignored."""
+        now = self.clock.now()
+        try:
+            self._add(self._guard(self.improviser.remote, name, value, now))
+        except ConfigError as err:
+            if str(err) not in self._refused:
+                self._refused.add(str(err))
+                log.warning("OSC %s: %s; ignored", name, err)
+            return
+        if name == "panic":
+            self.scheduler.panic(now)
 
     def release_player_keys(self, now_s: float) -> None:
         """The input port went away: the keys it held will never be released, so release them."""
@@ -200,6 +218,7 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        self.improviser.switch.stop()
         now = self.clock.now()
         try:
             self.scheduler.add(self.improviser.all_off(now))
@@ -252,8 +271,8 @@ class Engine:
         new = list(imp.answers)[-min(imp.responses - self._answers_logged, len(imp.answers)):]
         for i, a in enumerate(new, start=imp.responses - len(new) + 1):
             origin = "none" if a.grid_origin_s is None else f"{a.grid_origin_s:.6f} s"
-            log.info("answer %d: grid origin %s, phrase end %.6f s, starts %.6f s (beat %g)",
-                     i, origin, a.phrase_end_s, a.start_s, a.start_beats)
+            log.info("answer %d: grid origin %s, phrase end %.6f s, starts %.6f s (beat %g), model %s",
+                     i, origin, a.phrase_end_s, a.start_s, a.start_beats, a.model)
         self._answers_logged = imp.responses
 
     def _periodic(self, now: float) -> list[Planned]:
@@ -272,6 +291,8 @@ class Engine:
     def _guard(self, fn, *args) -> list[Planned]:
         try:
             return fn(*args)
+        except ConfigError:
+            raise  # a bad value from outside (`remote`): nothing happened, nothing to release
         except ImprovError:
             self.scheduler.panic()
             raise

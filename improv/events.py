@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "NoteOn", "NoteOff", "Control", "ClockTick", "Start", "Stop", "Continue", "SongPosition",
+    "NoteOn", "NoteOff", "Control", "ProgramChange", "ClockTick", "Start", "Stop", "Continue", "SongPosition",
     "Event", "MidiParser", "parse_message",
 ]
 
@@ -43,6 +43,15 @@ class Control:
     channel: int
     control: int
     value: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramChange:
+    """Program Change (0xC0): `program` 0..127 as on the wire (most gear shows it as 1..128)."""
+
+    t_s: float
+    channel: int
+    program: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +84,7 @@ class SongPosition:
     sixteenths: int
 
 
-Event = NoteOn | NoteOff | Control | ClockTick | Start | Stop | Continue | SongPosition
+Event = NoteOn | NoteOff | Control | ProgramChange | ClockTick | Start | Stop | Continue | SongPosition
 
 _REALTIME = {0xF8: ClockTick, 0xFA: Start, 0xFB: Continue, 0xFC: Stop}
 # data bytes that follow each status: channel messages by high nibble, system common by byte
@@ -95,9 +104,11 @@ def _message(t_s: float, status: int, data: Sequence[int]) -> Event | None:
         return NoteOff(t_s, channel, data[0])
     if kind == 0xB0:
         return Control(t_s, channel, data[0], data[1])
+    if kind == 0xC0:
+        return ProgramChange(t_s, channel, data[0])
     if status == 0xF2:
         return SongPosition(t_s, data[0] | (data[1] << 7))
-    return None  # aftertouch, program change, pitch bend, MTC, song select, tune request
+    return None  # aftertouch, pitch bend, MTC, song select, tune request
 
 
 class MidiParser:

@@ -16,39 +16,44 @@ due, timed by the clock as it is then: under a followed MIDI clock a tempo chang
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from improv.blend import Blend
 from improv.call_response import AnswerRecord, CallAndResponse
 from improv.clock import BeatTimeline
-from improv.context import Dialogue, ModelContext, TimedModel
+from improv.context import Dialogue, ModelContext
 from improv.duet import Duet
-from improv.events import Control, NoteOff, NoteOn
+from improv.events import Control, NoteOff, NoteOn, ProgramChange
 from improv.keys import Key
 from improv.listener import Listener
 from improv.memory import SessionMemory
+from improv.note_history import NoteHistory
 from improv.performer import Performer
 from improv.sampling import Sampler
 from improv.scheduler import ALL, Planned
 from improv.settings import Settings
+from improv.switch import ModelSwitch, Primed, make_slots
 from improv.tokens import Note
+
+log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TICK = 16
 
 
 class Improviser:
     def __init__(self, model, settings: Settings, beat_clock: BeatTimeline,
-                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None) -> None:
+                 rng: np.random.Generator | None = None, memory: SessionMemory | None = None,
+                 more_models: Sequence = ()) -> None:
         s, listen = settings.sampling, settings.listen
         self.clock = beat_clock
-        self.model = TimedModel(model)
-        if memory is None and listen.memory:
-            memory = SessionMemory(model.vocab.names, listen.order, listen.half_life_tokens)
-        self.memory = memory
-        self.blend = Blend(memory.order, listen.follow) if memory is not None else None
-        self.context = ModelContext(self.model, memory, self.blend, listen.own_weight)
+        self.switch = ModelSwitch(make_slots([model, *more_models], listen, memory), listen.own_weight)
+        slot = self.switch.playing
+        self.model, self.memory, self.blend = slot.model, slot.memory, slot.blend
+        self.history = NoteHistory()
+        self.context = ModelContext(self.model, self.memory, self.blend, listen.own_weight, self.history)
         self.dialogue = Dialogue(self.context)
         self.listener = Listener(settings, beat_clock, self.context)
         self.rng = rng if rng is not None else np.random.default_rng(s.seed)
@@ -107,6 +112,11 @@ class Improviser:
         return None if end is None else self.clock.time_at(end)
 
     @property
+    def model_name(self) -> str:
+        """The model playing (and the one coming, during a switch)."""
+        return self.switch.label()
+
+    @property
     def following(self) -> float | None:
         """How much the answers follow the session memory now (0..1), None without one."""
         return None if self.blend is None else self.blend.following
@@ -135,7 +145,7 @@ class Improviser:
         return [off, on] if event.pitch in self.listener.held else [on]
 
     def on_event(self, event) -> list[Planned]:
-        if isinstance(event, (NoteOn, NoteOff, Control)) and not self.listens_to(event.channel):
+        if isinstance(event, (NoteOn, NoteOff, Control, ProgramChange)) and not self.listens_to(event.channel):
             return []
         self.listener.now = max(self.listener.now, event.t_s)
         if isinstance(event, NoteOn):
@@ -144,6 +154,8 @@ class Improviser:
             return self._player_off(event)
         if isinstance(event, Control):
             return self._control(event)
+        if isinstance(event, ProgramChange):
+            self.select_model(event.program)
         return []
 
     def react(self) -> list[Planned]:
@@ -176,7 +188,15 @@ class Improviser:
         return plans
 
     def _control(self, ev: Control) -> list[Planned]:
-        action = self.listener.control(ev)
+        return self._act(self.listener.control(ev), ev.value * len(self.switch.slots) // 128)
+
+    def remote(self, name: str, value: object, now_s: float) -> list[Planned]:
+        """A control from outside MIDI (OSC): as its CC would be. ConfigError on a bad value."""
+        self.listener.now = max(self.listener.now, now_s)
+        return self._act(self.listener.remote(name, value), value)
+
+    def _act(self, action: str | None, model: object = None) -> list[Planned]:
+        """Apply what a control asked: the settings to the sampler and the blend, then `action`."""
         self.sampler.temperature = self.settings.sampling.temperature
         if self.blend is not None:
             self.blend.memory_weight = self.settings.listen.follow
@@ -186,6 +206,8 @@ class Improviser:
             return self.set_mode(action, self.listener.now)
         elif action == "all off":
             return self.all_off(self.listener.now)
+        elif action == "model":
+            self.select_model(model)
         return []
 
     def set_mode(self, mode: str, now_s: float) -> list[Planned]:
@@ -194,6 +216,36 @@ class Improviser:
             return []
         plans = self.all_off(now_s, thru=False)
         self.listener.replace("mode", mode=mode)
+        return plans
+
+    def select_model(self, index: int | str) -> None:
+        """Switch to the model at `index` (0-based) of those loaded, or named so: primed off this
+        thread, it takes over at a tick (`_take_over`); no such model is one log line."""
+        why = self.switch.select(index, self.history)
+        if why is not None:
+            log.warning("model switch: %s", why)
+
+    def _take_over(self, primed: Primed, now_s: float) -> list[Planned]:
+        """The primed model plays from here: the call's next answer (one being prepared is made
+        again from it), or the duet's line from a re-plan. Nothing sounding is cut."""
+        plans = self.duet.replan(now_s) if self.mode == "duet" else []
+        self.call.pending = None
+        slot, context = self.switch.slots[primed.index], primed.context
+        if not primed.learn:
+            self.context.catch_up(self.context.queued)  # the shared memory hears all there is first
+        context.memory, context.blend = slot.memory, slot.blend
+        if slot.blend is not None:  # the follow CC's setting holds for every model
+            slot.blend.memory_weight = self.settings.listen.follow
+        context.learn_heard(primed.heard)
+        context.shift(self.history.shifted - primed.shifted)  # the grid moved while it primed
+        context.history = self.history
+        for note in self.history.since(primed.count):  # heard while it primed
+            context.replay(note, primed.learn)
+        self.model, self.memory, self.blend, self.context = slot.model, slot.memory, slot.blend, context
+        self.dialogue.context = self.listener.context = context
+        self.performer.use(slot.model)
+        self.duet.use(self.performer.facts)
+        self.switch.taken_over(primed)
         return plans
 
     @property
@@ -205,7 +257,9 @@ class Improviser:
     def on_tick(self, now_s: float) -> list[Planned]:
         self.listener.now = max(self.listener.now, now_s)
         now = self.listener.now
-        plans = self.react()
+        primed = self.switch.poll()
+        plans = self._take_over(primed, now) if primed is not None else []
+        plans += self.react()
         self.dialogue.heard_until(self.clock.beats_at(now))
         budget = MAX_STEPS_PER_TICK - self.context.catch_up(MAX_STEPS_PER_TICK)
         plans += self.duet.tick(budget) if self.mode == "duet" else self.call.tick(budget)
@@ -214,7 +268,8 @@ class Improviser:
 
     def next_wakeup_s(self) -> float | None:
         """When `on_tick` has something to do: now if model work is pending, else the next deadline."""
-        if not self.context.ready or self.call.busy() or self.duet.busy(self.mode == "duet"):
+        if not self.context.ready or self.call.busy() or self.duet.busy(self.mode == "duet") \
+                or self.switch.due():
             return self.listener.now
         times = [t for t in (*self.duet.wakeups(), *self.call.wakeups()) if t is not None]
         return min(times) if times else None

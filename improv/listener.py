@@ -19,6 +19,7 @@ from improv.clock import BeatTimeline
 from improv.context import ModelContext
 from improv.events import Control, NoteOff, NoteOn
 from improv.keys import Key, detect_key, parse_key
+from improv.errors import ConfigError
 from improv.settings import OFF, RESPONSE_LENGTHS, Settings
 from improv.tokens import DEFAULT_VELOCITY, Note
 
@@ -150,7 +151,7 @@ class Listener:
 
     def control(self, ev: Control) -> str | None:
         """Apply a CC's settings change; returns what the modes must do: "end phrase", "duet",
-        "call" (a mode switch), "all off", or None."""
+        "call" (a mode switch), "all off", "model" (a model switch), or None."""
         cc, m = self.settings.cc, self.settings.mode
         action = None
         if ev.control == m.end_cc and ev.value >= 64:
@@ -162,11 +163,29 @@ class Listener:
             self.replace("mode", response_length=RESPONSE_LENGTHS[index])
         if ev.control == cc.follow:
             self.replace("listen", follow=round(FOLLOW_MAX * ev.value / 127, 3))
+        if ev.control == cc.model:
+            return "model"
         if ev.control == cc.mode:
             return "duet" if ev.value >= 64 else "call"
         if ev.control == ALL_NOTES_OFF_CC:
             return "all off"
         return action
+
+    def remote(self, name: str, value: object) -> str | None:
+        """A control from outside MIDI (OSC, `improv.osc`): the setting it changes and what the
+        modes must do, as `control`. A bad value raises ConfigError (the settings' own check)."""
+        if name == "temperature":
+            self.replace("sampling", temperature=value)
+        elif name == "follow":
+            self.replace("listen", follow=None if value == "auto" else value)
+        elif name == "length":
+            length = value if isinstance(value, str) else "call" if value == 0 else f"{value} bars"
+            self.replace("mode", response_length=length)
+        elif name == "mode":
+            if value not in ("call", "duet"):
+                raise ConfigError(f'mode {value!r}: use "call" or "duet"')
+            return str(value)
+        return {"end": "end phrase", "panic": "all off", "model": "model"}.get(name)
 
     def replace(self, section: str, **changes) -> None:
         new = dataclasses.replace(getattr(self.settings, section), **changes)

@@ -32,6 +32,12 @@ class Performer:
         self._shown: list[Note] = []
         self._line: tuple[Part, float] | None = None  # (the duet's part, its frontier beats)
 
+    def use(self, model: TimedModel) -> None:
+        """Another model plays from now (`improv.switch`): its masks are its vocabulary's."""
+        self.model = model
+        self.masks = TokenMasks(model.vocab)
+        self.facts = self.masks.facts
+
     def rules(self, reserve: int = 0, call: PhraseShape | None = None) -> MaskRules:
         """The masks' rules: the settings, the key, and what follows the call (texture, register)."""
         s, listen = self.listener.settings.sampling, self.listener.settings.listen

@@ -103,6 +103,10 @@ class PhraseGenerator:
         self.start_beats, self.end_beats = spec.start_beats, spec.end_beats
         self.tick = 0  # ticks since start_beats
         self.sounding: dict[int, float] = dict(spec.sounding)
+        # inherited notes this vocabulary has no OFF for (a model switched in): they end at the start
+        self._foreign = sorted(p for p in self.sounding if self.facts.off_id[p] < 0)
+        for pitch in self._foreign:
+            del self.sounding[pitch]
         self.ending: dict[int, float] = dict(spec.ending)
         self.velocity = spec.velocity
         self.avoid = spec.avoid
@@ -129,7 +133,8 @@ class PhraseGenerator:
 
     def run(self, max_steps: int, until_beats: float = math.inf) -> list[GenEvent]:
         """Up to `max_steps` model steps, stopping early at the end or once `until_beats` is reached."""
-        events: list[GenEvent] = []
+        events = [GenEvent(self.start_beats, "off", p) for p in self._foreign]
+        self._foreign = []
         if self.done:
             return events
         for _ in range(max_steps):

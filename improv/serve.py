@@ -76,23 +76,42 @@ def run_daemon(options: ServeOptions) -> None:
     _setup_logging(options.log_level)
     stop = threading.Event()
     restore = _install_signals(stop)
+    osc = None
     try:
         from improv.settings import load_settings
 
         settings = load_settings(options.config, options.overrides)  # ConfigError: nothing opened yet
+        _check_model_choice(options.model, settings.models.paths)
         log.info("start-up: settings at %.3f s", process_age_s(start_s))
         from improv.ports import choose_backend
 
         options = dataclasses.replace(options, backend=choose_backend(options.backend))
         log.info("start-up: MIDI backend %s at %.3f s", options.backend, process_age_s(start_s))
-        step_model = load_live_model(options.model)  # ModelError: nothing opened yet
-        log.info("start-up: model loaded at %.3f s", process_age_s(start_s))
-        memory = _open_memory(options.memory, step_model, settings)  # ModelError: nothing opened yet
+        step_models = load_live_models(options.model, settings.models.paths)  # ModelError: nothing opened yet
+        log.info("start-up: %d model(s) loaded at %.3f s", len(step_models), process_age_s(start_s))
+        memory = _open_memory(options.memory, step_models[0], settings)  # ModelError: nothing opened yet
+        osc = _open_osc(settings)  # ConfigError (a port taken, a bad host): no MIDI port opened yet
         if stop.is_set():
             return
-        _serve(step_model, settings, options, stop, memory)
+        _serve(step_models, settings, options, stop, memory, osc)
     finally:
+        if osc is not None:
+            osc.close()
         restore()
+
+
+def _check_model_choice(model: str | Path | None, paths: tuple[str, ...]) -> None:
+    """--model or --models (models.paths), never both: which would play first?"""
+    if model is not None and paths:
+        from improv.errors import ConfigError
+
+        raise ConfigError(f"--model {model} and --models (models.paths) {','.join(paths)}: give one; "
+                          "with --models the first listed plays first")
+
+
+def load_live_models(model: str | Path | None, paths: tuple[str, ...]) -> list[Any]:
+    """Each of --models / models.paths, else --model (every failure a `ModelError` naming the file)."""
+    return [load_live_model(path) for path in paths] if paths else [load_live_model(model)]
 
 
 def load_live_model(model: str | Path | None) -> Any:
@@ -116,7 +135,20 @@ def _open_memory(path: str | Path | None, step_model: Any, settings: Any) -> Any
     return open_memory(path, step_model.vocab.names, listen.order, listen.half_life_tokens)
 
 
-def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threading.Event, memory: Any) -> None:
+def _open_osc(settings: Any) -> Any:
+    if settings.osc.port is None:
+        return None
+    from improv.osc import OscServer
+
+    server = OscServer(settings.osc)
+    host, port = server.address
+    log.info("OSC: listening on %s:%d%s", host, port,
+             f", state to {settings.osc.target}" if settings.osc.target else "")
+    return server
+
+
+def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: threading.Event, memory: Any,
+           osc: Any) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
     from improv.ports import PortWatch, open_port
@@ -133,15 +165,19 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
         out_port = open_port("out", options.out_port, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
         midi_in = MidiInput(in_port.rt)
-        engine = Engine(step_model, settings, MonotonicClock(), out_port, memory=memory)
+        engine = Engine(step_models[0], settings, MonotonicClock(), out_port, memory=memory,
+                        more_models=step_models[1:])
         log.info("start-up: engine built at %.3f s", process_age_s(start_s))
         daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
-                        out_name=out_port.name, backend=backend, model_name=step_model.name)
+                        out_name=out_port.name, backend=backend, model_name=step_models[0].name)
         timings = TimingLog(options.timing_log, engine.scheduler.records) if options.timing_log else None
         watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
+        if osc is not None:
+            osc.deliver = daemon.remote
+            osc.start()
         daemon.startup_s = process_age_s(start_s)
         _announce(daemon, settings, options.ready_file)
         with make_view(options.quiet) as view:
@@ -150,6 +186,8 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
                 _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
                 if timings is not None:
                     _guard_main(failed, "the timing log", timings.drain)
+                if osc is not None:
+                    _guard_main(failed, "OSC", lambda: osc.publish(daemon.state()))
             _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
     finally:
         if daemon is not None:
@@ -208,6 +246,7 @@ def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> N
     if ready_file:
         info = {"pid": os.getpid(), "startup_s": daemon.startup_s, "backend": backend,
                 "in_port": in_name, "out_port": out_name, "model": model_name,
+                "models": [slot.name for slot in daemon.engine.improviser.switch.slots],
                 "bpm": t.bpm, "clock": t.clock, "beat_origin_s": daemon.beat_origin_s(),
                 # "call": the grid moves to each call's first note made while improv is idle, so
                 # beat_origin_s holds only until then; "clock": a clock the player hears sets it

@@ -48,6 +48,16 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     mode = 22                 # < 64 call, >= 64 duet
     response_length = 23      # 0..127 -> call, 1, 2, 4, 8 bars
     follow = 24               # "follow the player": 0 the model alone .. 127 mostly the session memory
+    model = 25                # which of models.paths plays: 0..127 spread over them (Program Change
+                              # N selects the model at position N, 0 = the first, on any setup)
+
+    [models]                  # several models preloaded (--models a,b,c); the first plays first
+    paths = []                # model folders or names under models/, e.g. ["bach-lstm", "bach-wavenet"]
+
+    [osc]                     # OSC control (--osc PORT): every CC setting, the model, mode and panic
+    port = "off"              # a UDP port to listen on
+    host = "127.0.0.1"        # loopback: this machine only; "0.0.0.0" opens it to the network
+    target = "off"            # "HOST:PORT": improv's state (mode, model, key, tempo, answers) is sent there
 
     [listen]                  # the session memory: what the player plays, learned as it is played
     memory = true
@@ -212,9 +222,10 @@ class CCMap:
     mode: int | None = 22
     response_length: int | None = 23
     follow: int | None = 24
+    model: int | None = 25
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "mode", "response_length", "follow"):
+        for name in ("temperature", "mode", "response_length", "follow", "model"):
             value = getattr(self, name)
             _check(value is None or 0 <= value <= 127, f"cc.{name}", 'use a CC number 0..127 or "off"')
 
@@ -239,6 +250,37 @@ class ListenSettings:
 
 
 @dataclass(frozen=True)
+class ModelsSettings:
+    paths: tuple[str, ...] = ()  # preloaded for live switching; empty: --model alone
+
+    def __post_init__(self) -> None:
+        _check(len(self.paths) <= 128, "models.paths", "list at most 128 models (Program Change 0..127)")
+        _check(all(p.strip() for p in self.paths), "models.paths", "give each model as a folder or a name")
+
+
+@dataclass(frozen=True)
+class OscSettings:
+    port: int | None = None  # None: no OSC
+    host: str = "127.0.0.1"
+    target: str | None = None  # "HOST:PORT" improv's state goes to
+
+    def __post_init__(self) -> None:
+        _check(self.port is None or 0 <= self.port <= 65535, "osc.port", 'use a UDP port 1..65535 (0: any free one) or "off"')
+        _check(bool(self.host.strip()), "osc.host", 'use an address such as "127.0.0.1"')
+        if self.target is not None:
+            self.target_address  # validates it
+
+    @property
+    def target_address(self) -> tuple[str, int] | None:
+        if self.target is None:
+            return None
+        host, sep, port = self.target.rpartition(":")
+        _check(bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535), "osc.target",
+               'use "HOST:PORT", e.g. "127.0.0.1:9001"')
+        return host, int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     mode: ModeSettings = field(default_factory=ModeSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
@@ -246,11 +288,14 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     cc: CCMap = field(default_factory=CCMap)
     listen: ListenSettings = field(default_factory=ListenSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
+    osc: OscSettings = field(default_factory=OscSettings)
 
 
 SECTIONS: dict[str, type] = {  # TOML table -> dataclass; the same names as Settings' fields
     "mode": ModeSettings, "sampling": SamplingSettings, "time": TimeSettings,
-    "output": OutputSettings, "cc": CCMap, "listen": ListenSettings,
+    "output": OutputSettings, "cc": CCMap, "listen": ListenSettings, "models": ModelsSettings,
+    "osc": OscSettings,
 }
 
 
@@ -310,6 +355,10 @@ def _suggest(word: str, choices: typing.Iterable[str]) -> str:
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
     """Check a TOML value against the field's type; "off"/"omni" stand for None (TOML has no null)."""
+    if typing.get_origin(hint) is tuple:  # a list of strings
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f'{key} must be a list of strings, e.g. ["a", "b"], not {value!r}')
     optional = type(None) in typing.get_args(hint)
     base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
     if optional and (value is None or (isinstance(value, str) and value.lower() in (OFF, "omni", "none", "auto", "call"))):

@@ -61,7 +61,7 @@ def _ms(value: float | None) -> str:
 def summary(s: Snapshot) -> str:
     """One line: the log view's line and the live view's footer."""
     clock = f"{s.bpm:.1f} bpm {s.clock}" + ("" if s.clock_running else " (stopped)")
-    return (f"{s.state}: {s.mode} mode, {clock}, {listening(s)}, in {s.notes_in} / out {s.notes_out} notes, "
+    return (f"{s.state}: {s.mode} mode, model {s.model}, {clock}, {listening(s)}, in {s.notes_in} / out {s.notes_out} notes, "
             f"{s.responses} responses, step {_ms(s.step_ms_p50)} p50 {_ms(s.step_ms_p99)} p99, "
             f"timing error {_ms(s.late_ms_p50)} p50 {_ms(s.late_ms_p99)} p99")
 
@@ -80,8 +80,8 @@ class LogView:
         pass
 
     def update(self, s: Snapshot) -> None:
-        # not every note (listening <-> waiting): answers, tempo, clock, mode and errors
-        key = (s.state == "responding", s.mode, round(s.bpm), s.clock_running, s.responses,
+        # not every note (listening <-> waiting): answers, model, tempo, clock, mode and errors
+        key = (s.state == "responding", s.mode, s.model, round(s.bpm), s.clock_running, s.responses,
                s.errors)
         if key != self._last:
             self._last = key

@@ -6,8 +6,8 @@ import mido
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from improv.events import (ClockTick, Continue, Control, MidiParser, NoteOff, NoteOn, SongPosition, Start, Stop,
-                           parse_message)
+from improv.events import (ClockTick, Continue, Control, MidiParser, NoteOff, NoteOn, ProgramChange, SongPosition,
+                           Start, Stop, parse_message)
 
 
 def feed(data, t=1.0):
@@ -61,8 +61,9 @@ def test_song_position_pointer():
     assert feed([0xF2, 0x10, 0x01]) == [SongPosition(1.0, 16 + 128)]
 
 
-def test_program_change_and_pitch_bend_are_parsed_and_dropped():
-    assert feed([0xC0, 5, 0xE0, 0, 64, 0xD0, 3, 0x90, 60, 9]) == [NoteOn(1.0, 0, 60, 9)]
+def test_program_change_is_an_event_pitch_bend_and_aftertouch_are_dropped():
+    assert feed([0xC3, 5, 0xE0, 0, 64, 0xD0, 3, 0x90, 60, 9]) == [ProgramChange(1.0, 3, 5), NoteOn(1.0, 0, 60, 9)]
+    assert feed([0xC0, 1, 2]) == [ProgramChange(1.0, 0, 1), ProgramChange(1.0, 0, 2)]  # running status
 
 
 def test_messages_split_across_feeds():

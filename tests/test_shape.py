@@ -58,7 +58,7 @@ ONCE = [
     ("note pairing", r"^class NotePairer", "improv/pairing.py"),
     ("the timing-log CSV", r"planned_s,actual_s,kind", "improv/timing_log.py"),
     ("the private jackd", r'\["jackd"', "benchmarks/harness/jackd.py"),
-    ("improv run as a subprocess", r'"improv\.cli", "run", "--model", str\(model\)', "benchmarks/harness/improv_process.py"),
+    ("improv run as a subprocess", r'"improv\.cli", "run", \*chosen', "benchmarks/harness/improv_process.py"),
     ("the step-timing wrapper", r"^class \w*Timed\w*", "improv/context.py"),
     ("the scheduler's command type", r"^class Planned\b", "improv/scheduler.py"),
 ]

@@ -32,15 +32,18 @@ class DaemonError(RuntimeError):
 
 
 class ImprovProcess:
-    """One `improv run`; `timing_log` (True: a fresh file in `work_dir`) adds `--timing-log`."""
+    """One `improv run`; `timing_log` (True: a fresh file in `work_dir`) adds `--timing-log`;
+    a list of models is passed as `--models`."""
 
-    def __init__(self, model: Path | str, args: list[str], env: dict[str, str], work_dir: Path,
+    def __init__(self, model: Path | str | list, args: list[str], env: dict[str, str], work_dir: Path,
                  timing_log: bool | Path = False) -> None:
         tag = uuid.uuid4().hex[:6]
         self.ready_path = work_dir / f"ready-{tag}.json"
         self.log_path = work_dir / f"improv-{tag}.log"
         self.timing_path = work_dir / f"timing-{tag}.csv" if timing_log is True else (timing_log or None)
-        self.cmd = [sys.executable, "-m", "improv.cli", "run", "--model", str(model), "--quiet",
+        chosen = ["--models", ",".join(map(str, model))] if isinstance(model, (list, tuple)) \
+            else ["--model", str(model)]
+        self.cmd = [sys.executable, "-m", "improv.cli", "run", *chosen, "--quiet",
                     "--ready-file", str(self.ready_path), *args]
         if self.timing_path is not None:
             self.cmd += ["--timing-log", str(self.timing_path)]

@@ -21,6 +21,7 @@ def command(
     out_port: Annotated[str | None, Opt("--out", help="The MIDI output to play on, named like --in. Without it improv creates a virtual output called \"improv out\".", envvar="IMPROV_OUT")] = None,
     backend: Annotated[str | None, Opt("--backend", help="The MIDI system: alsa, jack, coremidi or winmm. By default the platform's own (ALSA on Linux, falling back to a running JACK).", envvar="IMPROV_BACKEND")] = None,
     model: Annotated[str | None, Opt("--model", help="A model folder, its model.json, or a name under models/. By default the shipped default model.", envvar="IMPROV_MODEL")] = None,
+    models: Annotated[str | None, Opt("--models", help="Several models to switch between live, comma-separated (e.g. bach-lstm,bach-wavenet): all are loaded at start, the first plays first, and MIDI Program Change N (or the model CC, or OSC) selects the model at position N (0 = the first). Instead of --model.")] = None,
     config: Annotated[Path | None, Opt("--config", help="A TOML settings file; options given here override it.", envvar="IMPROV_CONFIG")] = None,
     mode: Annotated[str | None, Opt("--mode", help="call: answer each phrase when the player stops; duet: play along all the time.")] = None,
     clock: Annotated[str | None, Opt("--clock", help="internal: improv keeps the tempo (--bpm); midi: follow the MIDI clock arriving on the input.")] = None,
@@ -41,13 +42,17 @@ def command(
     log_level: Annotated[str, Opt("--log-level", help="Logging detail on stderr: debug, info, warning or error.", envvar="IMPROV_LOG_LEVEL")] = "warning",
     ready_file: Annotated[Path | None, Opt("--ready-file", help="Create this file once the ports are open and the model is loaded (for scripts and tests).")] = None,
     memory: Annotated[Path | None, Opt("--memory", help="A session memory file: what improv learned of your playing is loaded from it at start (if it exists) and saved to it at exit, so your style carries across sessions.")] = None,
+    osc: Annotated[int | None, Opt("--osc", help="Listen for OSC control on this UDP port (every setting a CC changes, the model, the mode, panic; see the README). Only this machine can reach it unless --osc-host says otherwise.")] = None,
+    osc_host: Annotated[str | None, Opt("--osc-host", help="The address the OSC port listens on. The default, 127.0.0.1, admits this machine only. 0.0.0.0 opens it to every network this machine is on, with no password: anyone who can reach the port can change settings, switch models and silence improv.")] = None,
+    osc_target: Annotated[str | None, Opt("--osc-target", help="HOST:PORT to send improv's state to over OSC (mode, model, key, tempo, answers), as it changes.")] = None,
     timing_log: Annotated[Path | None, Opt("--timing-log", help="Write every message improv sends to this CSV file as the session goes: when it was planned and when it went out (seconds, time.perf_counter), its kind, channel, pitch or controller, and source.")] = None,
 ) -> None:
     """Listen on a MIDI input and answer in time on a MIDI output; Ctrl-C releases every note and stops."""
     overrides = build_overrides(
         mode=mode, clock=clock, bpm=bpm, metronome=metronome, send_clock=send_clock, thru=thru,
         temperature=temperature, top_p=top_p, pitch_range=pitch_range,
-        max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel)
+        max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel,
+        models=models, osc=osc, osc_host=osc_host, osc_target=osc_target)
     from improv.serve import ServeOptions, run_daemon
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
@@ -79,7 +84,8 @@ def build_overrides(**options: Any) -> dict[str, Any]:
             "metronome": "time.metronome", "send_clock": "time.send_clock",
             "thru": "output.thru", "temperature": "sampling.temperature",
             "top_p": "sampling.top_p", "max_polyphony": "sampling.max_polyphony",
-            "key": "sampling.key", "seed": "sampling.seed", "out_channel": "output.channel"}
+            "key": "sampling.key", "seed": "sampling.seed", "out_channel": "output.channel",
+            "osc": "osc.port", "osc_host": "osc.host", "osc_target": "osc.target"}
     overrides = {keys[name]: value for name, value in options.items()
                  if name in keys and value is not None}
     if options.get("pitch_range") is not None:
@@ -87,4 +93,14 @@ def build_overrides(**options: Any) -> dict[str, Any]:
         overrides["sampling.pitch_lo"], overrides["sampling.pitch_hi"] = lo, hi
     if options.get("channel") is not None:
         overrides["output.input_channel"] = parse_channel(options["channel"])
+    if options.get("models") is not None:
+        overrides["models.paths"] = parse_models(options["models"])
     return overrides
+
+
+def parse_models(text: str) -> list[str]:
+    """"bach-lstm, bach-wavenet" -> ["bach-lstm", "bach-wavenet"]."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"--models {text!r}: give model folders or names separated by commas, e.g. bach-lstm,bach-wavenet")
+    return names
