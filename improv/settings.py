@@ -37,6 +37,8 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     metronome_accent_note = 76
     metronome_note = 77
     metronome_velocity = 100
+    latency_ms = 0.0          # send what improv plans (answers, the duet's line, metronome, clock
+                              # out) this much early, -50..50; measure it with `improv calibrate`
 
     [output]
     channel = 1               # 1..16: the channel improv plays on
@@ -77,6 +79,7 @@ from improv.errors import ConfigError
 
 OFF = "off"
 _LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(beat|beats|bar|bars)\s*$")
+MAX_LATENCY_MS = 50.0  # time.latency_ms: plans reach the scheduler 100 ms ahead, the duet's cut 5+ ms
 RESPONSE_LENGTHS = ("call", "1 bar", "2 bars", "4 bars", "8 bars")  # what the length CC selects
 
 
@@ -170,9 +173,12 @@ class TimeSettings:
     metronome_note: int = 77
     metronome_velocity: int = 100
     grid_anchor: str = "call"
+    latency_ms: float = 0.0  # planned sends go out this much early (negative: late); reactions cannot
 
     def __post_init__(self) -> None:
         _check(20 <= self.bpm <= 400, "time.bpm", "use a tempo in 20..400 bpm")
+        _check(-MAX_LATENCY_MS <= self.latency_ms <= MAX_LATENCY_MS, "time.latency_ms",
+               f"use -{MAX_LATENCY_MS:g}..{MAX_LATENCY_MS:g} ms (measure it with `improv calibrate`)")
         _check(self.grid_anchor in ("call", "clock"), "time.grid_anchor", 'use "call" or "clock"')
         _check(self.clock in ("internal", "midi"), "time.clock", 'use "internal" or "midi"')
         _check(not (self.send_clock and self.clock == "midi"), "time.send_clock",
