@@ -174,6 +174,11 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="improv-scheduler", daemon=True)
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The sending thread's id for the OS (--realtime), None while it does not run."""
+        return None if self._thread is None else self._thread.native_id
+
     def stop(self, timeout_s: float = 1.0) -> None:
         """Stop the thread (plans stay queued; call `panic` to silence)."""
         thread = self._thread

@@ -66,6 +66,7 @@ class ServeOptions:
     ready_file: str | Path | None = None  # JSON written once the ports are open
     timing_log: str | Path | None = None  # CSV of every send, planned vs actual
     memory: str | Path | None = None  # the session memory: loaded at start if there, saved at exit
+    realtime: bool = False  # SCHED_FIFO for the scheduler and engine threads, memory locked (improv.realtime)
     start_s: float | None = None  # process start on time.perf_counter (start-up is measured from it)
 
 
@@ -142,6 +143,8 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
+        if options.realtime:
+            _realtime(daemon)
         daemon.startup_s = process_age_s(start_s)
         _announce(daemon, settings, options.ready_file)
         with make_view(options.quiet) as view:
@@ -166,6 +169,16 @@ def _serve(step_model: Any, settings: Any, options: ServeOptions, stop: threadin
             _save_memory(memory, options.memory)
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)
+
+
+def _realtime(daemon: Daemon) -> None:
+    from improv.realtime import go_realtime
+
+    refused = go_realtime(daemon.thread_ids())
+    for line in refused:
+        log.warning("%s", line)
+    if not refused:
+        log.info("--realtime: scheduler and engine threads on SCHED_FIFO, memory locked")
 
 
 def _guard_main(failed: set, what: str, fn: Any, *args: Any) -> None:
@@ -212,7 +225,7 @@ def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> N
                 # "call": the grid moves to each call's first note made while improv is idle, so
                 # beat_origin_s holds only until then; "clock": a clock the player hears sets it
                 "grid_anchor": "call" if daemon.engine.improviser.grid_follows_call else "clock",
-                "clock_source": "time.perf_counter"}
+                "clock_source": "time.perf_counter", "threads": daemon.thread_ids()}
         path = Path(ready_file)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(info))

@@ -42,6 +42,7 @@ def command(
     log_level: Annotated[str, Opt("--log-level", help="Logging detail on stderr: debug, info, warning or error.", envvar="IMPROV_LOG_LEVEL")] = "warning",
     ready_file: Annotated[Path | None, Opt("--ready-file", help="Create this file once the ports are open and the model is loaded (for scripts and tests).")] = None,
     memory: Annotated[Path | None, Opt("--memory", help="A session memory file: what improv learned of your playing is loaded from it at start (if it exists) and saved to it at exit, so your style carries across sessions.")] = None,
+    realtime: Annotated[bool, Opt("--realtime", help="Run improv's scheduler and engine threads on realtime scheduling (SCHED_FIFO, below a realtime JACK server's priority) and lock its memory, where the system allows it; where it does not, one line says how to allow it (rtprio and memlock limits, the audio group) and improv carries on.", envvar="IMPROV_REALTIME")] = False,
     timing_log: Annotated[Path | None, Opt("--timing-log", help="Write every message improv sends to this CSV file as the session goes: when it was planned and when it went out (seconds, time.perf_counter), its kind, channel, pitch or controller, and source.")] = None,
 ) -> None:
     """Listen on a MIDI input and answer in time on a MIDI output; Ctrl-C releases every note and stops."""
@@ -54,7 +55,7 @@ def command(
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
                             overrides=overrides or {}, record=record, quiet=quiet, log_level=log_level,
-                            ready_file=ready_file, timing_log=timing_log, memory=memory,
+                            ready_file=ready_file, timing_log=timing_log, memory=memory, realtime=realtime,
                             start_s=_START_S))
 
 
