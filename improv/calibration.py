@@ -129,7 +129,7 @@ def _send(midi_out: Any, data: list[int]) -> float:
 
 
 CAL_IN, CAL_OUT = "improv calibrate in", "improv calibrate out"
-NO_LOOPBACK = ("improv calibrate needs a loopback: wire improv's output to its input (a MIDI cable, "
+NO_LOOPBACK = ("calibrating needs a loopback: wire improv's output to its input (a MIDI cable, "
                "then --in and --out naming the ports it joins; or `--backend jack --loopback`)")
 
 

@@ -11,8 +11,8 @@ Opt = typer.Option
 
 
 def command(
-    in_port: Annotated[str | None, Opt("--in", help="The MIDI input the loopback comes back on (the port your cable or connection leads to), named as in `improv ports`.", envvar="IMPROV_IN")] = None,
-    out_port: Annotated[str | None, Opt("--out", help="The MIDI output the probes go out on (the start of the cable or connection).", envvar="IMPROV_OUT")] = None,
+    in_port: Annotated[str | None, Opt("--in", help="The MIDI input the loopback comes back on (the port your cable or connection leads to), named as in `improv ports`.")] = None,
+    out_port: Annotated[str | None, Opt("--out", help="The MIDI output the probes go out on (the start of the cable or connection).")] = None,
     backend: Annotated[str | None, Opt("--backend", help="The MIDI system: alsa, jack, coremidi or winmm (the one improv run will use).", envvar="IMPROV_BACKEND")] = None,
     loopback: Annotated[bool, Opt("--loopback", help="Wire improv's output to its own input on the MIDI system (JACK or ALSA) instead of --in/--out: measures the system's own delay.")] = False,
     probes: Annotated[int, Opt("--probes", help="How many probe notes to time (one at a time, a few milliseconds apart).")] = 300,
