@@ -65,3 +65,21 @@ def test_lock_memory_says_why_under_a_limit(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(realtime.resource, "getrlimit", lambda _which: (65536, 65536))
     assert realtime.lock_memory() == "the memlock limit is 65536"
+
+
+@linux_only
+@pytest.mark.jack
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(os.geteuid() != 0, reason="granting SCHED_FIFO needs root (or an rtprio limit)")
+def test_improv_run_realtime_over_jack_runs_its_threads_on_sched_fifo(jack_server, tiny_model_dir, tmp_path):
+    from benchmarks.harness.improv_process import ImprovProcess
+
+    improv = ImprovProcess.started(tiny_model_dir, ["--backend", "jack", "--realtime"], jack_server.env, tmp_path)
+    try:
+        threads = improv.info["threads"]
+        assert set(threads) == {"scheduler", "engine"}
+        for name, native_id in threads.items():
+            assert os.sched_getscheduler(native_id) == os.SCHED_FIFO, name
+        assert "--realtime" not in improv.output(), improv.output()  # nothing refused
+    finally:
+        assert improv.stop() == 0, improv.output()[-1500:]
