@@ -3,6 +3,7 @@ here) -> the scheduler's and the engine's threads on SCHED_FIFO, checked on thei
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -37,6 +38,7 @@ def test_refused_is_one_line_saying_how_to_allow_it(daemon, monkeypatch, caplog)
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
     monkeypatch.setattr(realtime, "lock_memory", lambda: "the memlock limit is 65536")
+    monkeypatch.setattr(realtime, "freeze_heap", lambda: None)
     from improv.serve import _realtime
 
     with caplog.at_level(logging.WARNING):
@@ -54,7 +56,11 @@ def test_granted_puts_both_threads_on_sched_fifo(daemon, monkeypatch):
     monkeypatch.setattr(realtime, "lock_memory", lambda: None)  # mlockall would pin the test process
     ids = daemon.thread_ids()
     assert None not in ids.values() and len(set(ids.values())) == 2
-    assert realtime.go_realtime(ids) == []
+    try:
+        assert realtime.go_realtime(ids) == []
+        assert gc.get_freeze_count() > 1000  # the start-up's objects, out of the collector's reach
+    finally:
+        gc.unfreeze()
     for name, native_id in ids.items():
         assert os.sched_getscheduler(native_id) == os.SCHED_FIFO, name
         assert os.sched_getparam(native_id).sched_priority == realtime.PRIORITIES[name]
