@@ -1,7 +1,7 @@
 """`improv run --realtime`: the threads that keep time on SCHED_FIFO, memory locked, where allowed.
 
 The scheduler (it sends) and the engine (it plans) get realtime priorities below a MIDI server's
-(jackd's are 10 and up by default), so a realtime jackd still preempts them but nothing else on
+(a realtime jackd2 runs at 10 by default, its clients' process threads just below), so a realtime jackd still preempts them but nothing else on
 the machine does. Memory is locked (mlockall, via ctypes) so a page fault never stalls a send;
 only where the memlock limit allows it all (root, or "unlimited"): a partial limit would make
 later allocations fail. Where the system refuses, one line says how to allow it and improv
