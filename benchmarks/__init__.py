@@ -40,6 +40,8 @@ class BenchOptions:
     train_threads: int | None = None
     jack_realtime: bool = False  # the MIDI section's jackd with --realtime (SCHED_FIFO where allowed)
     jack_port_max: int | None = None  # jackd --port-max of the bench's servers (None: midi.PORT_MAX)
+    repeat: int = 1  # each MIDI stream this many times (medians of the per-run figures, their spread)
+    realtime: bool = False  # the MIDI section's `improv run` with --realtime
 
 
 def run_bench(options: BenchOptions, console=None) -> Report:
@@ -168,7 +170,9 @@ def _midi(report: Report, options: BenchOptions, models, work: Path, console) ->
         return
     midi_options = midi.MidiOptions(seconds=options.midi_seconds or (6.0 if options.quick else 60.0),
                                     periods=options.periods, idle_s=2.0 if options.quick else 10.0,
-                                    realtime=options.jack_realtime,
+                                    realtime=options.jack_realtime, repeat=options.repeat,
+                                    grid_seconds=6.0 if options.quick else None,
+                                    daemon_args=("--realtime",) if options.realtime else (),
                                     port_max=options.jack_port_max or midi.PORT_MAX)
     midi.run(report, model, midi_options, work, costs)
     if "daemon" in options.sections:

@@ -19,14 +19,16 @@ the daemon's clock too; CLOCK_MONOTONIC is shared between processes) live in thi
   else from the grid: answers start on a beat and move in whole ticks (1/ticks_per_beat of a
   beat), so the plan is the last tick at or before the arrival (exact up to one tick, 41.7 ms at
   120 bpm/12 ticks; a later note would alias). Dropped note-ons: counted from the daemon's
-  "dropped a ... note-on" warnings (a dropped note is never sent, so it is not in the log). Late: arriving more than 1 ms after the plan.
+  "dropped a ... note-on" warnings (a dropped note is never sent, so it is not in the log).
+  Late: arriving more than 1 ms after the plan.
+* following MIDI clock (the last period only): `benchmarks.midi_grid`.
+With `--repeat N` each stream is played N times: every figure the median of the runs' (`Report.merge_runs`).
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import json
 import math
 import time
 import uuid
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import midi_grid
 from benchmarks.daemon import Costs, CpuWindow, measure_idle, measure_memory
 from benchmarks.harness import jackd
 from benchmarks.harness.clients import Player, Recorder, sleep_until
@@ -66,13 +69,17 @@ class MidiOptions:
     seed: int = 0
     port_max: int = PORT_MAX
     realtime: bool = False  # jackd --realtime (SCHED_FIFO, where allowed); off: as CI machines allow
+    repeat: int = 1  # each stream this many times: medians of the per-run figures, and their spread
+    grid_seconds: float | None = None  # the clock-following streams (benchmarks.midi_grid); None: `seconds`
+    daemon_args: tuple[str, ...] = ()  # more `improv run` options for every stream (--realtime)
 
 
-def keys_for(period: int) -> list[str]:
+def keys_for(period: int, grid: bool = False) -> list[str]:
     return [f"midi.p{period}.{k}" for k in ("reaction_p50_ms", "reaction_p99_ms", "thru_p50_ms", "thru_p99_ms",
                                             "reaction_inside_p50_ms", "reaction_inside_p99_ms",
                                             "thru_inside_p50_ms", "thru_inside_p99_ms",
-                                            "plan_error_p50_ms", "plan_error_p99_ms", "plan_error_max_ms")]
+                                            "plan_error_p50_ms", "plan_error_p99_ms", "plan_error_max_ms")
+            ] + (midi_grid.keys_for(period) if grid else [])
 
 
 def labels_for(period: int, rate_hz: int) -> dict[str, tuple[str, str]]:
@@ -83,16 +90,22 @@ def labels_for(period: int, rate_hz: int) -> dict[str, tuple[str, str]]:
 
 def run(report: Report, model: Path, options: MidiOptions, work_dir: Path, costs: Costs) -> None:
     """Both streams at every period; a period that fails writes nulls with the reason."""
-    tpb = _ticks_per_beat(model)
+    tpb = midi_grid.ticks_per_beat(model)
     for period in options.periods:
+        last = period == options.periods[-1]  # the daemon's cost, and following MIDI clock
         try:
             with jack_server(period, options.rate_hz, work_dir, realtime=options.realtime,
                              port_max=options.port_max) as server:
-                _duet(report, server, model, options, period, work_dir, costs)
-                last = period == options.periods[-1]  # the daemon's idle/busy cost is taken once
-                _call(report, server, model, options, period, work_dir, costs, tpb, measure_cost=last)
+                runs = [report] if options.repeat == 1 else [Report() for _ in range(options.repeat)]
+                for i, run_report in enumerate(runs):
+                    _duet(run_report, server, model, options, period, work_dir, costs)
+                    _call(run_report, server, model, options, period, work_dir, costs, tpb, measure_cost=last and i == 0)
+                    if last:
+                        midi_grid.run(run_report, server, model, options, period, work_dir, costs, tpb)
+                if options.repeat > 1:
+                    report.merge_runs(runs)
         except (DaemonError, OSError, RuntimeError, AssertionError) as err:
-            report.missing(keys_for(period), f"period {period}: {err}", labels_for(period, options.rate_hz))
+            report.missing(keys_for(period, grid=last), f"period {period}: {err}", labels_for(period, options.rate_hz))
             for part in ("startup", "memory", "idle", "busy"):
                 costs.why.setdefault(part, f"the daemon at period {period}: {err}")
     report.note("midi.note", (
@@ -118,7 +131,7 @@ def jack_server(period: int, rate_hz: int, work_dir: Path, realtime: bool = Fals
 
 
 @contextlib.contextmanager
-def _clients(server):
+def connected_clients(server):
     tag = uuid.uuid4().hex[:4]
     player, recorder = Player(f"bench-player-{tag}"), Recorder(f"bench-rec-{tag}")
     try:
@@ -130,7 +143,7 @@ def _clients(server):
         recorder.close()
 
 
-def _daemon(server, model: Path, work_dir: Path, costs: Costs, log_path: Path, *args: str) -> ImprovProcess:
+def start_daemon(server, model: Path, work_dir: Path, costs: Costs, log_path: Path, *args: str) -> ImprovProcess:
     daemon = ImprovProcess.started(model, ["--backend", "jack", "--range", f"{RANGE[0]}-{RANGE[1]}", *args],
                                    server.env, work_dir, timing_log=log_path)
     costs.started(daemon)
@@ -142,11 +155,11 @@ def _daemon(server, model: Path, work_dir: Path, costs: Costs, log_path: Path, *
 
 def _duet(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs) -> None:
-    daemon = _daemon(server, model, work_dir, costs, work_dir / f"timing-duet-p{period}.csv", "--mode", "duet",
-                     "--thru", "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 1))
+    daemon = start_daemon(server, model, work_dir, costs, work_dir / f"timing-duet-p{period}.csv", "--mode", "duet",
+                     "--thru", "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 1), *options.daemon_args)
     log_path = daemon.timing_path
     try:
-        with _clients(server) as (player, recorder):
+        with connected_clients(server) as (player, recorder):
             sends = _play_duet(player, options.seconds, np.random.default_rng(options.seed))
             time.sleep(0.3)  # the last answers arrive
             received = list(recorder.received)
@@ -158,7 +171,7 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
         reaction, unanswered, lost, not_heard = reactions_from_log(sends, log_path, received)
     p = f"midi.p{period}"
     where = labels_for(period, options.rate_hz)
-    _put_quantiles(report, f"{p}.reaction", reaction, where[f"{p}.reaction_p99_ms"][0].replace(" p99", ""),
+    report.put_quantiles(f"{p}.reaction", reaction, where[f"{p}.reaction_p99_ms"][0].replace(" p99", ""),
                    "improv never played a note of its own between two of the player's")
     report.put(f"{p}.reaction_samples", float(len(reaction)))
     report.put(f"{p}.reaction_unanswered", float(unanswered), f"{period} frames: player notes improv did not answer "
@@ -168,13 +181,13 @@ def _duet(report: Report, server, model: Path, options: MidiOptions, period: int
     report.put(f"{p}.reaction_not_heard", None if not_heard is None else float(not_heard), f"{period} frames: "
                "player notes that never reached improv (lost in JACK; not timed)", "",
                why="needs the daemon's --timing-log")
-    _put_quantiles(report, f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
+    report.put_quantiles(f"{p}.thru", thru, f"{period} frames: note in -> its thru echo out",
                    "no thru echo arrived")
     inside, echo_inside = inside_improv(sends, log_path) if log_path and log_path.exists() else ([], [])
     why = "needs the daemon's --timing-log" if not log_path else "the timing log has no reaction to a stamped note"
-    _put_quantiles(report, f"{p}.reaction_inside", inside, f"{period} frames: inside improv, the player's note "
+    report.put_quantiles(f"{p}.reaction_inside", inside, f"{period} frames: inside improv, the player's note "
                    "stamped -> its reaction sent", why)
-    _put_quantiles(report, f"{p}.thru_inside", echo_inside, f"{period} frames: inside improv, the player's note "
+    report.put_quantiles(f"{p}.thru_inside", echo_inside, f"{period} frames: inside improv, the player's note "
                    "stamped -> its thru echo sent", why)
 
 
@@ -214,13 +227,13 @@ def duet_latencies(sends: list[tuple[float, int]], received: list) -> tuple[list
 
 def _call(report: Report, server, model: Path, options: MidiOptions, period: int, work_dir: Path,
           costs: Costs, tpb: int, measure_cost: bool) -> None:
-    daemon = _daemon(server, model, work_dir, costs, work_dir / f"timing-p{period}.csv", "--mode", "call",
-                     "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 2))
+    daemon = start_daemon(server, model, work_dir, costs, work_dir / f"timing-p{period}.csv", "--mode", "call",
+                     "--bpm", f"{options.bpm:g}", "--seed", str(options.seed + 2), *options.daemon_args)
     log_path = daemon.timing_path
     try:
         if measure_cost:
             measure_idle(daemon, costs, options.idle_s)
-        with _clients(server) as (player, recorder):
+        with connected_clients(server) as (player, recorder):
             with CpuWindow(daemon) as window:
                 _play_calls(player, daemon.info, options.seconds)
             time.sleep(0.3)
@@ -240,7 +253,7 @@ def _call(report: Report, server, model: Path, options: MidiOptions, period: int
     label = labels_for(period, options.rate_hz)[f"{p}.plan_error_p99_ms"][0].replace(" p99", "")
     why = (f"improv sent {lost} answer note-ons and JACK delivered none of them to the recorder"
            if lost else "improv played no answer note")
-    _put_quantiles(report, f"{p}.plan_error", errors, label, why, with_max=True)
+    report.put_quantiles(f"{p}.plan_error", errors, label, why, with_max=True)
     report.put(f"{p}.plan_notes", float(len(errors)), f"{period} frames: answer notes measured", "")
     report.put(f"{p}.plan_late", float(sum(e * 1000 > LATE_MS for e in errors)),
                f"{period} frames: late (> {LATE_MS:g} ms after plan)", "")
@@ -382,19 +395,3 @@ def dropped_from_output(output: str) -> int:
     """Note-ons the daemon's scheduler dropped as too late (it logs each one)."""
     return sum(1 for line in output.splitlines() if "dropped a" in line and "note-on" in line)
 
-
-def _put_quantiles(report: Report, prefix: str, values_s: list[float], label: str, why: str,
-                   with_max: bool = False) -> None:
-    ms = np.asarray(values_s) * 1000.0
-    empty = len(ms) == 0
-    report.put(f"{prefix}_p50_ms", None if empty else float(np.percentile(ms, 50)), f"{label} p50", "ms", why=why)
-    report.put(f"{prefix}_p99_ms", None if empty else float(np.percentile(ms, 99)), f"{label} p99", "ms", why=why)
-    if with_max:
-        report.put(f"{prefix}_max_ms", None if empty else float(ms.max()), f"{label} max", "ms", why=why)
-
-
-def _ticks_per_beat(model: Path) -> int:
-    from improv.tokens import Vocabulary
-
-    meta = json.loads((Path(model) / "model.json").read_text())
-    return int(Vocabulary.from_dict(meta["vocabulary"]).config.ticks_per_beat)

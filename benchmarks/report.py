@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 SECTIONS = ("step", "midi", "daemon", "train", "corpus", "quality", "music")
 TITLES = {"step": "model step (onnxruntime, 1 intra-op thread)", "midi": "end to end over JACK MIDI ports",
           "daemon": "the daemon's cost", "train": "training throughput", "corpus": "corpus preparation",
@@ -152,6 +154,37 @@ class Report:
             if key not in self.values:
                 label, unit = (labels or {}).get(key) or default_label(key) or (None, "")
                 self.put(key, None, label, unit, why=why)
+
+    def put_quantiles(self, prefix: str, values_s: list[float], label: str, why: str,
+                      with_max: bool = False) -> None:
+        """`<prefix>_p50_ms`, `_p99_ms` (and `_max_ms`) of values in seconds, or nulls with `why`."""
+        ms = np.asarray(values_s) * 1000.0
+        empty = len(ms) == 0
+        for name, q in (("p50", 50), ("p99", 99)):
+            self.put(f"{prefix}_{name}_ms", None if empty else float(np.percentile(ms, q)), f"{label} {name}",
+                     "ms", why=why)
+        if with_max:
+            self.put(f"{prefix}_max_ms", None if empty else float(ms.max()), f"{label} max", "ms", why=why)
+
+    def merge_runs(self, runs: list[Report]) -> None:
+        """The same measurements made several times (`improv bench --repeat N`): each key gets the
+        median of the runs' values, each p50/p99 a `.spread` row (max - min over the runs) and a
+        `.runs` note with every run's value; a key no run measured keeps the first run's reason."""
+        for key in runs[0].values:
+            values = [r.values[key] for r in runs if r.values.get(key) is not None]
+            row = next((row for row in runs[0].rows.get(key.split(".", 1)[0], []) if row.key == key), None)
+            label, unit = (row.label, row.unit) if row else (None, "")
+            if not values:
+                self.put(key, None, label, unit, why=runs[0].why.get(key))
+                continue
+            label = label and f"{label} (median of {len(values)} runs)"
+            self.put(key, float(np.median(values)), label, unit)
+            if key.endswith(("_p50_ms", "_p99_ms")):
+                self.put(f"{key}.spread", max(values) - min(values),
+                         row and f"{row.label}: spread over the runs (max - min)", unit)
+                self.note(f"{key}.runs", ", ".join(f"{v:.3f}" for v in values))
+        for r in runs:
+            self.notes.update({k: v for k, v in r.notes.items() if k not in self.notes})
 
     def note(self, key: str, text: str) -> None:
         self.notes[key] = text

@@ -17,7 +17,7 @@ import typer
 
 from improv.errors import ImprovError
 
-COMMANDS = ("run", "ports", "demo", "generate", "train", "export", "eval", "models", "bench")
+COMMANDS = ("run", "ports", "calibrate", "demo", "generate", "train", "export", "eval", "models", "bench")
 
 app = typer.Typer(
     name="improv",

@@ -80,6 +80,11 @@ class Daemon:
                 self._guarded(self.engine.remote, *remote)
             self._guarded(self.engine.tick)
 
+    def thread_ids(self) -> dict[str, int | None]:
+        """The OS ids of the threads that keep time (--realtime, `improv.realtime`)."""
+        return {"scheduler": self.engine.scheduler.native_id,
+                "engine": None if self._thread is None else self._thread.native_id}
+
     def port_changed(self, change: str) -> None:
         """From any thread: "input lost" | "output lost" | "output back"; the engine thread acts."""
         self._requests.put(change)

@@ -51,7 +51,7 @@ class Duet:
         self.dialogue = dialogue
         self.performer = performer
         self.facts = performer.facts
-        self.guard = ReplanGuard()
+        self.guard = ReplanGuard(lead_s=listener.settings.time.latency_ms / 1000)
         self.part = Part("duet", self._channel)
         self.gen: PhraseGenerator | None = None
         self.resume_beats = -math.inf  # a re-plan starts here (its cutoff)

@@ -88,8 +88,8 @@ class Engine:
         self.clock = clock
         now = clock.now()
         self.out = MidiOut(out, settings.output.channel - 1)
-        self.scheduler = Scheduler(self.out, clock)
         t = settings.time
+        self.scheduler = Scheduler(self.out, clock, lead_s=t.latency_ms / 1000)
         self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
         self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory,
                                      more_models=more_models)

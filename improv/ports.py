@@ -327,9 +327,10 @@ def _close(client: Any) -> None:
         client.delete()
 
 
-def open_port(kind: str, spec: str | None, backend: str) -> OpenPort:
-    """Open an input (`kind='in'`) or output port by name/index/substring, or a virtual one."""
-    virtual_name = VIRTUAL_IN if kind == "in" else VIRTUAL_OUT
+def open_port(kind: str, spec: str | None, backend: str, own_name: str | None = None) -> OpenPort:
+    """Open an input (`kind='in'`) or output port by name/index/substring, or a virtual one;
+    our end is called `own_name` (by default "improv in" / "improv out")."""
+    virtual_name = own_name or (VIRTUAL_IN if kind == "in" else VIRTUAL_OUT)
     client = _client(backend, kind, virtual_name)
     try:
         if spec is None or spec == "":

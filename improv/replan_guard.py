@@ -22,8 +22,9 @@ class ReplanGuard:
     PRIOR_STEPS = 10  # until a re-plan has delivered: what bach-lstm takes (the player's 2-3
     # tokens, then the first new note or two)
 
-    def __init__(self, min_s: float = MIN_S) -> None:
+    def __init__(self, min_s: float = MIN_S, lead_s: float = 0.0) -> None:
         self.min_s = min_s
+        self.lead_s = max(0.0, lead_s)  # the scheduler sends this early: cut that much further ahead
         self.step_s = 0.0  # EMA of seconds per model step in the engine's ticks (0 on a manual clock)
         self._delivered: deque[int] = deque(maxlen=self.WINDOW)  # steps each recent re-plan took
         self._mark: int | None = None  # model steps at the last re-plan, until it delivered
@@ -36,7 +37,7 @@ class ReplanGuard:
             max(self.PRIOR_STEPS, max(self._delivered, default=0))
 
     def seconds(self) -> float:
-        return min(self.MAX_S, max(self.min_s, self.MARGIN * self.steps * self.step_s))
+        return self.lead_s + min(self.MAX_S, max(self.min_s, self.MARGIN * self.steps * self.step_s))
 
     def measured(self, elapsed_s: float, steps: int) -> None:
         """One engine tick took `elapsed_s` for `steps` model steps."""

@@ -14,6 +14,12 @@ to `on_record` if set (`--record`). Late policy: note-offs and clock always go o
 a note-on more than `max_late_s` late is dropped and counted. Per source ("response", "duet",
 "thru", "metronome", "clock") the scheduler knows which notes it started, so `cancel(source)`
 drops what is unsent and releases what sounds; what `panic` sends carries "panic".
+
+Latency compensation (`lead_s`, time.latency_ms): a plan is sent `lead_s` before its due time
+(negative: after), but never before the moment it was added: a plan already due when added (a
+reaction, a thru echo) keeps its time, since nothing can be sent before the note that caused it.
+The send time is monotone in the due time and the time added, so a note-off never goes before
+its note-on; due times (cancel cutoffs, holds) stay on the grid, send records carry the send time.
 """
 
 from __future__ import annotations
@@ -78,8 +84,9 @@ SAME_INSTANT_S = 1e-6  # plans this close are simultaneous (float rounding of be
 
 class Scheduler:
     def __init__(self, out: MidiOut, clock: Clock, spin_s: float = 0.0003, max_late_s: float = 0.1,
-                 history: int = 4096) -> None:  # ~2 min of a busy duet; the timing log drains it 4x a second
+                 history: int = 4096, lead_s: float = 0.0) -> None:  # history: ~2 min of a busy duet
         self.out = out
+        self.lead_s = lead_s  # plans go out this long before they are due (time.latency_ms)
         self.clock = clock
         self.spin_s = spin_s
         self.max_late_s = max_late_s
@@ -101,14 +108,19 @@ class Scheduler:
         source "*" means every source). While the thread runs, plans already due are sent here
         and now (see the module docstring)."""
         with self._cond:
+            now = self.clock.now()
             for p in planned:
                 if p.kind == "cancel":
-                    self._cancel(None if p.source == "*" else p.source, self.clock.now(), p.due_s)
+                    self._cancel(None if p.source == "*" else p.source, now, p.due_s)
                 else:
-                    heapq.heappush(self._heap, (p.due_s, next(self._seq), p))
+                    heapq.heappush(self._heap, (self.send_s(p.due_s, now), next(self._seq), p))
             if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now():
                 self._send_due_guarded()
             self._cond.notify()
+
+    def send_s(self, due_s: float, added_s: float) -> float:
+        """When a plan due at `due_s`, added at `added_s`, goes out (see the module docstring)."""
+        return max(due_s - self.lead_s, min(due_s, added_s))
 
     def cancel(self, source: str | None = None, now_s: float | None = None,
                after_s: float = -math.inf) -> list[mido.Message]:
@@ -135,6 +147,7 @@ class Scheduler:
             return sent
 
     def next_due_s(self) -> float | None:
+        """When the next send is due (the send time, `lead_s` before the plan's due time)."""
         with self._cond:
             return self._heap[0][0] if self._heap else None
 
@@ -160,6 +173,11 @@ class Scheduler:
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="improv-scheduler", daemon=True)
         self._thread.start()
+
+    @property
+    def native_id(self) -> int | None:
+        """The sending thread's id for the OS (--realtime), None while it does not run."""
+        return None if self._thread is None else self._thread.native_id
 
     def stop(self, timeout_s: float = 1.0) -> None:
         """Stop the thread (plans stay queued; call `panic` to silence)."""
@@ -203,19 +221,19 @@ class Scheduler:
     def _send_due(self, now: float, stamp: bool) -> list[mido.Message]:
         sent: list[mido.Message] = []
         while self._heap and self._heap[0][0] <= now:
-            p = self._pop_next()
+            send_s, p = self._pop_next()
             actual = self.clock.now() if stamp else now
-            if p.kind == "on" and actual - p.due_s > self.max_late_s:
+            if p.kind == "on" and actual - send_s > self.max_late_s:
                 self.dropped += 1
-                log.warning("dropped a %s note-on %.0f ms late", p.source, (actual - p.due_s) * 1000)
+                log.warning("dropped a %s note-on %.0f ms late", p.source, (actual - send_s) * 1000)
                 continue
             msgs = self._send_one(p)
-            self._record(p.due_s, actual, msgs, p.source)
+            self._record(send_s, actual, msgs, p.source)
             sent += msgs
         return sent
 
-    def _pop_next(self) -> Planned:
-        """The next plan to send. A note-on yields to a note-off due at the same instant (within
+    def _pop_next(self) -> tuple[float, Planned]:
+        """The next plan to send, with its send time. A note-on yields to a note-off due at the same instant (within
         `SAME_INSTANT_S`: beats turned into seconds round apart) that ends a note sounding now,
         so a voice that ends as another starts never makes one note too many sound. (An off
         that would end nothing yet keeps its place: it may be this very note-on's.)"""
@@ -229,7 +247,7 @@ class Scheduler:
                 self._heap.append(entry)
                 heapq.heapify(self._heap)
                 entry = off
-        return entry[2]
+        return entry[0], entry[2]
 
     def _record(self, planned_s: float, actual_s: float, msgs: list[mido.Message], source: str) -> None:
         for m in msgs:
@@ -276,7 +294,7 @@ class Scheduler:
                 msgs = self.out.note_off(pitch, ch)
                 self._record(now, now, msgs, src)
                 sent += msgs
-        hit = lambda e: (source is None or e[2].source == source) and e[0] >= after_s  # noqa: E731
+        hit = lambda e: (source is None or e[2].source == source) and e[2].due_s >= after_s  # noqa: E731
         dropped = sorted(e for e in self._heap if hit(e))
         if dropped:
             self._heap = [e for e in self._heap if not hit(e)] + self._offs_still_needed(dropped, after_s)

@@ -66,6 +66,7 @@ class ServeOptions:
     ready_file: str | Path | None = None  # JSON written once the ports are open
     timing_log: str | Path | None = None  # CSV of every send, planned vs actual
     memory: str | Path | None = None  # the session memory: loaded at start if there, saved at exit
+    realtime: bool = False  # SCHED_FIFO for the scheduler and engine threads, memory locked (improv.realtime)
     start_s: float | None = None  # process start on time.perf_counter (start-up is measured from it)
 
 
@@ -178,6 +179,8 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
         if osc is not None:
             osc.deliver = daemon.remote
             osc.start()
+        if options.realtime:
+            _realtime(daemon)
         daemon.startup_s = process_age_s(start_s)
         _announce(daemon, settings, options.ready_file)
         with make_view(options.quiet) as view:
@@ -204,6 +207,16 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
             _save_memory(memory, options.memory)
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)
+
+
+def _realtime(daemon: Daemon) -> None:
+    from improv.realtime import go_realtime
+
+    refused = go_realtime(daemon.thread_ids())
+    for line in refused:
+        log.warning("%s", line)
+    if not refused:
+        log.info("--realtime: scheduler and engine threads on SCHED_FIFO, memory locked")
 
 
 def _guard_main(failed: set, what: str, fn: Any, *args: Any) -> None:
@@ -251,7 +264,7 @@ def _announce(daemon: Daemon, settings: Any, ready_file: str | Path | None) -> N
                 # "call": the grid moves to each call's first note made while improv is idle, so
                 # beat_origin_s holds only until then; "clock": a clock the player hears sets it
                 "grid_anchor": "call" if daemon.engine.improviser.grid_follows_call else "clock",
-                "clock_source": "time.perf_counter"}
+                "clock_source": "time.perf_counter", "threads": daemon.thread_ids()}
         path = Path(ready_file)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(info))

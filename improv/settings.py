@@ -37,6 +37,8 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     metronome_accent_note = 76
     metronome_note = 77
     metronome_velocity = 100
+    latency_ms = 0.0          # send what improv plans (answers, the duet's line, metronome, clock
+                              # out) this much early, -50..50; measure it with `improv calibrate`
 
     [output]
     channel = 1               # 1..16: the channel improv plays on
@@ -88,6 +90,7 @@ from improv.errors import ConfigError
 
 OFF = "off"
 _LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(beat|beats|bar|bars)\s*$")
+MAX_LATENCY_MS = 50.0  # time.latency_ms: plans reach the scheduler 100 ms ahead, the duet's cut 5+ ms
 RESPONSE_LENGTHS = ("call", "1 bar", "2 bars", "4 bars", "8 bars")  # what the length CC selects
 
 
@@ -181,9 +184,12 @@ class TimeSettings:
     metronome_note: int = 77
     metronome_velocity: int = 100
     grid_anchor: str = "call"
+    latency_ms: float = 0.0  # planned sends go out this much early (negative: late); reactions cannot
 
     def __post_init__(self) -> None:
         _check(20 <= self.bpm <= 400, "time.bpm", "use a tempo in 20..400 bpm")
+        _check(-MAX_LATENCY_MS <= self.latency_ms <= MAX_LATENCY_MS, "time.latency_ms",
+               f"use -{MAX_LATENCY_MS:g}..{MAX_LATENCY_MS:g} ms (measure it with `improv calibrate`)")
         _check(self.grid_anchor in ("call", "clock"), "time.grid_anchor", 'use "call" or "clock"')
         _check(self.clock in ("internal", "midi"), "time.clock", 'use "internal" or "midi"')
         _check(not (self.send_clock and self.clock == "midi"), "time.send_clock",
@@ -319,6 +325,39 @@ def load_settings(toml_path: str | Path | None = None, overrides: Mapping[str, A
         return Settings(**{name: _build(SECTIONS[name], values, where) for name, values in data.items()})
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def write_setting(toml_path: str | Path, section: str, key: str, value: float) -> None:
+    """Set ``[section] key = value`` in a TOML file, keeping all else it holds, comments too: the
+    key's line is edited in place (its comment kept), or added at the end of its table, or the
+    table is appended; a new file gets just that. A file that does not load is left untouched."""
+    path = Path(toml_path)
+    text = path.read_text() if path.exists() else ""
+    if text:
+        load_settings(path)  # ConfigError: report a broken file, never rewrite it
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    setting = f"{key} = {float(value)!r}"
+    heads = [(i, m.group(1).strip()) for i, line in enumerate(lines) if (m := _TABLE_RE.match(line))]
+    start = next((i for i, name in heads if name == section), None)
+    if start is None:
+        lines += [*(["\n"] if lines else []), f"[{section}]\n", f"{setting}\n"]
+    else:
+        end = next((i for i, _ in heads if i > start), len(lines))
+        hit = next((i for i in range(start + 1, end) if re.match(rf"\s*{key}\s*=", lines[i])), None)
+        if hit is not None:
+            comment = re.search(r"\s+#.*$", lines[hit].rstrip("\n"))
+            lines[hit] = f"{setting}{comment.group(0) if comment else ''}\n"
+        else:
+            last = max((i for i in range(start, end) if lines[i].strip()), default=start)
+            lines.insert(last + 1, f"{setting}\n")
+    path.write_text("".join(lines))
+    if getattr(getattr(load_settings(path), section), key) != float(value):
+        raise ConfigError(f"{path}: could not set {section}.{key} in it; set {key} = {value} under [{section}] by hand")
+
+
+_TABLE_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 
 
 def _merge(data: dict, source: Mapping[str, Any], where: str) -> None:

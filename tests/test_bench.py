@@ -62,7 +62,7 @@ def bench(tmp_path_factory) -> dict:
            "--midi-seconds", "11", "--train-steps", "1", "--train-threads", "1", "--max-pieces", "4"]
     # 11 s: two calls per stream (a call and its answer take 10 beats, 5 s): an answer chord leaves
     # in one JACK cycle, and a cycle the recorder misses must not leave the stream with no figure
-    result = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stderr[-3000:]
     return {"json": json.loads(out.read_text()), "stdout": result.stdout}
 
@@ -307,3 +307,33 @@ def test_cli_option_parsing():
     assert parse_checkpoints(["x.pt"], ("models/bach-lstm",)) == {"bach-lstm": Path("x.pt")}
     with pytest.raises(ConfigError):
         parse_checkpoints(["x.pt"], ("a", "b"))
+
+
+def test_repeated_runs_give_the_median_and_the_spread():
+    runs = []
+    for p99 in (3.0, 1.0, 2.0):
+        r = Report()
+        r.put("midi.p32.reaction_p99_ms", p99, "reaction p99", "ms")
+        r.put("midi.p32.plan_notes", 10.0 * p99, "answer notes", "")
+        r.put("midi.p32.reaction_lost", None, "lost", "", why="needs the daemon's --timing-log")
+        runs.append(r)
+    merged = Report()
+    merged.merge_runs(runs)
+    assert merged.get("midi.p32.reaction_p99_ms") == 2.0
+    assert merged.get("midi.p32.reaction_p99_ms.spread") == 2.0
+    assert merged.notes["midi.p32.reaction_p99_ms.runs"] == "3.000, 1.000, 2.000"
+    assert merged.get("midi.p32.plan_notes") == 20.0 and "midi.p32.plan_notes.spread" not in merged.values
+    assert merged.get("midi.p32.reaction_lost") is None
+    assert merged.why["midi.p32.reaction_lost"] == "needs the daemon's --timing-log"
+    assert "median of 3 runs" in merged.rows["midi"][0].label
+
+
+def test_grid_error_is_signed_against_the_point_each_note_was_meant_for():
+    from benchmarks.midi_grid import grid_errors
+
+    step = 60.0 / 120 / 12  # 41.7 ms
+    origin = 100.0
+    meant = [origin + 5 * step, origin + 7 * step, origin + 9 * step + 0.001]
+    arrived = [meant[0] + 0.002, meant[1] - 0.0005, origin + 9 * step + 0.030]  # the last: 30 ms late
+    errors = grid_errors(arrived, meant, origin, step)
+    assert errors == pytest.approx([0.002, -0.0005, 0.030])  # not -11.7 ms: more than half a step late

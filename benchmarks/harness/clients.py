@@ -146,28 +146,58 @@ class Recorder:
 @functools.lru_cache(maxsize=1)
 def recorder_command() -> tuple[str, ...]:
     """The command that records a JACK port: the C recorder, built on first use, else rtmidi."""
-    src = Path(__file__).with_name("jack_recorder.c")
-    binary = Path(tempfile.gettempdir()) / f"improv-jack-recorder-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
-    why = ""
-    if not binary.exists():
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            why = "no C compiler (apt install gcc)"
-        else:
-            partial = binary.with_name(f"{binary.name}.{os.getpid()}")
-            built = subprocess.run([cc, "-O2", "-o", str(partial), str(src), "-l:libjack.so.0"],
-                                   capture_output=True, text=True)
-            if built.returncode == 0:
-                os.replace(partial, binary)  # atomic: a parallel run never runs half a file
-            else:
-                why = f"{cc} failed: {built.stderr.strip()[-300:]}"
-    if binary.exists():
+    binary, why = build_c_client("jack_recorder.c")
+    if binary is not None:
         return (str(binary),)
     if os.environ.get("IMPROV_REQUIRE_JACK") == "1":
-        raise RuntimeError(f"cannot build the JACK test recorder {src.name}: {why}")
-    warnings.warn(f"JACK test recorder {src.name} not built ({why}); rtmidi stands in and may "
+        raise RuntimeError(f"cannot build the JACK test recorder jack_recorder.c: {why}")
+    warnings.warn(f"JACK test recorder jack_recorder.c not built ({why}); rtmidi stands in and may "
                   "mangle chords under load", stacklevel=2)
     return RTMIDI_RECORDER
+
+
+@functools.lru_cache(maxsize=4)
+def build_c_client(source: str) -> tuple[Path | None, str]:
+    """One of the harness's C JACK clients, built on first use: (binary, "") or (None, why not)."""
+    src = Path(__file__).with_name(source)
+    binary = Path(tempfile.gettempdir()) / f"improv-{src.stem}-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
+    if binary.exists():
+        return binary, ""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler (apt install gcc)"
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}")
+    built = subprocess.run([cc, "-O2", "-o", str(partial), str(src), "-l:libjack.so.0"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        return None, f"{cc} failed: {built.stderr.strip()[-300:]}"
+    os.replace(partial, binary)  # atomic: a parallel run never runs half a file
+    return binary, ""
+
+
+class JackDelay:
+    """jack_delay.c in a process of its own: "<client>:in" comes out of "<client>:out" exactly
+    `frames` frames later (JACK's frame clock): a loopback of known added latency."""
+
+    def __init__(self, env: dict[str, str], frames: int, client: str = "delay") -> None:
+        binary, why = build_c_client("jack_delay.c")
+        if binary is None:
+            raise RuntimeError(f"cannot build the JACK delay client jack_delay.c: {why}")
+        self.inlet, self.outlet = f"{client}:in", f"{client}:out"
+        self._child = subprocess.Popen([str(binary), client, str(frames)], env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self._child.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"jack_delay did not start: {self._child.stderr.read().strip()}")
+
+    def close(self) -> None:
+        if self._child.poll() is None:
+            self._child.stdin.close()
+            try:
+                self._child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
 
 
 RTMIDI_RECORDER = (sys.executable, "-u", __file__, "record")  # the stand-in: `_record` in a child process

@@ -28,6 +28,7 @@ def command(
     bpm: Annotated[float | None, Opt("--bpm", help="Tempo in beats per minute for the internal clock (and the starting guess when following MIDI clock).")] = None,
     metronome: Annotated[bool | None, Opt("--metronome/--no-metronome", help="Click every beat on the metronome channel (GM drums, channel 10).")] = None,
     send_clock: Annotated[bool | None, Opt("--send-clock/--no-send-clock", help="Be the clock master: send 24-ppqn MIDI clock with Start and Stop on the output (internal clock only).")] = None,
+    latency_ms: Annotated[float | None, Opt("--latency-ms", help="Send what improv plans (answers, the duet's line, the metronome, clock out) this many milliseconds early, so it lands on the grid after the MIDI system's delay (with --clock midi this covers the clock's way in too); negative values delay. Measure it with `improv calibrate`. Reactions to the player's notes cannot be sent before those notes: they are not moved.", envvar="IMPROV_LATENCY_MS")] = None,
     thru: Annotated[bool | None, Opt("--thru/--no-thru", help="Echo what the player plays to the output.")] = None,
     record: Annotated[Path | None, Opt("--record", help="On exit, write the session to this MIDI file: the player's part and improv's part as two tracks, at the times they sounded.")] = None,
     temperature: Annotated[float | None, Opt("--temperature", help="Sampling temperature: lower is safer, higher is wilder (e.g. 0.9).")] = None,
@@ -45,11 +46,13 @@ def command(
     osc: Annotated[int | None, Opt("--osc", help="Listen for OSC control on this UDP port (every setting a CC changes, the model, the mode, panic; see the README). Only this machine can reach it unless --osc-host says otherwise.")] = None,
     osc_host: Annotated[str | None, Opt("--osc-host", help="The address the OSC port listens on. The default, 127.0.0.1, admits this machine only. 0.0.0.0 opens it to every network this machine is on, with no password: anyone who can reach the port can change settings, switch models and silence improv.")] = None,
     osc_target: Annotated[str | None, Opt("--osc-target", help="HOST:PORT to send improv's state to over OSC (mode, model, key, tempo, answers), as it changes.")] = None,
+    realtime: Annotated[bool, Opt("--realtime", help="Run improv's scheduler and engine threads on realtime scheduling (SCHED_FIFO, below a realtime JACK server's priority) and lock its memory, where the system allows it (and keep its start-up objects out of the garbage collector's passes); where it does not, one line says how to allow it (rtprio and memlock limits, the audio group) and improv carries on.", envvar="IMPROV_REALTIME")] = False,
     timing_log: Annotated[Path | None, Opt("--timing-log", help="Write every message improv sends to this CSV file as the session goes: when it was planned and when it went out (seconds, time.perf_counter), its kind, channel, pitch or controller, and source.")] = None,
 ) -> None:
     """Listen on a MIDI input and answer in time on a MIDI output; Ctrl-C releases every note and stops."""
     overrides = build_overrides(
         mode=mode, clock=clock, bpm=bpm, metronome=metronome, send_clock=send_clock, thru=thru,
+        latency_ms=latency_ms,
         temperature=temperature, top_p=top_p, pitch_range=pitch_range,
         max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel,
         models=models, osc=osc, osc_host=osc_host, osc_target=osc_target)
@@ -57,7 +60,7 @@ def command(
 
     run_daemon(ServeOptions(in_port=in_port, out_port=out_port, backend=backend, model=model, config=config,
                             overrides=overrides or {}, record=record, quiet=quiet, log_level=log_level,
-                            ready_file=ready_file, timing_log=timing_log, memory=memory,
+                            ready_file=ready_file, timing_log=timing_log, memory=memory, realtime=realtime,
                             start_s=_START_S))
 
 
@@ -82,6 +85,7 @@ def build_overrides(**options: Any) -> dict[str, Any]:
     """Only the options the user gave, as settings keys ("sampling.temperature": 0.8)."""
     keys = {"mode": "mode.mode", "clock": "time.clock", "bpm": "time.bpm",
             "metronome": "time.metronome", "send_clock": "time.send_clock",
+            "latency_ms": "time.latency_ms",
             "thru": "output.thru", "temperature": "sampling.temperature",
             "top_p": "sampling.top_p", "max_polyphony": "sampling.max_polyphony",
             "key": "sampling.key", "seed": "sampling.seed", "out_channel": "output.channel",

@@ -1,0 +1,174 @@
+"""`improv calibrate`'s measurement: the round trip of probe notes through a loopback.
+
+improv's output wired back to its input (a cable, or a JACK/ALSA connection): one probe note at a
+time, stamped (`time.perf_counter`) just before the send and in the input callback on arrival,
+the next one after a random gap so the probes fall at every phase of the MIDI system's period.
+The median round trip is the way out plus the way in, what a DAW's clock and improv's answers
+take between them: the value for `time.latency_ms`. Each probe is ended at once (a note-off), so
+nothing is left sounding whatever happens.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from improv.errors import ImprovError
+
+PROBE_PITCH = 60
+WAIT_S = 0.25  # a probe not back by then is lost
+GAP_S = (0.004, 0.012)  # between a probe's arrival and the next send (random: every phase)
+GIVE_UP_AFTER = 5  # the first probes all lost: nothing is connected
+NOTHING_HEARD = ("nothing came back from improv's output: connect it to improv's input (a MIDI "
+                 "cable from out to in, or a JACK/ALSA connection; `--backend jack --loopback` "
+                 "wires one itself) and run `improv calibrate` again")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    round_trips_ms: tuple[float, ...]  # one per probe heard
+    sent: int
+
+    @property
+    def lost(self) -> int:
+        return self.sent - len(self.round_trips_ms)
+
+    def q(self, quantile: float) -> float:
+        return float(np.percentile(self.round_trips_ms, quantile * 100))
+
+    @property
+    def median_ms(self) -> float:
+        return self.q(0.5)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.q(0.99)
+
+    @property
+    def spread_ms(self) -> float:
+        """p1 to p99: how much the round trip varies (what no setting can take away)."""
+        return self.q(0.99) - self.q(0.01)
+
+    @property
+    def latency_ms(self) -> float:
+        """What to set time.latency_ms to: the median round trip, to a tenth of a millisecond."""
+        return round(self.median_ms, 1)
+
+    def report(self) -> str:
+        lines = [f"{len(self.round_trips_ms)} of {self.sent} probes came back: round trip median "
+                 f"{self.median_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, spread (p1..p99) {self.spread_ms:.2f} ms",
+                 f"set time.latency_ms = {self.latency_ms:g} (or run with --latency-ms {self.latency_ms:g}) "
+                 "and improv's planned notes land that much earlier, on the grid"]
+        if self.spread_ms > max(1.0, self.median_ms):
+            lines.append("the round trip varies more than it lasts: a smaller buffer (JACK period) or a "
+                         "less loaded machine helps more than the setting")
+        return "\n".join(lines)
+
+
+class _Listener:
+    """The input callback: stamp first, then match the probe awaited (pitch and velocity)."""
+
+    def __init__(self) -> None:
+        self.expect: tuple[int, int] | None = None
+        self.arrived_s = 0.0
+        self.heard = threading.Event()
+
+    def __call__(self, message_and_delta: tuple[list[int], float], _data: Any = None) -> None:
+        t_s = time.perf_counter()
+        data = message_and_delta[0]
+        if len(data) == 3 and data[0] & 0xF0 == 0x90 and (data[1], data[2]) == self.expect:
+            self.arrived_s = t_s
+            self.heard.set()
+
+
+def measure(midi_out: Any, midi_in: Any, *, probes: int = 300, seed: int = 0,
+            present: Any = None) -> Calibration:
+    """Send `probes` probe notes on `midi_out` (rtmidi MidiOut, opened) and time their return on
+    `midi_in` (rtmidi MidiIn, opened). `present()`: whether both ports are still there (checked
+    after a lost probe). Raises ImprovError when nothing comes back or a port goes away."""
+    listener = _Listener()
+    midi_in.set_callback(listener)
+    rng = random.Random(seed)
+    trips: list[float] = []
+    try:
+        for i in range(probes):
+            velocity = 1 + i % 127  # the probe's number: a stray late one is never taken for it
+            listener.expect, listener.arrived_s = (PROBE_PITCH, velocity), 0.0
+            listener.heard.clear()
+            sent_s = _send(midi_out, [0x90, PROBE_PITCH, velocity])
+            if listener.heard.wait(WAIT_S):
+                trips.append((listener.arrived_s - sent_s) * 1000)
+            elif present is not None and not present():
+                raise ImprovError("a MIDI port of the loopback went away while calibrating: connect "
+                                  "improv's output to its input again and rerun `improv calibrate`")
+            _send(midi_out, [0x80, PROBE_PITCH, 0])
+            if not trips and i + 1 >= GIVE_UP_AFTER:
+                raise ImprovError(NOTHING_HEARD)
+            time.sleep(rng.uniform(*GAP_S))
+    finally:
+        midi_in.cancel_callback()
+    if len(trips) < probes // 2:
+        raise ImprovError(f"only {len(trips)} of {probes} probes came back: the loopback loses notes; "
+                          "check the connection from improv's output to its input and rerun")
+    return Calibration(tuple(trips), probes)
+
+
+def _send(midi_out: Any, data: list[int]) -> float:
+    t_s = time.perf_counter()
+    try:
+        midi_out.send_message(data)
+    except Exception as err:  # noqa: BLE001 - rtmidi raises its own types
+        raise ImprovError(f"improv's MIDI output failed while calibrating ({err}): connect it to "
+                          "improv's input again and rerun `improv calibrate`") from err
+    return t_s
+
+
+CAL_IN, CAL_OUT = "improv calibrate in", "improv calibrate out"
+NO_LOOPBACK = ("calibrating needs a loopback: wire improv's output to its input (a MIDI cable, "
+               "then --in and --out naming the ports it joins; or `--backend jack --loopback`)")
+
+
+def calibrate(*, in_spec: str | None, out_spec: str | None, backend: str | None, loopback: bool,
+              probes: int) -> Calibration:
+    """Open the loopback (ours, wired to itself with `loopback`; else the ports named) and measure."""
+    from improv.errors import ConfigError
+    from improv.ports import choose_backend, open_port
+
+    if loopback and (in_spec or out_spec):
+        raise ConfigError("--loopback wires improv's output to its own input: leave out --in and --out")
+    if not loopback and not (in_spec and out_spec):
+        raise ImprovError(NO_LOOPBACK)
+    if probes < 20:
+        raise ConfigError(f"--probes {probes}: use at least 20 (a few hundred give a steady p99)")
+    name = choose_backend(backend)
+    midi_in = open_port("in", in_spec, name, CAL_IN)
+    try:
+        midi_out = open_port("out", _own_input(midi_in) if loopback else out_spec, name, CAL_OUT)
+        try:
+            return measure(midi_out.rt, midi_in.rt, probes=probes,
+                           present=lambda: midi_in.present() and midi_out.present())
+        finally:
+            midi_out.close()
+    finally:
+        midi_in.close()
+
+
+def _own_input(midi_in: Any) -> str:
+    """The full name our virtual input is listed under, for our output to connect to it."""
+    import rtmidi  # python-rtmidi: the port lists of the same MIDI system
+
+    api = midi_in.rt.get_current_api()
+    lister = rtmidi.MidiOut(api, "improv calibrate probe")
+    try:
+        hits = [n for n in lister.get_ports() if CAL_IN in n]
+    finally:
+        lister.delete()
+    if len(hits) != 1:
+        raise ImprovError(f"--loopback: cannot find improv's own input among the outputs' destinations "
+                          f"({hits or 'none'}); connect the ports by hand and pass --in and --out")
+    return hits[0]
