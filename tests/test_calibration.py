@@ -10,7 +10,8 @@ import pytest
 
 from improv.calibration import Calibration, measure
 from improv.errors import ConfigError, ImprovError
-from improv.settings import load_settings, write_setting
+from improv.settings import load_settings
+from improv.settings_file import write_setting
 
 
 class FakeLoop:

@@ -20,7 +20,7 @@ def command(
 ) -> None:
     """Time probe notes through a loopback (improv's output wired to its input): median, p99 and spread of the round trip, and the time.latency_ms to set so improv's planned notes land on the grid."""
     from improv.calibration import calibrate
-    from improv.settings import write_setting
+    from improv.settings_file import write_setting
 
     result = calibrate(in_spec=in_port, out_spec=out_port, backend=backend, loopback=loopback, probes=probes)
     print(result.report())
