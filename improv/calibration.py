@@ -3,13 +3,16 @@
 improv's output wired back to its input (a cable, or a JACK/ALSA connection): one probe note at a
 time, stamped (`time.perf_counter`) just before the send and in the input callback on arrival,
 the next one after a random gap so the probes fall at every phase of the MIDI system's period.
-The median round trip is the way out plus the way in, what a DAW's clock and improv's answers
-take between them: the value for `time.latency_ms`. Each probe is ended at once (a note-off), so
+Following a DAW's clock, two hops lie between its grid and improv's answers arriving there: the
+clock's way in and the notes' way out. A cable (or any outside loopback, `--in`/`--out`) makes the
+probes take both, so the median round trip is the value for `time.latency_ms`; `--loopback` wires
+improv's output to its own input inside the MIDI system, one hop, so the value is twice its median. Each probe is ended at once (a note-off), so
 nothing is left sounding whatever happens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -33,6 +36,7 @@ NOTHING_HEARD = ("nothing came back from improv's output: connect it to improv's
 class Calibration:
     round_trips_ms: tuple[float, ...]  # one per probe heard
     sent: int
+    hops: int = 2  # MIDI-system hops a round trip takes: 2 through a cable, 1 for `--loopback`
 
     @property
     def lost(self) -> int:
@@ -56,12 +60,15 @@ class Calibration:
 
     @property
     def latency_ms(self) -> float:
-        """What to set time.latency_ms to: the median round trip, to a tenth of a millisecond."""
-        return round(self.median_ms, 1)
+        """What to set time.latency_ms to: the median of two hops (the clock in, the notes out), to
+        a tenth of a millisecond."""
+        return round(self.median_ms * 2 / self.hops, 1)
 
     def report(self) -> str:
         lines = [f"{len(self.round_trips_ms)} of {self.sent} probes came back: round trip median "
                  f"{self.median_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, spread (p1..p99) {self.spread_ms:.2f} ms",
+                 *(["the loopback is one hop inside the MIDI system; a DAW's clock in and improv's notes "
+                    "out are two, so the setting is twice the median"] if self.hops == 1 else []),
                  f"set time.latency_ms = {self.latency_ms:g} (or run with --latency-ms {self.latency_ms:g}) "
                  "and improv's planned notes land that much earlier, on the grid"]
         if self.spread_ms > max(1.0, self.median_ms):
@@ -150,8 +157,9 @@ def calibrate(*, in_spec: str | None, out_spec: str | None, backend: str | None,
     try:
         midi_out = open_port("out", _own_input(midi_in) if loopback else out_spec, name, CAL_OUT)
         try:
-            return measure(midi_out.rt, midi_in.rt, probes=probes,
-                           present=lambda: midi_in.present() and midi_out.present())
+            result = measure(midi_out.rt, midi_in.rt, probes=probes,
+                             present=lambda: midi_in.present() and midi_out.present())
+            return dataclasses.replace(result, hops=1 if loopback else 2)
         finally:
             midi_out.close()
     finally:

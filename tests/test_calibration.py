@@ -67,6 +67,8 @@ def test_figures_and_advice():
     assert result.median_ms == 2.0 and result.latency_ms == 2.0
     assert 2.0 < result.p99_ms <= 9.0
     assert "set time.latency_ms = 2" in result.report()
+    one_hop = Calibration(result.round_trips_ms, sent=101, hops=1)  # `--loopback`: out to in inside the system
+    assert one_hop.latency_ms == 4.0 and "twice" in one_hop.report()
 
 
 def test_write_edits_the_line_in_place_keeping_comments(tmp_path):
