@@ -42,6 +42,7 @@ class BenchOptions:
     jack_port_max: int | None = None  # jackd --port-max of the bench's servers (None: midi.PORT_MAX)
     repeat: int = 1  # each MIDI stream this many times (medians of the per-run figures, their spread)
     realtime: bool = False  # the MIDI section's `improv run` with --realtime
+    daemon_config: Path | None = None  # the MIDI section's `improv run --config`
 
 
 def run_bench(options: BenchOptions, console=None) -> Report:
@@ -172,7 +173,8 @@ def _midi(report: Report, options: BenchOptions, models, work: Path, console) ->
                                     periods=options.periods, idle_s=2.0 if options.quick else 10.0,
                                     realtime=options.jack_realtime, repeat=options.repeat,
                                     grid_seconds=6.0 if options.quick else None,
-                                    daemon_args=("--realtime",) if options.realtime else (),
+                                    daemon_args=(*(("--realtime",) if options.realtime else ()),
+                                                 *(("--config", str(options.daemon_config)) if options.daemon_config else ())),
                                     port_max=options.jack_port_max or midi.PORT_MAX)
     midi.run(report, model, midi_options, work, costs)
     if "daemon" in options.sections:

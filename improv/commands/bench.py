@@ -24,6 +24,7 @@ def command(
     jack_realtime: Annotated[bool, Opt("--jack-realtime", help="Run the MIDI section's private jackd with --realtime (SCHED_FIFO where the machine allows it, as musicians run JACK; jackd falls back quietly where it may not). Default: not realtime, as CI machines allow.")] = False,
     jack_port_max: Annotated[int | None, Opt("--jack-port-max", help="The most ports the bench's private jackd manages (jackd --port-max). Every JACK client maps buffers sized by it, and they count in its resident memory. Default: 256.", min=16)] = None,
     repeat: Annotated[int, Opt("--repeat", help="Play each MIDI stream this many times: each figure is the median of the runs' figures (a p99 the median of the per-run p99s), with its spread (max - min) beside it.", min=1)] = 1,
+    daemon_config: Annotated[Path | None, Opt("--daemon-config", help="A TOML settings file for the MIDI section's `improv run` (e.g. [listen] memory = false, to measure what the session memory costs a reaction).")] = None,
     realtime: Annotated[bool, Opt("--realtime", help="Run the MIDI section's `improv run` with --realtime (its scheduler and engine threads on SCHED_FIFO where allowed); pair it with --jack-realtime.")] = False,
     midi_seconds: Annotated[float | None, Opt("--midi-seconds", help="Length of each MIDI stream in seconds (default 60, 6 with --quick).", min=1.0)] = None,
     steps: Annotated[int | None, Opt("--steps", help="Timed steps per model-step measurement (default 2000; with --quick 400, and 50 naive windows).", min=10)] = None,
@@ -41,6 +42,7 @@ def command(
         jsb_metrics=jsb_metrics, sections=parse_sections(only, bench.SECTIONS),
         periods=tuple(period or (32, 64)), midi_seconds=midi_seconds, steps=steps, max_pieces=max_pieces,
         train_steps=train_steps, train_threads=train_threads, jack_realtime=jack_realtime, repeat=repeat, realtime=realtime,
+        daemon_config=daemon_config,
         jack_port_max=jack_port_max)
     report = bench.run_bench(options, console=Console(stderr=True))
     out = Console()
