@@ -66,7 +66,7 @@ TARGETS = (
 )
 
 STEP_KEYS = ("onnx_p50_ms", "onnx_p99_ms", "naive_over_cached", "naive_rf_over_cached", "torch_over_onnx",
-             "long_over_short_context", "memory_added_p99_ms")
+             "long_over_short_context", "memory_added_p99_ms", "memory_learn_p99_ms")
 MUSIC_CORPORA = ("bach", "essen", "oneills")
 MUSIC_KEYS = ("in_key", "echo", "copy", "density_log2", "poly_excess", "register_st", "distinct", "nll", "adapt_nll",
               "adapt_gain")

@@ -76,6 +76,7 @@ def interleave(variants: dict[str, tuple], rounds: int, rewarm: int = REWARM) ->
     for name, (fn, _, warmup) in variants.items():
         for _ in range(warmup):
             fn(calls[name])
+            _after(fn, calls[name])
             calls[name] += 1
     times = {name: [] for name in variants}
     clock = time.perf_counter_ns
@@ -83,13 +84,22 @@ def interleave(variants: dict[str, tuple], rounds: int, rewarm: int = REWARM) ->
         for name, (fn, n, _) in variants.items():
             for _ in range(rewarm):
                 fn(calls[name])
+                _after(fn, calls[name])
                 calls[name] += 1
             for _ in range(n * (r + 1) // rounds - n * r // rounds):
                 t0 = clock()
                 fn(calls[name])
                 times[name].append(clock() - t0)
+                _after(fn, calls[name])
                 calls[name] += 1
     return {name: np.asarray(t, dtype=float) / 1e6 for name, t in times.items()}
+
+
+def _after(fn, i: int) -> None:
+    """A variant's untimed work after each call (`_MemoryStep.after`), if it has any."""
+    after = getattr(fn, "after", None)
+    if after is not None:
+        after(i)
 
 
 def bench_model(report: Report, name: str, folder: Path, options: StepOptions, work_dir: Path,
@@ -112,11 +122,12 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
         if model.receptive_field:
             rf = int(model.receptive_field)
             windows.append((rf, "naive_rf", f"window {rf} (receptive field)"))
-    times = _timed(model, module, tokens, windows, options, work_dir, name)
+    times, learn_ms = _timed(model, module, tokens, windows, options, work_dir, name)
     cached = _put_summary(report, f"{p}.onnx", times["onnx"], f"{name}: cached ONNX step")
     _put_summary(report, f"{p}.memory", times["memory"], f"{name}: the same step with the session memory")
     report.put(f"{p}.memory_added_p99_ms", report.get(f"{p}.memory_p99_ms") - report.get(f"{p}.onnx_p99_ms"),
                f"{name}: what the session memory adds to the step's p99", "ms")
+    _put_summary(report, f"{p}.memory_learn", learn_ms, f"{name}: the memory's lesson per token, after the reaction")
     report.put(f"{p}.after_idle_p50_ms", idle["p50"],
                f"{name}: first step after {options.idle_s * 1e3:g} ms asleep p50", "ms")
     report.put(f"{p}.after_idle_p99_ms", idle["p99"])
@@ -140,17 +151,19 @@ def bench_model(report: Report, name: str, folder: Path, options: StepOptions, w
 
 
 def _timed(model, module, tokens: np.ndarray, windows: list, options: StepOptions, work_dir: Path,
-           name: str) -> dict:
-    """The cached step, and with a torch module its eager step and the naive windows, interleaved."""
+           name: str) -> tuple[dict, np.ndarray]:
+    """The cached step, the same with the session memory, and with a torch module its eager step
+    and the naive windows, interleaved; and the memory's lessons (ms each)."""
+    memory = _MemoryStep(model, tokens)
     variants = {"onnx": (_cached_fn(model, tokens), options.steps, options.warmup),
-                "memory": (_with_memory_fn(model, tokens), options.steps, options.warmup)}
+                "memory": (memory, options.steps, options.warmup)}
     with contextlib.ExitStack() as stack:
         if module is not None:
             variants["torch"] = (stack.enter_context(_torch_fn(module, model, tokens)), options.steps, options.warmup)
             for window, tag, _ in windows:
                 fn = _naive_fn(module, window, tokens, work_dir / f"{name}-{window}")
                 variants[tag] = (fn, options.naive_steps, min(options.warmup, 20))
-        return interleave(variants, options.rounds)
+        return interleave(variants, options.rounds), np.asarray(memory.learn_ms[-options.steps:])
 
 
 def _missing_rf(report: Report, p: str, name: str, model, why: str) -> None:
@@ -178,29 +191,33 @@ def _cached_fn(model, tokens: np.ndarray):
     return lambda i: model.step(ids[i], state)
 
 
-def _with_memory_fn(model, tokens: np.ndarray):
-    """A step as the live path takes it with the session memory on, over a player's figures
-    (`benchmarks.music.practice_tokens`): the memory learns the token heard (and the blend whom
-    to follow), then predicts the next and the mix is made (a heard and a played token's work at once)."""
-    from improv.blend import Blend
-    from improv.memory import SessionMemory
+class _MemoryStep:
+    """A player's token as the live path takes it with the session memory on, over a player's
+    figures (`benchmarks.music.practice_tokens`): timed, the reaction's part (the memory's cursor
+    moves, the model steps, the memory predicts, the mix is made); `after` (untimed by
+    `interleave`) times on its own the lesson the engine gives once the reaction has gone out
+    (the blend learns whom to follow, the memory counts the token)."""
 
-    from benchmarks.music import practice_tokens
+    def __init__(self, model, tokens: np.ndarray) -> None:
+        from improv.blend import Blend
+        from improv.context import ModelContext, TimedModel
+        from improv.memory import SessionMemory
 
-    state, ids = model.new_state(), practice_tokens(model.vocab, len(tokens) // 3).tolist()
-    memory = SessionMemory(model.vocab.names)
-    blend = Blend(memory.order)
-    logits = [model.step(ids[0], state)]
+        from benchmarks.music import practice_tokens
 
-    def step(i: int) -> None:
-        p_token, depth = memory.prob(ids[i])
-        blend.learn(logits[0], ids[i], p_token, depth)
-        memory.observe(ids[i])
-        logits[0] = model.step(ids[i], state)
-        p, depth = memory.predict()
-        blend.mix(logits[0], p, depth)
+        self.ids = practice_tokens(model.vocab, len(tokens) // 3).tolist()
+        memory = SessionMemory(model.vocab.names)
+        self.context = ModelContext(TimedModel(model), memory, Blend(memory.order))
+        self.learn_ms: list[float] = []
 
-    return step
+    def __call__(self, i: int) -> None:
+        self.context.hear(self.ids[i % len(self.ids)], learn=False)
+        self.context.mixed_logits()
+
+    def after(self, i: int) -> None:
+        t0 = time.perf_counter_ns()
+        self.context.learn()
+        self.learn_ms.append((time.perf_counter_ns() - t0) / 1e6)
 
 
 def _after_idle(model, tokens: np.ndarray, options: StepOptions) -> np.ndarray:

@@ -11,7 +11,9 @@
   context: the model hears what was actually played, interruptions included.
 * With a session memory (`improv.memory`) every token stepped is also learned (the player's at
   weight 1, improv's own at `own_weight`), and each of the player's tokens teaches the blend
-  (`improv.blend`) which of the two predicted it better.
+  (`improv.blend`) which of the two predicted it better. The memory's cursor moves with each step,
+  but the counting and the blend's lesson wait for `learn`, which the engine calls once what a
+  note set off (a reaction) has gone out: the same lessons in the same order, off the reaction's path.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from improv.blend import Blend
-from improv.memory import SessionMemory
+from improv.memory import Cursor, SessionMemory
 from improv.note_history import HeardNote, NoteHistory
 from improv.phrase import Fork, GenEvent
 from improv.token_facts import TokenFacts
 from improv.tokens import StreamEncoder, Vocabulary
 
+LESSONS = 256  # tokens whose learning may wait for `learn` (more: learned at once)
 MAX_GAP_BEATS = 8.0  # a longer silence reaches the model as this much: it is a boundary either way
 
 
@@ -104,6 +107,10 @@ class ModelContext:
         self.logits = model.step(self.bos, self.state)
         self.pos_beats: float | None = None  # time of the latest event fed
         self._queue: deque[tuple[int, bool | None]] = deque()  # (token, improv's own; None: not to learn)
+        self._lessons: deque[tuple[int, bool, Cursor, int]] = deque()  # stepped, not yet learned: (token,
+        # own, the memory's cursor before it, row of `_lesson_logits` holding the logits before it)
+        self._lesson_logits = np.empty((LESSONS, len(model.vocab)), dtype=np.float32)  # (LESSONS, V) ring
+        self._next_row = 0
 
     @property
     def ready(self) -> bool:
@@ -150,10 +157,13 @@ class ModelContext:
         else:
             self.note_off(event.beats, event.pitch, own=True)
 
-    def hear(self, token: int, own: bool = False) -> None:
-        """One token as it is (offline: a piece streamed token by token, `improv eval --adapt`)."""
+    def hear(self, token: int, own: bool = False, learn: bool = True) -> None:
+        """One token as it is (offline: a piece streamed token by token, `improv eval --adapt`);
+        with `learn=False` its lesson waits for `learn`, as on the live path."""
         self._queue.append((int(token), own))
         self.catch_up(len(self._queue))
+        if learn:
+            self.learn()
 
     def catch_up(self, max_steps: int) -> int:
         """Step the model through up to `max_steps` queued tokens; returns how many."""
@@ -161,16 +171,32 @@ class ModelContext:
         while self._queue and n < max_steps:
             token, own = self._queue.popleft()
             if self.memory is not None and own is not None:
-                self._learn(token, own)
+                self._put_off(token, own)
             self.logits = self.model.step(token, self.state)
             n += 1
         return n
 
-    def _learn(self, token: int, own: bool) -> None:
-        if not own:  # the blend learns whom to follow from the player's tokens only
-            p_memory, depth = self.memory.prob(token)
-            self.blend.learn(self.logits, token, p_memory, depth)
-        self.memory.observe(token, self.own_weight if own else 1.0)
+    def _put_off(self, token: int, own: bool) -> None:
+        """Keep what learning `token` needs (the cursor and logits before it); move the cursor."""
+        if len(self._lessons) == LESSONS:
+            self.learn()
+        row = self._next_row
+        self._next_row = (row + 1) % LESSONS
+        self._lesson_logits[row] = self.logits
+        self._lessons.append((token, own, self.memory.cursor.copy(), row))
+        self.memory.advance(self.memory.cursor, token)
+
+    def learn(self) -> int:
+        """The lessons put off, in order: the blend learns from the player's tokens whom to follow,
+        the memory counts every token. Returns how many."""
+        n = len(self._lessons)
+        while self._lessons:
+            token, own, cursor, row = self._lessons.popleft()
+            if not own:
+                p_memory, depth = self.memory.prob(token, cursor)
+                self.blend.learn(self._lesson_logits[row], token, p_memory, depth)
+            self.memory.count(cursor, token, self.own_weight if own else 1.0)
+        return n
 
     def mixed_logits(self) -> np.ndarray:
         """The next token's logits, the session memory mixed in (the context's own, without one)."""

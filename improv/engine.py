@@ -122,7 +122,8 @@ class Engine:
     def feed(self, event) -> None:
         """One parsed event (improv.events), kept sane first (`Listener.admit`). Its plans reach
         the scheduler before this returns, in three hand-overs: the thru echo, then what needs no
-        model (a re-plan's cut), then the duet's reaction, due at the event's time."""
+        model (a re-plan's cut), then the duet's reaction, due at the event's time; the session
+        memory learns the event after them."""
         for ev in self.improviser.listener.admit(event):
             if self.player_tap is not None:
                 self.player_tap(ev)
@@ -134,6 +135,7 @@ class Engine:
             self._add(self._guard(self.improviser.echo, ev))
             self._add(self._guard(self.improviser.on_event, ev))
             self._add(self._guard(self.improviser.react))
+            self._guard(self.improviser.learn)  # after the reaction has gone out
 
     def remote(self, name: str, value: object = None) -> None:
         """A control from outside MIDI (OSC, `improv.osc`), applied as its CC would be; "panic"
@@ -163,6 +165,7 @@ class Engine:
         self.improviser.measured_tick(self.clock.now() - t0, self.improviser.model.steps - steps)
         plans += self._periodic(now)
         self._add(plans)
+        self._guard(self.improviser.learn)
         if self.improviser.responses != self._answers_logged:
             self._log_answers()
         if not self._threaded:

@@ -121,10 +121,6 @@ class Improviser:
         """How much the answers follow the session memory now (0..1), None without one."""
         return None if self.blend is None else self.blend.following
 
-    @property
-    def step_times_ms(self) -> list[float]:
-        return list(self.model.times_ms)
-
     def listens_to(self, channel: int) -> bool:
         return self.listener.listens_to(channel)
 
@@ -233,6 +229,7 @@ class Improviser:
         slot, context = self.switch.slots[primed.index], primed.context
         if not primed.learn:
             self.context.catch_up(self.context.queued)  # the shared memory hears all there is first
+        self.context.learn()
         context.memory, context.blend = slot.memory, slot.blend
         if slot.blend is not None:  # the follow CC's setting holds for every model
             slot.blend.memory_weight = self.settings.listen.follow
@@ -265,6 +262,11 @@ class Improviser:
         plans += self.duet.tick(budget) if self.mode == "duet" else self.call.tick(budget)
         self.listener.detect_key()  # a changed key is detected here, between events, not on a note-on
         return plans + self.call.release_due(now) + self.duet.release_due(now)
+
+    def learn(self) -> list[Planned]:
+        """The memory's lessons put off (`ModelContext.learn`), once the input's plans went out."""
+        self.context.learn()
+        return []
 
     def next_wakeup_s(self) -> float | None:
         """When `on_tick` has something to do: now if model work is pending, else the next deadline."""

@@ -195,11 +195,15 @@ class SessionMemory:
 
     def observe(self, token: int, weight: float = 1.0) -> None:
         """`token` was heard: count it under every context length of both tables, then move on."""
+        self.count(self.cursor, token, weight)
+        self.advance(self.cursor, token)
+
+    def count(self, cursor: Cursor, token: int, weight: float = 1.0) -> None:
+        """Count `token` as heard after `cursor` (which stays where it is): `observe` without the
+        move, for learning put off until after a reaction (`improv.context.ModelContext.learn`)."""
         token = int(token)
-        c = self.cursor
-        self.absolute.observe(c.tokens, token, weight)
-        self.relative.observe(c.relative, self._relative_id(token, c.ref_pitch), weight)
-        self.advance(c, token)
+        self.absolute.observe(cursor.tokens, token, weight)
+        self.relative.observe(cursor.relative, self._relative_id(token, cursor.ref_pitch), weight)
         self.tokens_seen += 1
 
     def advance(self, cursor: Cursor, token: int) -> None:

@@ -144,3 +144,49 @@ def test_every_bad_memory_file_is_one_line_naming_it(tmp_path, content, words):
     with pytest.raises(ModelError) as err:
         SessionMemory.load(path, NAMES)
     assert str(path) in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_learning_put_off_until_after_the_reaction_learns_the_same():
+    from improv.context import ModelContext, TimedModel
+    from tests.fakes import FakeModel
+
+    model = TimedModel(FakeModel())
+    rng = np.random.default_rng(5)
+    tokens = [int(t) for t in rng.integers(2, len(model.vocab), 300)]
+    own = [bool(b) for b in rng.random(300) < 0.3]
+    memory, blend = SessionMemory(model.vocab.names), Blend(4)  # learned at once, token by token
+    state = model.new_state()
+    logits = model.step(model.vocab.id("BOS"), state)
+    later = ModelContext(model, SessionMemory(model.vocab.names), Blend(4), 0.3)
+    for i, (token, mine) in enumerate(zip(tokens, own)):
+        if not mine:
+            blend.learn(logits, token, *memory.prob(token))
+        memory.observe(token, 0.3 if mine else 1.0)
+        logits = model.step(token, state)
+        later._queue.append((token, mine))
+        later.catch_up(1)
+        assert later.memory.cursor == memory.cursor  # the cursor moves with each step
+        if i % 7 == 6:
+            later.learn()
+    later.learn()
+    assert later.memory.to_dict() == memory.to_dict()
+    assert np.allclose(later.blend._model_w, blend._model_w)
+
+
+def test_the_duet_reaction_is_handed_over_before_the_memory_learns_the_note(monkeypatch):
+    from improv.events import NoteOn
+    from tests.test_duet import make, melody
+
+    engine, _, _ = make()
+    engine.run_until(2.0, melody(n=3))  # the duet is playing along
+    handed_when_counted: list[bool] = []
+    count = SessionMemory.count
+
+    def counting(self, *args):
+        handed_when_counted.append(any(p.source == "duet" and p.kind == "on" and p.due_s == 2.0
+                                       for *_, p in engine.scheduler._heap))
+        return count(self, *args)
+
+    monkeypatch.setattr(SessionMemory, "count", counting)
+    engine.feed(NoteOn(2.0, 0, 45, 100))  # the reaction is planned in feed, the memory learns after it
+    assert handed_when_counted and all(handed_when_counted)
