@@ -54,7 +54,7 @@ class OutputWatch:
         self.failing = False  # reopened, not heard since
         self._said_still = False
         self._sent_seen = port.sent
-        self._last_s = -1.0
+        self._last_s: float | None = None
         self._silent_since: float | None = None
         self._silent_messages = 0
         self._retry_at = 0.0
@@ -80,9 +80,9 @@ class OutputWatch:
 
     def poll(self, now_s: float, daemon: Any) -> str | None:
         """"dead" when the output was found dead (and reopened, or not), else None."""
-        if now_s - self._last_s < INTERVAL_S:
+        if self._last_s is not None and now_s - self._last_s < INTERVAL_S:
             return None
-        last_s, self._last_s = self._last_s, now_s
+        last_s, self._last_s = now_s if self._last_s is None else self._last_s, now_s
         arrived = self._drain()
         sent, self._sent_seen = self.port.sent - self._sent_seen, self.port.sent
         self._follow_connections()

@@ -134,6 +134,14 @@ def test_idle_output_and_a_single_lost_message_are_not_dead(rig):
     assert watch.reopens == 0
 
 
+def test_sends_before_the_first_poll_are_not_a_second_of_silence(rig):
+    watch, graph, monitor, daemon, reopened = rig
+    for _ in range(5):  # sent before the monitor's connection took effect
+        watch.port.send(_Msg())
+    watch.poll(1000.0, daemon)
+    assert watch.reopens == 0
+
+
 def test_a_connection_the_user_removed_is_adopted(rig, caplog):
     watch, graph, monitor, daemon, reopened = rig
     graph.links[OWN] = {WATCHER, "other:in"}  # the user rewired the synth
