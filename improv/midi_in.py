@@ -8,9 +8,13 @@ happens on the engine thread, which waits on `get(timeout_s)`.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
+from collections.abc import Iterator
 from typing import Any
+
+PAUSE_SETTLE_S = 0.01  # after cancelling the callback: one in flight finishes (JACK periods are ~1 ms)
 
 Stamped = tuple[float, list[int]]  # (perf_counter seconds at arrival, raw MIDI bytes)
 
@@ -52,6 +56,18 @@ class MidiInput:
             return self.queue.get_nowait()
         except queue.Empty:
             return None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No callback while the body runs: python-rtmidi holds the GIL while it opens or closes a
+        JACK client, and the server waits for the cycle, in which the callback would wait for the
+        GIL. Messages in that window are lost (a reopen takes tens of ms)."""
+        self.close()
+        time.sleep(PAUSE_SETTLE_S)
+        try:
+            yield
+        finally:
+            self.listen()
 
     def close(self) -> None:
         """Stop the callbacks; messages already queued stay readable."""

@@ -177,14 +177,14 @@ def probe(backend: str) -> BackendStatus:
     try:
         midi_out = _client(backend, "out", "improv probe")
     except MidiPortError as err:
-        _close(midi_in)
+        close_client(midi_in)
         return BackendStatus(backend, usable=False, reason=str(err))
     try:
         return BackendStatus(backend, True, "", tuple(midi_in.get_ports()),
                              tuple(midi_out.get_ports()))
     finally:
-        _close(midi_in)
-        _close(midi_out)
+        close_client(midi_in)
+        close_client(midi_out)
 
 
 def choose_backend(backend: str | None) -> str:
@@ -196,14 +196,14 @@ def choose_backend(backend: str | None) -> str:
     """
     if backend:
         name = check_backend(backend)
-        _close(_client(name, "in", "improv probe"))
+        close_client(_client(name, "in", "improv probe"))
         return name
     reasons = []
     for name in default_backends():
         status_reason = _precheck(name)
         if not status_reason:
             try:
-                _close(_client(name, "in", "improv probe"))
+                close_client(_client(name, "in", "improv probe"))
                 return name
             except MidiPortError as err:
                 status_reason = str(err)
@@ -240,6 +240,7 @@ class OpenPort:
     virtual: bool
     spec: str | None = None  # what the user asked for (--in / --out), to find the port again
     own_name: str = ""  # our end of the connection, e.g. "improv in"
+    sent: int = 0  # messages the port took without an error (`improv.output_watch` counts them)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # send vs reconnect
 
     def send(self, msg: Any) -> None:
@@ -247,6 +248,13 @@ class OpenPort:
         data = msg.bytes()
         with self._lock:
             self.rt.send_message(data)
+            self.sent += 1
+
+    def swap(self, rt: Any) -> Any:
+        """Put a reopened client in place of the current one (never mid-send); returns the old."""
+        with self._lock:
+            old, self.rt = self.rt, rt
+        return old
 
     def present(self) -> bool:
         """Whether the port we are connected to is still listed (a virtual port always is)."""
@@ -256,6 +264,14 @@ class OpenPort:
             return self.name in self.rt.get_ports()
         except Exception:  # noqa: BLE001 - a MIDI system that stops answering has no ports
             return False
+
+    def present_again(self) -> bool:
+        """Whether the port, or one the spec matches, is listed (so `reconnect` may work)."""
+        try:
+            names = list(self.rt.get_ports())
+        except Exception:  # noqa: BLE001
+            return False
+        return self.name in names or _match(self.spec, names) is not None
 
     def reconnect(self) -> bool:
         """Connect again if the port is back: same name first, else what the spec matches."""
@@ -277,7 +293,7 @@ class OpenPort:
         return True
 
     def close(self) -> None:
-        _close(self.rt)
+        close_client(self.rt)
 
 
 def _match(spec: str | None, names: list[str]) -> int | None:
@@ -298,8 +314,10 @@ class PortWatch:
     """
 
     def __init__(self, port: OpenPort, direction: str, log: Any,
-                 interval_s: float = WATCH_INTERVAL_S) -> None:
+                 interval_s: float = WATCH_INTERVAL_S,
+                 guard: Callable[[], Any] = contextlib.nullcontext) -> None:
         self.port, self.direction, self.log, self.interval_s = port, direction, log, interval_s
+        self.guard = guard  # a context around reconnecting (the live input's callback paused)
         self.lost = False
         self.losses = 0
         self._next_s = -1.0
@@ -313,18 +331,37 @@ class PortWatch:
             self.log.warning("MIDI %s %r disappeared: releasing its notes; improv keeps running and "
                              "reconnects when it returns", self.direction, self.port.name)
             return "lost"
-        if self.lost and self.port.reconnect():
+        if self.lost and self.port.present_again():
+            with self.guard():
+                back = self.port.reconnect()
+            if not back:
+                return None
             self.lost = False
             self.log.warning("MIDI %s %r is back; reconnected", self.direction, self.port.name)
             return "back"
         return None
 
 
-def _close(client: Any) -> None:
+def close_client(client: Any) -> None:
+    """Close an rtmidi client's port and the client, whatever state it is in."""
     with contextlib.suppress(Exception):
         client.close_port()
     with contextlib.suppress(Exception):
         client.delete()
+
+
+def open_monitor(backend: str, name: str) -> Any:
+    """An input client with one virtual port, both called `name`, in rtmidi's queue mode (no
+    Python callback: nothing waits for the GIL in the MIDI server's cycle); read with
+    `get_message()`. MIDI clock is kept, sysex and active sensing are not."""
+    client = _client(backend, "in", name)
+    try:
+        client.ignore_types(sysex=True, timing=False, active_sense=True)
+        client.open_virtual_port(name)
+    except Exception as err:  # noqa: BLE001 - rtmidi errors while opening
+        close_client(client)
+        raise MidiPortError(f"cannot open the MIDI monitor {name!r} on {backend}: {err}") from err
+    return client
 
 
 def open_port(kind: str, spec: str | None, backend: str, own_name: str | None = None) -> OpenPort:
@@ -345,10 +382,10 @@ def open_port(kind: str, spec: str | None, backend: str, own_name: str | None = 
         return OpenPort(client, names[index], backend, virtual=False, spec=spec,
                         own_name=virtual_name)
     except MidiPortError:
-        _close(client)
+        close_client(client)
         raise
     except Exception as err:  # rtmidi errors while opening
-        _close(client)
+        close_client(client)
         raise MidiPortError(f"cannot open MIDI {kind}put {spec or virtual_name!r} on {backend}: "
                             f"{err}") from err
 

@@ -152,6 +152,7 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
            osc: Any) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
+    from improv.output_watch import OutputWatch, open_graph
     from improv.ports import PortWatch, open_port
     from improv.record import Take
     from improv.view import make_view
@@ -159,12 +160,14 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
     start_s, backend = options.start_s, options.backend
     log.info("start-up: engine modules imported at %.3f s", process_age_s(start_s))
     in_port = open_port("in", options.in_port, backend)
-    out_port = None
-    daemon = None
-    timings = None
+    out_port = out_watch = daemon = timings = None
+    graph = open_graph(backend, log)  # JACK: the output watch's view of the graph
     try:
+        before = set(graph.ports()) if graph is not None else set()
         out_port = open_port("out", options.out_port, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
+        if graph is not None:  # before the input callback is set: opening the monitor holds the GIL
+            out_watch = OutputWatch.attach(graph, out_port, before, log)
         midi_in = MidiInput(in_port.rt)
         engine = Engine(step_models[0], settings, MonotonicClock(), out_port, memory=memory,
                         more_models=step_models[1:])
@@ -172,7 +175,8 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
         daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_models[0].name)
         timings = TimingLog(options.timing_log, engine.scheduler.records) if options.timing_log else None
-        watches = [PortWatch(in_port, "input", log), PortWatch(out_port, "output", log)]
+        watches = [PortWatch(in_port, "input", log, guard=midi_in.paused),
+                   PortWatch(out_port, "output", log, guard=midi_in.paused)]
         failed: set[tuple[str, type]] = set()  # main-thread failures logged so far
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         daemon.start()
@@ -186,6 +190,8 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
         with make_view(options.quiet) as view:
             while not stop.wait(1.0 / _refresh_hz()):
                 _guard_main(failed, "the port watch", _watch, daemon, watches)
+                if out_watch is not None:
+                    _guard_main(failed, "the output watch", out_watch.poll, time.monotonic(), daemon)
                 _guard_main(failed, "the view", lambda: view.update(daemon.snapshot()))
                 if timings is not None:
                     _guard_main(failed, "the timing log", timings.drain)
@@ -201,6 +207,10 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
             time.sleep(OUTPUT_DRAIN_S)  # JACK/CoreMIDI send from their own thread, later
             out_port.close()
         in_port.close()
+        if out_watch is not None:
+            out_watch.close()
+        elif graph is not None:
+            graph.close()
         if daemon is not None and daemon.take is not None and options.record:
             _write_record(daemon, settings, options.record)
         if memory is not None:

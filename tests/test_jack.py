@@ -30,7 +30,7 @@ import pytest
 
 from benchmarks.harness.improv_process import ImprovProcess
 from benchmarks.harness.jackd import JackServer
-from benchmarks.harness.notes import note_ons, sounding
+from benchmarks.harness.notes import note_ons, silence, sounding
 
 pytestmark = [pytest.mark.jack, pytest.mark.timeout(120)]
 
@@ -148,7 +148,7 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     call = _phrase([0, 1, 2, 3], [60, 62, 64, 65], 0.5, SPB)
     sent = player.play(call, start_s)
     assert rec.wait_for(lambda m: bool(note_ons(m)), timeout_s=10), (
-        f"no answer; the loop recorder heard {len(note_ons(loop.received))} of the call's 4 notes; "
+        f"{silence(improv.note_ons_sent(), rec.received)}no answer; the loop recorder heard {len(note_ons(loop.received))} of the call's 4 notes; "
         f"{jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     first_on_s = note_ons(rec.received)[0][0]
     (answer,) = answers(improv)
@@ -175,7 +175,7 @@ def test_answer_starts_on_the_beat_and_every_note_ends(jack_server, clients, sta
     sleep_until(expected_s + 5 * SPB)
     hanging = sounding(rec.received)
     assert note_ons(rec.received) and not hanging, (
-        f"notes left on: {hanging}; {_offs_sent(improv, hanging)}; {jack_server.xruns()}")
+        f"{silence(improv.note_ons_sent(), rec.received)}notes left on: {hanging}; {_offs_sent(improv, hanging)}; {jack_server.xruns()}")
     assert improv.stop() == 0
     assert_nothing_sounds(rec, jack_server)
 
@@ -204,7 +204,7 @@ def test_sigterm_while_answering_leaves_no_note_on(jack_server, clients, start_i
     player.play(call, time.perf_counter() + 0.3)  # (the call sets the grid)
 
     assert rec.wait_for(lambda m: bool(sounding(m)), timeout_s=15), (
-        f"no answer note sounded; the loop recorder heard {len(note_ons(loop.received))} of the call's "
+        f"{silence(improv.note_ons_sent(), rec.received)}no answer note sounded; the loop recorder heard {len(note_ons(loop.received))} of the call's "
         f"8 notes; {jack_server.xruns()}; improv said: {improv.output()[-1500:]}")
     assert improv.stop(signal.SIGTERM) == 0, improv.output()
     assert_nothing_sounds(rec, jack_server)
@@ -259,7 +259,7 @@ def _call_on_clock(source: ClockSource, player: Player, rec: Recorder, bpm: floa
     player.play(_phrase([0, 1, 2, 3], [60, 62, 64, 67], 0.5, spb), start_s)
     # phrase end = beat 4.5 -> the answer starts on beat 5 of the clock and lasts 4 beats
     assert rec.wait_for(lambda m: bool(note_ons(m[before:])), timeout_s=10), (
-        f"no answer at {bpm} bpm; {server.xruns()}; improv said: {improv.output()[-1500:]}")
+        f"{silence(improv.note_ons_sent(), rec.received)}no answer at {bpm} bpm; {server.xruns()}; improv said: {improv.output()[-1500:]}")
     sleep_until(start_s + 10 * spb)
     onsets = [t for t, _ in note_ons(rec.received[before:])]
     beat_ticks = [t for i, t in enumerate(source.deadlines) if i % 24 == 0]
@@ -301,7 +301,8 @@ def test_opens_ports_by_name_and_echoes_thru(jack_server, clients, start_improv)
     t0 = time.perf_counter() + 0.05
     player.play([(0.0, [0x90, 61, 80]), (0.1, [0x80, 61, 0])], t0)
     assert rec.wait_for(lambda m: any(x[1][:2] == [0x80, 61] or x[1][:3] == [0x90, 61, 0]
-                                      for x in m), timeout_s=5), improv.output()
+                                      for x in m), timeout_s=5), (
+        f"{silence(improv.note_ons_sent(), rec.received)}{improv.output()}")
     assert note_ons(rec.received)[0][1][1] == 61
     assert improv.stop() == 0
     assert_nothing_sounds(rec, jack_server)

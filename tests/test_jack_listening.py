@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness.improv_process import ImprovProcess
+from benchmarks.harness.notes import silence
 from benchmarks.music import measure
 from improv.pairing import pair_messages
 from improv.tokens import Note
@@ -39,7 +40,8 @@ def _notes(messages, origin_s: float) -> list[Note]:
 def test_answers_take_up_a_figure_the_player_repeats(jack_server, tmp_path):
     tag = uuid.uuid4().hex[:4]
     player, recorder = Player(f"player-{tag}"), Recorder(f"rec-{tag}")
-    improv = ImprovProcess.started(MODEL, ["--backend", "jack", "--bpm", "120", *EXTRA], jack_server.env, tmp_path)
+    improv = ImprovProcess.started(MODEL, ["--backend", "jack", "--bpm", "120", *EXTRA], jack_server.env, tmp_path,
+                                   timing_log=True)
     try:
         jack_server.connect(player.port, jack_server.wait_port(":improv in"))
         jack_server.connect(jack_server.wait_port(":improv out"), recorder.port)
@@ -60,7 +62,8 @@ def test_answers_take_up_a_figure_the_player_repeats(jack_server, tmp_path):
     call = [Note(b, 0.4, p, 90) for b, p in CALL]
     answers = [[Note(n.onset_beats - k * EXCHANGE_BEATS, n.duration_beats, n.pitch, n.velocity) for n in heard
                 if k * EXCHANGE_BEATS + 7.0 <= n.onset_beats < (k + 1) * EXCHANGE_BEATS] for k in range(CALLS)]
-    assert all(answers), f"an exchange without an answer: {[len(a) for a in answers]} notes"
+    assert all(answers), (f"{silence(improv.note_ons_sent(), recorder.received)}an exchange without an answer: "
+                          f"{[len(a) for a in answers]} notes")
     figures = [measure(call, a) for a in answers]
     echoes = [round(m.echo, 2) for m in figures]  # without the session memory: 0.0 each (4 seeds in process)
     assert sum(e > 0 for e in echoes) >= 2 and sum(echoes) / CALLS >= 0.1, \

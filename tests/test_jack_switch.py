@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from benchmarks.harness.improv_process import ImprovProcess
-from benchmarks.harness.notes import note_ons, sounding, sounding_in_log
+from benchmarks.harness.notes import note_ons, silence, sounding, sounding_in_log
 from improv.tokens import TokenConfig
 
 pytestmark = [pytest.mark.jack, pytest.mark.timeout(180)]
@@ -99,7 +99,8 @@ def test_a_program_change_switches_the_model_for_the_next_answer(jack_server, sp
     heard = [(round((t - start) / SPB, 2), m[1]) for t, m in note_ons(recorder.received)]
     first = [p for b, p in heard if b < SECOND_CALL_BEATS]
     second = [p for b, p in heard if b >= SECOND_CALL_BEATS]
-    assert first and max(first) < SPLIT, f"answer 1 is not the first model's: {heard}"
+    assert first and max(first) < SPLIT, \
+        f"{silence(improv.note_ons_sent(), recorder.received)}answer 1 is not the first model's: {heard}"
     assert second and min(second) >= SPLIT, f"answer 2 is not the new model's: {heard}\n{log[-2000:]}"
     assert [m for m in ("model low", "model high") if m in log] == ["model low", "model high"]
     assert log.count("no model at position 9") == 1, log[-2000:]

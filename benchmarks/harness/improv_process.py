@@ -3,7 +3,8 @@
 `python -m improv.cli run --model M --quiet --ready-file R [--timing-log T] ARGS`, its output in a
 log file; start-up = spawn -> the ready file appearing (polled every 5 ms with sleeps); the beat
 grid it publishes there; resident memory and CPU from /proc/PID; stopped with a signal (SIGTERM:
-improv releases every note and exits 0). The user's own IMPROV_* settings are cleared, so they
+improv releases every note and exits 0). With `tty=True` it runs on a pseudo-terminal with its live
+view (no --quiet), the terminal's output copied into the log file. The user's own IMPROV_* settings are cleared, so they
 never change what is measured.
 """
 
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,7 +38,7 @@ class ImprovProcess:
     a list of models is passed as `--models`."""
 
     def __init__(self, model: Path | str | list, args: list[str], env: dict[str, str], work_dir: Path,
-                 timing_log: bool | Path = False) -> None:
+                 timing_log: bool | Path = False, tty: bool = False) -> None:
         tag = uuid.uuid4().hex[:6]
         self.ready_path = work_dir / f"ready-{tag}.json"
         self.log_path = work_dir / f"improv-{tag}.log"
@@ -48,11 +50,39 @@ class ImprovProcess:
         if self.timing_path is not None:
             self.cmd += ["--timing-log", str(self.timing_path)]
         env = {k: v for k, v in env.items() if k not in CLEARED_ENV}
-        with open(self.log_path, "w") as log:
-            self.t_spawn = time.perf_counter()
-            self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if tty:
+            self.cmd.remove("--quiet")
+            self._spawn_on_tty(dict(env, TERM="xterm-256color", COLUMNS="120", LINES="40"))
+        else:
+            with open(self.log_path, "w") as log:
+                self.t_spawn = time.perf_counter()
+                self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.startup_s: float | None = None
         self.info: dict = {}
+
+    def _spawn_on_tty(self, env: dict[str, str]) -> None:
+        import pty
+
+        controller, terminal = pty.openpty()
+        self.t_spawn = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                                     start_new_session=True)
+        os.close(terminal)
+
+        def copy() -> None:  # until the process closes its end
+            with open(self.log_path, "wb") as log:
+                while True:
+                    try:
+                        chunk = os.read(controller, 65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    log.write(chunk)
+                    log.flush()
+            os.close(controller)
+
+        threading.Thread(target=copy, name="improv-tty", daemon=True).start()
 
     @classmethod
     def started(cls, *args, timeout_s: float = 60.0, **kwargs) -> ImprovProcess:
@@ -107,6 +137,10 @@ class ImprovProcess:
         if self.timing_path is None or not self.timing_path.exists():
             return []
         return read_timing_log(self.timing_path)
+
+    def note_ons_sent(self, settle_s: float = 0.3) -> int:
+        """How many note-ons its timing log says it sent (0 without a timing log)."""
+        return sum(1 for row in self.sent(settle_s) if row.kind == "note_on")
 
     # ------------------------------------------------------------------ /proc
 

@@ -15,6 +15,10 @@ from improv.timing_log import TimingRow
 
 Message = tuple[float, Sequence[int]]
 
+# The start of the failure message of a session in which improv sent notes and nothing at all
+# arrived: tests/conftest.py never reruns such a failure (pytest-rerunfailures' rerun_except).
+SILENT_SESSION = "silent session"
+
 
 def note_ons(messages: Iterable[Message]) -> list[Message]:
     """The note-ons (velocity > 0) among `messages`."""
@@ -34,3 +38,11 @@ def sounding(messages: Iterable[Message]) -> list[Sounded]:
 def sounding_in_log(rows: Iterable[TimingRow], before_s: float = math.inf) -> list[Sounded]:
     """The notes improv turned on and never off, in its timing log, among what it sent before `before_s`."""
     return sounding((row.actual_s, row.midi_bytes()) for row in rows if row.actual_s < before_s)
+
+
+def silence(sent: int, received: Sequence[Message], what: str = "note-ons") -> str:
+    """SILENT_SESSION's words (to start a failure message) when improv sent something (`sent`
+    `what`) and `received` holds nothing at all, else "". A lossy transport loses some, never all."""
+    if sent and not received:
+        return f"{SILENT_SESSION}: improv sent {sent} {what} and nothing at all arrived; "
+    return ""

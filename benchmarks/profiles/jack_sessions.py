@@ -1,0 +1,110 @@
+"""Sessions the way a user has them, over and over: how many play into silence (issue 13).
+
+    .venv/bin/python -m benchmarks.profiles.jack_sessions [-n 48] [--realtime] [--tty] [--fresh-jack] [--model M]
+
+Each session: `improv run --backend jack --clock midi` starts, a player sends MIDI clock at 120 bpm
+and one call, improv answers, and SIGTERM stops it. A C recorder (its own process) listens to
+improv's output. A session is silent when improv's timing log says it sent note-ons and the
+recorder received nothing at all; a lossy jackd loses some events, never all. Prints one line per
+session and "silent S of N". tests/test_jack_sessions.py runs 10 of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.harness import jackd
+from benchmarks.harness.clients import ClockSource, Player, Recorder
+from benchmarks.harness.improv_process import ImprovProcess
+from benchmarks.harness.notes import note_ons
+
+BPM = 120.0
+SPB = 60.0 / BPM
+CALL = [(i * SPB / 2 + off, [0x90 if off == 0 else 0x80, pitch, 90 if off == 0 else 0])
+        for i, pitch in enumerate((60, 62, 64, 67)) for off in (0.0, 0.2)]
+ANSWER_WAIT_S = 6.0  # from the call's end: the answer starts a beat or two later
+
+
+@dataclass(frozen=True)
+class Session:
+    index: int
+    startup_s: float
+    sent: int  # note-ons in improv's timing log
+    heard: int  # note-ons the recorder received
+    received: int  # messages of any kind the recorder received
+    reopens: int  # how often improv's output watch reopened the output
+    exit_code: int
+
+    @property
+    def silent(self) -> bool:
+        return self.sent > 0 and self.received == 0
+
+
+def session(server: jackd.JackServer, model: str | Path, work_dir: Path, index: int = 0,
+            tty: bool = False) -> Session:
+    """One session on `server`: start, clock, a call, the answer (or ANSWER_WAIT_S), SIGTERM."""
+    tag = uuid.uuid4().hex[:4]
+    player, recorder = Player(f"player-{tag}"), Recorder(f"rec-{tag}")
+    clock = None
+    improv = ImprovProcess(model, ["--backend", "jack", "--clock", "midi", "--bpm", str(BPM), "--log-level", "info"],
+                           server.env, work_dir, timing_log=True, tty=tty)
+    try:
+        improv.wait_ready(60)
+        server.connect(player.port, server.wait_port(":improv in"))
+        server.connect(server.wait_port(":improv out"), recorder.port)
+        clock = ClockSource(player, BPM)
+        clock.start()
+        time.sleep(1.0)  # two beats of clock: the follower knows the tempo
+        player.play(CALL, time.perf_counter())
+        if recorder.wait_for(lambda m: bool(note_ons(m)), timeout_s=ANSWER_WAIT_S):
+            time.sleep(0.5)  # a little of the answer, then the user stops it
+    finally:
+        if clock is not None:
+            clock.stop()
+        exit_code = improv.stop()
+        time.sleep(0.2)  # the shutdown's note-offs arrive
+        player.close()
+        recorder.close()
+    return Session(index, improv.startup_s or -1.0, improv.note_ons_sent(settle_s=0.0), len(note_ons(recorder.received)),
+                   len(recorder.received), improv.output().count("messages improv sent"), exit_code)
+
+
+def sessions(n: int, model: str | Path, work_dir: Path, *, realtime: bool = False, tty: bool = False,
+             fresh_jack: bool = False, report=print) -> list[Session]:
+    """`n` sessions on one private jackd (or a fresh one each, `fresh_jack`); each reported as it ends."""
+    done: list[Session] = []
+    server_count = n if fresh_jack else 1
+    per_server = 1 if fresh_jack else n
+    for s in range(server_count):
+        with jackd.running("improv-sessions", work_dir / f"jackd-{s}.log", realtime=realtime) as server:
+            for _ in range(per_server):
+                done.append(session(server, model, work_dir, len(done), tty=tty))
+                report(json.dumps({**asdict(done[-1]), "silent": done[-1].silent}))
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=48, help="how many sessions")
+    parser.add_argument("--model", default="models/bach-lstm")
+    parser.add_argument("--realtime", action="store_true", help="jackd --realtime (where allowed)")
+    parser.add_argument("--tty", action="store_true", help="improv on a pseudo-terminal, with its live view")
+    parser.add_argument("--fresh-jack", action="store_true", help="a new jackd for every session")
+    args = parser.parse_args(argv)
+    work_dir = Path(tempfile.mkdtemp(prefix="improv-sessions-"))
+    done = sessions(args.n, args.model, work_dir, realtime=args.realtime, tty=args.tty, fresh_jack=args.fresh_jack)
+    silent = sum(s.silent for s in done)
+    answered = sum(s.heard > 0 for s in done)
+    reopened = sum(s.reopens > 0 for s in done)
+    print(f"silent {silent} of {len(done)} (answered {answered}, output reopened in {reopened}); logs in {work_dir}")
+    return 1 if silent else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
