@@ -21,6 +21,7 @@ from improv.midi_in import MidiInput
 from improv.osc import OscServer, parse
 from improv.settings import OscSettings, load_settings
 from tests.fakes import FakeModel
+from tests.test_daemon import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,15 +64,6 @@ class Client:
             msg = OscMessage(data)
             got[msg.address] = msg.params[0]
         return got
-
-
-def wait_until(predicate, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture

@@ -132,13 +132,7 @@ class Recorder:
 
     def close(self) -> None:
         """Close the port (the child exits when its stdin closes) after what it sent is read."""
-        if self._child.poll() is None:
-            self._child.stdin.close()
-            try:
-                self._child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._child.kill()
-                self._child.wait()
+        end_child(self._child)
         self._reader.join(timeout=5)
         self._err.close()
 
@@ -157,10 +151,22 @@ def recorder_command() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4)
+def end_child(child: subprocess.Popen) -> None:
+    """A client in a process of its own ends when its stdin closes; killed if it does not."""
+    if child.poll() is None:
+        child.stdin.close()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def build_c_client(source: str) -> tuple[Path | None, str]:
     """One of the harness's C JACK clients, built on first use: (binary, "") or (None, why not)."""
     src = Path(__file__).with_name(source)
-    binary = Path(tempfile.gettempdir()) / f"improv-{src.stem}-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
+    digest = hashlib.sha256(src.read_bytes() + src.with_name("jack_min.h").read_bytes()).hexdigest()[:12]
+    binary = Path(tempfile.gettempdir()) / f"improv-{src.stem}-{digest}"
     if binary.exists():
         return binary, ""
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -191,13 +197,7 @@ class JackDelay:
             raise RuntimeError(f"jack_delay did not start: {self._child.stderr.read().strip()}")
 
     def close(self) -> None:
-        if self._child.poll() is None:
-            self._child.stdin.close()
-            try:
-                self._child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._child.kill()
-                self._child.wait()
+        end_child(self._child)
 
 
 RTMIDI_RECORDER = (sys.executable, "-u", __file__, "record")  # the stand-in: `_record` in a child process

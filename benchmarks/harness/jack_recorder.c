@@ -20,30 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct _jack_client jack_client_t;
-typedef struct _jack_port jack_port_t;
-typedef uint32_t jack_nframes_t;
-typedef unsigned char jack_midi_data_t;
-typedef struct {
-    jack_nframes_t time;
-    size_t size;
-    jack_midi_data_t *buffer;
-} jack_midi_event_t;
-typedef int (*JackProcessCallback)(jack_nframes_t nframes, void *arg);
-
-extern jack_client_t *jack_client_open(const char *name, int options, int *status, ...);
-extern jack_port_t *jack_port_register(jack_client_t *, const char *name, const char *type,
-                                       unsigned long flags, unsigned long buffer_size);
-extern int jack_set_process_callback(jack_client_t *, JackProcessCallback, void *arg);
-extern int jack_activate(jack_client_t *);
-extern int jack_deactivate(jack_client_t *);
-extern int jack_client_close(jack_client_t *);
-extern void *jack_port_get_buffer(jack_port_t *, jack_nframes_t);
-extern uint32_t jack_midi_get_event_count(void *port_buffer);
-extern int jack_midi_event_get(jack_midi_event_t *event, void *port_buffer, uint32_t index);
-
-enum { JackNoStartServer = 0x01, JackUseExactName = 0x02, JackPortIsInput = 0x1 };
-#define MIDI_TYPE "8 bit raw midi"
+#include "jack_min.h"
 
 #define RING 65536 /* messages; a 10-minute soak at 50 events/s drains it far faster */
 #define MAXBYTES 16
