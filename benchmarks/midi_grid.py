@@ -45,13 +45,13 @@ def run(report: Report, server, model: Path, options, period: int, work_dir: Pat
     where = f"{period} frames: answers vs the clock sender's grid"
     latency_ms = calibrate(server)
     report.put(f"{p}.calibrated_latency_ms", latency_ms, f"{period} frames: improv calibrate --loopback "
-               "(median round trip)", "ms", why="improv calibrate failed")
+               "(twice its loopback's median: the clock in, the notes out)", "ms", why="improv calibrate failed")
     for suffix, extra in (("", ()), ("_calibrated", ("--latency-ms", f"{latency_ms:g}"))):
         if suffix and latency_ms is None:
             report.missing([f"{p}.grid_error{suffix}_p50_ms", f"{p}.grid_error{suffix}_p99_ms"],
                            "improv calibrate failed")
             continue
-        errors = clock_stream(server, model, options, work_dir, costs, tpb, extra)
+        errors, sender_late_s = clock_stream(server, model, options, work_dir, costs, tpb, extra)
         label = f"{where}{', --latency-ms ' + extra[1] if extra else ''}"
         ms = np.asarray(errors) * 1000.0
         why = "improv played no answer while following the clock"
@@ -59,6 +59,9 @@ def run(report: Report, server, model: Path, options, period: int, work_dir: Pat
                    f"{label} p50 (signed)", "ms", why=why)
         report.put(f"{p}.grid_error{suffix}_p99_ms", float(np.percentile(np.abs(ms), 99)) if len(ms) else None,
                    f"{label} p99 of |error|", "ms", why=why)
+        report.put(f"{p}.clock_sender_late{suffix}_p50_ms", float(np.median(sender_late_s)) * 1000.0,
+                   f"{period} frames: the clock sender's own ticks after their deadlines (p50; part of the "
+                   "error, on no loopback of improv's; a DAW sends on the frame)", "ms")
 
 
 def calibrate(server) -> float | None:
@@ -69,8 +72,10 @@ def calibrate(server) -> float | None:
     return float(found.group(1)) if result.returncode == 0 and found else None
 
 
-def clock_stream(server, model: Path, options, work_dir: Path, costs, tpb: int, extra: tuple[str, ...]) -> list[float]:
-    """Signed errors (s) of every answer note-on against the clock sender's grid."""
+def clock_stream(server, model: Path, options, work_dir: Path, costs, tpb: int,
+                 extra: tuple[str, ...]) -> tuple[list[float], list[float]]:
+    """Signed errors (s) of every answer note-on against the clock sender's grid, and how late
+    (s) the sender's own ticks left after their deadlines."""
     from benchmarks.midi import connected_clients, match_arrivals, note_ons_sent, start_daemon
 
     log_path = work_dir / f"timing-clock{'-'.join(extra)}.csv"
@@ -94,7 +99,8 @@ def clock_stream(server, model: Path, options, work_dir: Path, costs, tpb: int, 
     sent = note_ons_sent(log_path, ("response",))
     meant = [planned_s + lead_s for (planned_s, _, _), t in zip(sent, match_arrivals(sent, received)) if t is not None]
     arrived = [t for t in match_arrivals(sent, received) if t is not None]
-    return grid_errors(arrived, meant, source.deadlines[0], 60.0 / options.bpm / tpb)
+    late = [t - d for t, d in zip(source.ticks, source.deadlines)]
+    return grid_errors(arrived, meant, source.deadlines[0], 60.0 / options.bpm / tpb), late
 
 
 def play_calls_on_clock(player, source: ClockSource, bpm: float, seconds: float) -> int:
