@@ -27,17 +27,20 @@ MAX_RUN = 4  # intervals of the call in a row the line may replay; past that it 
 
 def top_line(notes: Sequence[Note]) -> list[int]:
     """The top line's pitches: at each onset its highest new note, unless a higher note is still
-    sounding from before (an inner voice moved under a held melody note)."""
+    sounding from before (an inner voice moved under a held melody note). One sweep in time."""
     line: list[int] = []
     ordered = sorted(notes, key=lambda n: (n.onset_beats, -n.pitch))
-    i = 0
+    earlier: list[tuple[float, int]] = []  # (end, pitch) of notes started before the onset, maybe held
+    i = j = 0
     while i < len(ordered):
         onset, top = ordered[i].onset_beats, ordered[i].pitch
         while i < len(ordered) and ordered[i].onset_beats - onset <= ONSET_TOLERANCE_BEATS:
             i += 1
-        held = [n.pitch for n in notes if n.onset_beats < onset - ONSET_TOLERANCE_BEATS
-                and n.onset_beats + n.duration_beats > onset + ONSET_TOLERANCE_BEATS]
-        if not held or top >= max(held):
+        while j < len(ordered) and ordered[j].onset_beats < onset - ONSET_TOLERANCE_BEATS:
+            earlier.append((ordered[j].onset_beats + ordered[j].duration_beats, ordered[j].pitch))
+            j += 1
+        earlier = [(end, pitch) for end, pitch in earlier if end > onset + ONSET_TOLERANCE_BEATS]
+        if not earlier or top >= max(pitch for _, pitch in earlier):
             line.append(top)
     return line
 
@@ -139,9 +142,17 @@ def _run(steps: list[int], i: int, recent: list[int]) -> int:
 
 
 def _voices(notes: Sequence[Note]) -> int:
-    """The most notes of `notes` sounding at one onset."""
-    most = 1
-    for n in notes:
+    """The most notes of `notes` sounding just after one of their onsets. One sweep in time."""
+    most, sounding = 1, []  # ends of the notes started so far that may still sound
+    ordered = sorted(notes, key=lambda n: n.onset_beats)
+    j = 0
+    for n in ordered:
         t = n.onset_beats + ONSET_TOLERANCE_BEATS
-        most = max(most, sum(1 for m in notes if m.onset_beats <= t < m.onset_beats + m.duration_beats))
+        while j < len(ordered) and ordered[j].onset_beats <= t:
+            sounding.append(ordered[j].onset_beats + ordered[j].duration_beats)
+            j += 1
+        sounding = [end for end in sounding if end > t]
+        most = max(most, len(sounding))
     return most
+
+

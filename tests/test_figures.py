@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.music import measure
-from improv.figures import MAX_RUN, Figures, intervals, top_line
+from improv.figures import MAX_RUN, Figures, _voices, intervals, top_line
+from improv.phrase_shape import ONSET_TOLERANCE_BEATS
 from improv.tokens import Note
 from improv.model_step import StepModel
 from tests.test_listening import answer, line
@@ -72,3 +73,31 @@ def test_answers_take_up_the_calls_figures_without_copying_the_call():
     echo_off, _ = _echo(model, {"listen.memory": False, "listen.figures": False})
     assert echo_on >= echo_off + 0.25, (echo_on, echo_off)
     assert not copied
+
+
+def _top_line_by_definition(notes):
+    line, ordered, i = [], sorted(notes, key=lambda n: (n.onset_beats, -n.pitch)), 0
+    while i < len(ordered):
+        onset, top = ordered[i].onset_beats, ordered[i].pitch
+        while i < len(ordered) and ordered[i].onset_beats - onset <= ONSET_TOLERANCE_BEATS:
+            i += 1
+        held = [n.pitch for n in notes if n.onset_beats < onset - ONSET_TOLERANCE_BEATS
+                and n.onset_beats + n.duration_beats > onset + ONSET_TOLERANCE_BEATS]
+        if not held or top >= max(held):
+            line.append(top)
+    return line
+
+
+def _voices_by_definition(notes):
+    return max([1] + [sum(1 for m in notes if m.onset_beats <= n.onset_beats + ONSET_TOLERANCE_BEATS
+                          < m.onset_beats + m.duration_beats) for n in notes])
+
+
+def test_the_sweeps_agree_with_the_definitions_on_random_voicings():
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        onsets = np.round(rng.uniform(0, 8, rng.integers(1, 40)) * 12) / 12  # on a tick grid, chords too
+        notes = [Note(float(o), float(rng.choice([1 / 12, 0.25, 0.5, 1.0, 3.0])), int(rng.integers(40, 80)), 80)
+                 for o in onsets]
+        assert top_line(notes) == _top_line_by_definition(notes)
+        assert _voices(notes) == _voices_by_definition(notes)
