@@ -36,6 +36,7 @@ import numpy as np
 from improv.errors import ModelError
 from improv.pairing import NotePairer
 
+ENCODING_VERSION = 2  # bump when the same notes encode to other tokens (cached parses are re-encoded)
 SCHEMES = ("event", "grid")
 CHORD_ORDERS = ("up", "down")
 SPECIALS = ("BOS", "UNK")  # event scheme only; BOS starts every encoded piece
@@ -216,13 +217,19 @@ def notes_to_names(notes: Iterable[Note], config: TokenConfig, bos: bool = True)
     """Quantise notes to ticks and write them as event tokens (canonical order, see module doc).
 
     A note re-struck while it still sounds first ends the sounding one; its later end is dropped.
+    Notes of one pitch starting on the same tick (a unison doubled by two parts) are one note, as
+    they are on a MIDI channel: the longest, at the loudest velocity.
     """
     tpb = config.ticks_per_beat
-    events: list[tuple[int, int, int, int]] = []  # (tick, 0=off/1=on, pitch, velocity)
+    starts: dict[tuple[int, int], tuple[int, int]] = {}  # (onset tick, pitch) -> (off tick, velocity)
     for n in notes:
         on = quantize(n.onset_beats * tpb)
         off = max(on + 1, quantize((n.onset_beats + n.duration_beats) * tpb))
-        events += [(on, 1, n.pitch, n.velocity), (off, 0, n.pitch, 0)]
+        off_before, velocity_before = starts.get((on, n.pitch), (off, n.velocity))
+        starts[on, n.pitch] = (max(off, off_before), max(n.velocity, velocity_before))
+    events: list[tuple[int, int, int, int]] = []  # (tick, 0=off/1=on, pitch, velocity)
+    for (on, pitch), (off, velocity) in starts.items():
+        events += [(on, 1, pitch, velocity), (off, 0, pitch, 0)]
     down = config.chord_order == "down"
     events.sort(key=lambda e: (e[0], e[1], -e[2] if down else e[2], e[3]))
     names = ["BOS"] if bos else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -194,6 +195,25 @@ def test_cache_hit_parses_nothing(tmp_path, monkeypatch):
     assert second.skipped == [] and second.data_hash == first.data_hash
     with pytest.raises(DataError, match="3 files skipped"):  # another setting is a miss: parsed again
         quiet(tmp_path, data=[folder], key="normalize")
+
+
+def test_an_entry_from_an_older_encoding_keeps_its_parse_and_is_encoded_anew(tmp_path, monkeypatch):
+    folder = melodies(tmp_path / "music", 2)
+    first, _ = quiet(tmp_path, data=[folder])
+    entry = sorted((tmp_path / "cache").rglob("*.npz"))[0]
+    with np.load(entry) as z:
+        stored = dict(z)
+    meta = json.loads(str(stored["meta"]))
+    del meta["encoding"]  # as written before ENCODING_VERSION existed
+    stored["meta"] = np.array(json.dumps(meta))
+    stored["ids"] = np.zeros_like(stored["ids"])  # whatever an older encoding made of the notes
+    np.savez(entry, **stored)
+    monkeypatch.setitem(corpus.PARSERS, ".mid", exploding_parser)
+    again, _ = quiet(tmp_path, data=[folder])
+    assert again.data_hash == first.data_hash and not again.skipped
+    with np.load(entry) as z:  # rewritten at the current encoding
+        assert json.loads(str(z["meta"]))["encoding"] == encode.ENCODING_VERSION
+        assert z["ids"].any()
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):

@@ -201,6 +201,6 @@ def test_random_bytes_as_music_files_are_skipped_with_a_reason(scratch, suffix, 
     if result.cacheable:
         entry = scratch / "cache" / "entry.npz"
         write_entry(entry, result)
-        back = read_entry(entry, vocab_size)
+        back = read_entry(entry, Vocabulary(settings_.token_config))
         assert back is not None and [s.reason for s in back.skipped] == [s.reason for s in result.skipped]
         assert all(np.array_equal(a.ids, b.ids) for a, b in zip(back.pieces, result.pieces, strict=True))

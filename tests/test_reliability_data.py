@@ -236,11 +236,11 @@ def test_a_run_killed_mid_ingestion_leaves_whole_entries_and_the_rerun_reuses_th
     assert "finished" not in proc.stdout.read()
 
     settings = EncodeSettings()
-    vocab_size = len(__import__("improv.tokens").tokens.Vocabulary(settings.token_config))
+    vocab = __import__("improv.tokens").tokens.Vocabulary(settings.token_config)
     cached = {p for p in paths if cache_path(cache, p, settings).exists()}
     assert 300 <= len(cached) < len(paths)
     for entry in entries(cache):  # every entry on disk is whole
-        assert read_entry(entry, vocab_size) is not None, entry
+        assert read_entry(entry, vocab) is not None, entry
     assert len(list(cache.rglob(".tmp-*"))) <= 1  # at most the one being written at the kill
 
     from training import encode

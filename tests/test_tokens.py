@@ -210,6 +210,15 @@ def test_a_note_ended_in_the_tick_it_started_is_left_out():
     assert [(n.onset_beats, n.duration_beats, n.pitch) for n in notes] == [(0.0, 0.5, 60), (1.0, 1 / 12, 64)]
 
 
+def test_a_unison_doubled_by_two_parts_is_one_note_the_longest_at_the_loudest():
+    # two parts on C4 from beat 0 (2 beats, 1 beat) under E4: one ON, never ON OFF ON in one tick
+    notes = [Note(0, 2, 60, 70), Note(0, 1, 60, 100), Note(0, 1, 64, 90), Note(1, 1, 60, 80)]
+    assert notes_to_names(notes, TokenConfig()) == [
+        "BOS", "ON_60", "ON_64", "SHIFT_12", "OFF_64", "OFF_60", "ON_60", "SHIFT_12", "OFF_60"]  # then a re-strike
+    loud = notes_to_names(notes[:2], TokenConfig(velocity_bins=8))
+    assert loud[:3] == ["BOS", f"VEL_{velocity_bin(100, 8)}", "ON_60"] and loud.count("ON_60") == 1
+
+
 def test_chord_order_down_writes_each_chord_top_note_first_and_decodes_the_same():
     notes = [Note(0, 1, 60, 80), Note(0, 1, 64, 80), Note(0, 1, 67, 80), Note(1, 1, 62, 80)]
     up = notes_to_names(notes, TokenConfig())

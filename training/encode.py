@@ -18,6 +18,7 @@ built: a 45-byte MIDI file can claim 10^8 beats of silence, i.e. 10^8 SHIFT toke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from improv.tokens import TokenConfig, Vocabulary, encode_notes, grid_to_ids, split_name
+from improv.tokens import ENCODING_VERSION, TokenConfig, Vocabulary, encode_notes, grid_to_ids, split_name
 from training.corpus import PARSER_VERSION, PARSERS, Piece, Skip, Source, describe_error
 from training.pool import Outcome, default_workers, run_jobs
 
@@ -86,11 +87,13 @@ class EncodedPiece:
 
 @dataclass(frozen=True)
 class FileResult:
-    """Everything one file gave; ``cacheable`` is False for failures that may not repeat."""
+    """Everything one file gave; ``cacheable`` is False for failures that may not repeat, ``stale``
+    True for a cached parse whose ids were encoded anew (an older ENCODING_VERSION)."""
 
     pieces: list[EncodedPiece]
     skipped: list[Skip]
     cacheable: bool = True
+    stale: bool = False
 
 
 # --------------------------------------------------------------------------- encoding
@@ -211,7 +214,7 @@ def write_entry(entry: Path, result: FileResult) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     pieces = result.pieces
     meta = {"names": [p.piece.name for p in pieces], "key_shifts": [p.piece.key_shift for p in pieces],
-            "skipped": [[s.name, s.reason] for s in result.skipped]}
+            "skipped": [[s.name, s.reason] for s in result.skipped], "encoding": ENCODING_VERSION}
     arrays = {
         "meta": np.array(json.dumps(meta)),
         "notes": np.concatenate([p.piece.notes for p in pieces]) if pieces else np.zeros((0, 5)),
@@ -264,21 +267,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_entry(entry: Path, vocab_size: int) -> FileResult | None:
-    """A stored FileResult, or None if missing or unreadable (a corrupt entry is just a miss)."""
+def read_entry(entry: Path, vocab: Vocabulary) -> FileResult | None:
+    """A stored FileResult, or None if missing or unreadable (a corrupt entry is just a miss).
+    An entry written under an older ENCODING_VERSION keeps its parse: its ids are encoded anew
+    from the stored notes (`FileResult.stale` says the entry is worth rewriting)."""
     try:
         with np.load(entry, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             notes, note_off = z["notes"], z["note_offsets"]
             ids, id_off = z["ids"].astype(np.int32), z["id_offsets"]
-        pieces = [EncodedPiece(Piece(name, notes[note_off[i]:note_off[i + 1]], int(shift)),
-                               ids[id_off[i]:id_off[i + 1]])
+        if len(note_off) != len(meta["names"]) + 1 or len(id_off) != len(meta["names"]) + 1:
+            return None
+        pieces = [Piece(name, notes[note_off[i]:note_off[i + 1]], int(shift))
                   for i, (name, shift) in enumerate(zip(meta["names"], meta["key_shifts"], strict=True))]
-        if len(note_off) != len(pieces) + 1 or len(id_off) != len(pieces) + 1:
+        skipped = [Skip(n, r) for n, r in meta["skipped"]]
+        if meta.get("encoding") != ENCODING_VERSION:
+            return FileResult([EncodedPiece(p, encode_piece(p, vocab)) for p in pieces], skipped, stale=True)
+        if len(ids) and not 0 <= ids.min() <= ids.max() < len(vocab):
             return None
-        if len(ids) and not 0 <= ids.min() <= ids.max() < vocab_size:
-            return None
-        return FileResult(pieces, [Skip(n, r) for n, r in meta["skipped"]])
+        return FileResult([EncodedPiece(p, ids[id_off[i]:id_off[i + 1]]) for i, p in enumerate(pieces)], skipped)
     except Exception:  # noqa: BLE001 - missing, truncated, or from another format: re-parse
         return None
 
@@ -294,7 +301,7 @@ def load_sources(sources: Sequence[Source], settings: EncodeSettings, *, cache_d
     With `max_pieces`, files are taken in batches from the front until the first `max_pieces`
     pieces are known, so a quick run on a large corpus parses only what it uses.
     """
-    vocab_size = len(Vocabulary(settings.token_config))
+    vocab = Vocabulary(settings.token_config)
     sweep_temps(cache_dir)
     results: list[FileResult] = []
     while len(results) < len(sources):
@@ -303,15 +310,15 @@ def load_sources(sources: Sequence[Source], settings: EncodeSettings, *, cache_d
             break
         size = len(sources) if max_pieces is None else max(max_pieces - have, workers or 1)
         batch = sources[len(results):len(results) + size]
-        results += _load_batch(batch, settings, cache_dir, vocab_size, workers, timeout_s, progress)
+        results += _load_batch(batch, settings, cache_dir, vocab, workers, timeout_s, progress)
     return results
 
 
-def _load_batch(batch, settings, cache_dir, vocab_size, workers, timeout_s, progress) -> list[FileResult]:
+def _load_batch(batch, settings, cache_dir, vocab, workers, timeout_s, progress) -> list[FileResult]:
     results: list[FileResult | None] = [None] * len(batch)
     misses: list[tuple[int, Path]] = []  # (index in batch, cache entry)
     for i, source in enumerate(batch):
-        results[i], entry = _lookup(source, settings, cache_dir, vocab_size)
+        results[i], entry = _lookup(source, settings, cache_dir, vocab)
         if results[i] is None:
             misses.append((i, entry))
     if not misses:
@@ -339,7 +346,7 @@ def _load_batch(batch, settings, cache_dir, vocab_size, workers, timeout_s, prog
     return results  # type: ignore[return-value]
 
 
-def _lookup(source: Source, settings, cache_dir: Path, vocab_size: int) -> tuple[FileResult | None, Path | None]:
+def _lookup(source: Source, settings, cache_dir: Path, vocab: Vocabulary) -> tuple[FileResult | None, Path | None]:
     """(result, None) when known without parsing (cached, empty, unsupported), else (None, entry)."""
     parser = PARSERS.get(source.path.suffix.lower())
     if parser is None:
@@ -350,7 +357,11 @@ def _lookup(source: Source, settings, cache_dir: Path, vocab_size: int) -> tuple
         entry = cache_path(cache_dir, source.path, settings)
     except OSError as err:
         return _failed(describe_error(err)), None
-    return read_entry(entry, vocab_size), entry
+    result = read_entry(entry, vocab)
+    if result is not None and result.stale:
+        with contextlib.suppress(OSError):  # an unwritable cache is still read
+            write_entry(entry, result)
+    return result, entry
 
 
 def _failed(reason: str) -> FileResult:
