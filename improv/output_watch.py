@@ -12,15 +12,24 @@ monitor's restored, and the old client closed on a helper thread with a time lim
 client may never close). A reopen that does not help backs off (doubling up to `MAX_BACKOFF_S`)
 and is logged once. The connections are read every poll: a set the user changed is adopted, it
 is not a dead output.
+
+At start-up (`check_start`, before improv says it is ready) one All Notes Off goes through the
+output to the monitor: an output client that JACK never runs from its first cycle (issue 13's
+silent sessions, docs/LIVE.md) is reopened then, before the user's first answer is lost.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+import mido
 
 from improv.errors import MidiPortError
 from improv.jack_graph import JackGraph
+from improv.midi_out import ALL_NOTES_OFF
 from improv.ports import OpenPort, close_client, open_monitor, open_port
 
 MONITOR = "improv watch"
@@ -30,6 +39,9 @@ MIN_MESSAGES = 3  # ... and at least this many sent meanwhile
 BACKOFF_S = 2.0  # before the next reopen after one; doubled while reopening does not help
 MAX_BACKOFF_S = 30.0
 CLOSE_TIMEOUT_S = 1.0  # the old client's close, on a helper thread
+START_WAIT_S = 0.5  # the start-up check's message: a running client delivers it within a few periods
+START_RESEND_S = 0.1
+START_TRIES = 3  # the start-up check: the first output and at most two reopened ones
 
 
 def open_graph(backend: str, log: Any) -> JackGraph | None:
@@ -77,6 +89,41 @@ class OutputWatch:
         watch.monitor_port = monitor_port or watch.monitor_port
         graph.connect(own, watch.monitor_port)
         return watch
+
+    def check_start(self, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Before the engine runs: whether a message through the output reaches the monitor; the
+        output is reopened (no input callback to pause yet) while it does not, START_TRIES in all."""
+        for attempt in range(START_TRIES):
+            if self._heard_within(clock, sleep):
+                self._sent_seen = self.port.sent
+                return True
+            if attempt == 0:
+                self.log.warning("MIDI output %r: nothing arrived from it at start-up (JACK is not running its "
+                                 "client); reopening it", self.own)
+            if attempt + 1 < START_TRIES:
+                self._reopen()
+        self.log.warning("MIDI output %r: still nothing after %d reopens at start-up; the output watch keeps "
+                         "trying while improv plays", self.own, START_TRIES - 1)
+        self._sent_seen = self.port.sent
+        return False
+
+    def _heard_within(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
+        """All Notes Off (nothing sounds yet) every START_RESEND_S, until the monitor hears
+        anything or START_WAIT_S is over (a message sent before the monitor's connection took
+        effect is lost, not late)."""
+        probe = mido.Message("control_change", control=ALL_NOTES_OFF, value=0)
+        now = clock()
+        deadline, resend = now + START_WAIT_S, now
+        while now < deadline:
+            if now >= resend:
+                self.port.send(probe)
+                resend = now + START_RESEND_S
+            if self._drain():
+                return True
+            sleep(0.005)
+            now = clock()
+        return False
 
     def poll(self, now_s: float, daemon: Any) -> str | None:
         """"dead" when the output was found dead (and reopened, or not), else None."""

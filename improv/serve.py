@@ -168,6 +168,8 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
         if graph is not None:  # before the input callback is set: opening the monitor holds the GIL
             out_watch = OutputWatch.attach(graph, out_port, before, log)
+            if out_watch is not None:
+                out_watch.check_start()
         midi_in = MidiInput(in_port.rt)
         engine = Engine(step_models[0], settings, MonotonicClock(), out_port, memory=memory,
                         more_models=step_models[1:])

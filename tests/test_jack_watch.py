@@ -153,3 +153,56 @@ def test_a_stalled_output_is_noticed_reopened_and_heard_again(jack_server, in_pr
     left = sounding(recorder.received)
     assert not left, f"still sounding at the recorder after improv stopped: {left}; {jack_server.xruns()}"
     assert not daemon.engine.out.tracker.sounding(), "improv still tracks notes as sounding"
+
+
+class NeverRun:
+    """An output client JACK never runs (issue 13's silent sessions): every send is taken, nothing leaves."""
+
+    def __init__(self, rt) -> None:
+        self.rt, self.dropped = rt, 0
+
+    def send_message(self, data) -> None:
+        self.dropped += 1
+
+    def __getattr__(self, name):
+        return getattr(self.rt, name)
+
+
+@pytest.fixture
+def first_output_never_runs(monkeypatch):
+    """improv's first output client is a `NeverRun`; those reopened are real."""
+    from improv import ports
+
+    opened = []
+    open_port = ports.open_port
+
+    def first_stalled(kind, *args, **kwargs):
+        port = open_port(kind, *args, **kwargs)
+        if kind == "out" and not opened:
+            port.rt = NeverRun(port.rt)
+            opened.append(port.rt)
+        return port
+
+    monkeypatch.setattr(ports, "open_port", first_stalled)
+    return opened
+
+
+def test_an_output_never_run_from_start_up_is_reopened_before_the_first_answer(
+        jack_server, first_output_never_runs, in_process_improv, caplog):
+    daemon, watch, stop, thread = in_process_improv
+    tag = uuid.uuid4().hex[:4]
+    recorder = Recorder(f"rec-{tag}")
+    try:
+        assert first_output_never_runs, "improv's first output client was not replaced by the stalled one"
+        assert watch.reopens == 1 and watch.port.rt is not first_output_never_runs[0], (
+            f"the output that never ran was not reopened at start-up (it took {first_output_never_runs[0].dropped} sends)")
+        jack_server.connect(watch.own, recorder.port)
+        assert recorder.wait_for(lambda m: len(note_ons(m)) >= 2, timeout_s=10), (
+            f"{silence(watch.port.sent, recorder.received, 'messages')}the metronome never arrived; {jack_server.xruns()}")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        recorder.close()
+    records = caplog.get_records("setup") + caplog.records  # the check ran while the fixture started improv
+    said = [r.getMessage() for r in records if "at start-up" in r.getMessage()]
+    assert len(said) == 1 and "reopening it" in said[0], said

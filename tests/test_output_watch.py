@@ -161,3 +161,63 @@ def test_reopening_that_does_not_help_backs_off_and_is_logged_once(rig, caplog):
     monitor.waiting = 1
     _run(watch, daemon, monitor, 0.25, sends_per_poll=1, start_s=60.0)
     assert "heard again" in caplog.records[-1].getMessage() and not watch.failing
+
+
+class _Clock:
+    """A clock that moves only when the check sleeps (no wall-clock figure decides these tests)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Delivering(FakeRt):
+    """An output client JACK runs: what it is sent arrives at the monitor."""
+
+    def __init__(self, monitor: FakeMonitor) -> None:
+        self.monitor = monitor
+
+    def send_message(self, data) -> None:
+        self.monitor.waiting += 1
+
+
+def test_an_output_that_delivers_at_start_up_is_kept(rig, caplog):
+    watch, graph, monitor, daemon, reopened = rig
+    watch.port.rt = _Delivering(monitor)
+    clock = _Clock()
+    assert watch.check_start(clock, clock.sleep)
+    assert watch.reopens == 0 and clock.now < output_watch.START_RESEND_S
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    watch.poll(1.0, daemon)  # the check's own message is not taken for a send into silence later
+    assert watch._silent_since is None
+
+
+def test_an_output_never_run_from_start_up_is_reopened_before_ready(rig, monkeypatch, caplog):
+    watch, graph, monitor, daemon, reopened = rig  # the first client's sends never arrive (FakeRt)
+
+    def open_running(kind, spec, backend):
+        graph.listed.append(f"improv out-0{len(reopened) + 1}:improv out")
+        reopened.append(graph.listed[-1])
+        return OpenPort(_Delivering(monitor), "improv out", backend, virtual=True, own_name="improv out")
+
+    monkeypatch.setattr(output_watch, "open_port", open_running)
+    clock = _Clock()
+    assert watch.check_start(clock, clock.sleep)
+    assert watch.reopens == 1 and reopened == ["improv out-01:improv out"]
+    assert graph.links[watch.own] == {WATCHER, "synth:in"}, "the connections were not restored"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "at start-up" in said[0], said
+
+
+def test_a_start_up_check_that_never_passes_gives_up_and_says_so(rig, caplog):
+    watch, graph, monitor, daemon, reopened = rig  # the whole graph stalled: nothing ever arrives
+    clock = _Clock()
+    assert not watch.check_start(clock, clock.sleep)
+    assert watch.reopens == output_watch.START_TRIES - 1
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2 and "still nothing" in said[1], said

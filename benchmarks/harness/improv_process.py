@@ -4,8 +4,9 @@
 log file; start-up = spawn -> the ready file appearing (polled every 5 ms with sleeps); the beat
 grid it publishes there; resident memory and CPU from /proc/PID; stopped with a signal (SIGTERM:
 improv releases every note and exits 0). With `tty=True` it runs on a pseudo-terminal with its live
-view (no --quiet), the terminal's output copied into the log file. The user's own IMPROV_* settings are cleared, so they
-never change what is measured.
+view (no --quiet), the terminal's output copied into the log file. `cwd` runs another checkout's
+improv (`python -m` imports from the working directory first), e.g. an old commit under today's
+harness. The user's own IMPROV_* settings are cleared, so they never change what is measured.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ class DaemonError(RuntimeError):
 
 class ImprovProcess:
     """One `improv run`; `timing_log` (True: a fresh file in `work_dir`) adds `--timing-log`;
-    a list of models is passed as `--models`."""
+    a list of models is passed as `--models`; `cwd`: the checkout whose improv runs (default: ours)."""
 
     def __init__(self, model: Path | str | list, args: list[str], env: dict[str, str], work_dir: Path,
-                 timing_log: bool | Path = False, tty: bool = False) -> None:
+                 timing_log: bool | Path = False, tty: bool = False, cwd: Path | None = None) -> None:
         tag = uuid.uuid4().hex[:6]
         self.ready_path = work_dir / f"ready-{tag}.json"
         self.log_path = work_dir / f"improv-{tag}.log"
@@ -50,13 +51,15 @@ class ImprovProcess:
         if self.timing_path is not None:
             self.cmd += ["--timing-log", str(self.timing_path)]
         env = {k: v for k, v in env.items() if k not in CLEARED_ENV}
+        self.cwd = cwd
         if tty:
             self.cmd.remove("--quiet")
             self._spawn_on_tty(dict(env, TERM="xterm-256color", COLUMNS="120", LINES="40"))
         else:
             with open(self.log_path, "w") as log:
                 self.t_spawn = time.perf_counter()
-                self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+                self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=self.cwd)
         self.startup_s: float | None = None
         self.info: dict = {}
 
@@ -66,7 +69,7 @@ class ImprovProcess:
         controller, terminal = pty.openpty()
         self.t_spawn = time.perf_counter()
         self.proc = subprocess.Popen(self.cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
         os.close(terminal)
 
         def copy() -> None:  # until the process closes its end
