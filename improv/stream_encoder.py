@@ -10,9 +10,9 @@ to high or high to low (`TokenConfig.chord_order`). Fed the other way, a model m
 chord (docs/LISTENING.md). An event that sorts before tokens already returned takes them back:
 after each call `taken_back` says how many of the tokens returned before it are replaced by the
 tokens it returns (the caller steps its model again from before them: `improv.context`). A tick
-keeps at most `ONSET_MAX` events in order (bounded work); more start a new run. A pitch started
-twice in one tick, or ended in the tick it started, keeps its arrival order (a note too short
-for a tick). Each event carries a tag (the caller's: whose note it is) that its tokens keep.
+keeps at most `ONSET_MAX` events in order (bounded work); more start a new run. A pitch's events
+after its note-on in the same tick (a note too short for a tick) come after the rest, in the
+order they came. Each event carries a tag (the caller's: whose note it is) that its tokens keep.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from improv.errors import ModelError
 from improv.tokens import Vocabulary, chord_rank, quantize, velocity_bin
 
 ONSET_MAX = 12  # events of one tick put in order; a 13th starts a new run (never, from two hands)
-AGAIN = (2, 0, 0)  # the order key of a pitch's second event in one tick: after the rest, as it came
 
 
 def _order(event: tuple) -> tuple[int, int, int]:
@@ -57,8 +56,9 @@ class StreamEncoder:
         self.new_onset, self.taken_back = not events, 0
         if not events:
             self._vel_bin_before = self._vel_bin
-        key = AGAIN if any(e[1] and e[2] == pitch for e in events) else \
-            (int(on), chord_rank(pitch, self.vocab.config), velocity if on else 0)
+        rank = chord_rank(pitch, self.vocab.config)
+        again = any(e[1] and e[2] == pitch for e in events)  # after its own note-on: as it came
+        key = (2, rank, len(events)) if again else (int(on), rank, velocity if on else 0)
         entry = (key, on, pitch, velocity, tag)
         if not events or key >= events[-1][0]:  # in order already: as it comes
             events.append(entry)

@@ -278,3 +278,8 @@ def test_a_note_too_short_for_a_tick_keeps_its_order():
     encoder = StreamEncoder(vocab)
     streamed = _stream(encoder, [(0, 1, 64, 80), (0, 1, 62, 80), (0, 0, 64, 0), (0, 1, 60, 80)], 12)
     assert streamed == vocab.ids(["ON_60", "ON_62", "ON_64", "OFF_64"]).tolist()
+    # two such notes: their ends in pitch order too, whichever order they came in
+    for events in ([(0, 1, 71, 80), (0, 1, 64, 80), (0, 0, 71, 0), (0, 0, 64, 0)],
+                   [(0, 1, 64, 80), (0, 1, 71, 80), (0, 0, 64, 0), (0, 0, 71, 0)]):
+        streamed = _stream(StreamEncoder(vocab), events, 12)
+        assert streamed == vocab.ids(["ON_64", "ON_71", "OFF_64", "OFF_71"]).tolist()
