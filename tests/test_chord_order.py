@@ -119,3 +119,41 @@ def test_the_latest_onsets_lessons_wait_until_it_is_over():
     context.note_on(0.5, 60, 80)
     context.catch_up(64)
     assert context.learn() == 2 and context.memory.tokens_seen == 2  # ON_67 and the SHIFT after it
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_chords_and_step_budgets_end_as_the_offline_encoding(seed):
+    """Chords of 1-5 notes held for random lengths (a key free before it is struck again), each
+    tick's events in a random order (a key struck again released first), the model stepped a
+    random few tokens after each event and the lessons asked for at random: the memory and the
+    blend end as the offline encoding leaves them."""
+    rng = np.random.default_rng(seed)
+    model = TimedModel(FakeModel(vocab=Vocabulary(TokenConfig(pitch_min=36, pitch_max=96, velocity_bins=4,
+                                                              chord_order=("up", "down")[seed % 2]))))
+    notes, free, t = [], {}, 0.0  # free: pitch -> when its key is up again
+    for _ in range(12):
+        ready = [p for p in range(48, 85) if free.get(p, 0.0) <= t]
+        for pitch in rng.choice(ready, rng.integers(1, 6), replace=False):
+            length = float(rng.choice([0.25, 0.5, 1.0, 1.5]))
+            notes.append(Note(t, length, int(pitch), int(rng.integers(20, 120))))
+            free[int(pitch)] = t + length
+        t += float(rng.choice([0.25, 0.5, 1.0]))
+    velocity = {(n.onset_beats, n.pitch): n.velocity for n in notes}
+    events = [(n.onset_beats, "on", n.pitch) for n in notes] + \
+             [(n.onset_beats + n.duration_beats, "off", n.pitch) for n in notes]
+    events.sort(key=lambda e: (e[0], not (e[1] == "off" and (e[0], e[2]) in velocity), rng.random()))
+    want = reference(model, notes)
+    got = ModelContext(model, SessionMemory(model.vocab.names), Blend(4))
+    for beats, kind, pitch in events:
+        if kind == "on":
+            got.note_on(beats, pitch, velocity[(beats, pitch)])
+        else:
+            got.note_off(beats, pitch)
+        got.catch_up(int(rng.integers(0, 4)))
+        if rng.random() < 0.5:
+            got.learn()
+    got.catch_up(got.queued)
+    got.seal()
+    got.learn()
+    assert got.memory.to_dict() == want.memory.to_dict()
+    assert np.array_equal(got.blend._model_w, want.blend._model_w)
