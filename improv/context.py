@@ -7,6 +7,11 @@
   `catch_up` steps the model one cached step per token, a bounded number at a time, so the
   caller stays responsive. Nothing is ever recomputed from a window. `fork` gives a copy to
   generate from, so listening is never disturbed.
+* The model hears the notes of one onset in its vocabulary's order, whatever order they came in
+  (`improv.stream_encoder`). A note that sorts before notes already stepped sends the context
+  back to its mark, the state (logits, memory cursor) kept before the onset's first step, and
+  the onset is stepped again in order; tokens still queued are simply re-sorted. So that the
+  memory learns the same order, the onset's lessons wait until a later onset begins (or `seal`).
 * `Dialogue` holds improv's planned notes until they have sounded, then feeds them to the
   context: the model hears what was actually played, interruptions included.
 * With a session memory (`improv.memory`) every token stepped is also learned (the player's at
@@ -32,7 +37,8 @@ from improv.memory import Cursor, SessionMemory
 from improv.note_history import HeardNote, NoteHistory
 from improv.phrase import Fork, GenEvent
 from improv.token_facts import TokenFacts
-from improv.tokens import StreamEncoder, Vocabulary
+from improv.stream_encoder import StreamEncoder
+from improv.tokens import Vocabulary
 
 LESSONS = 256  # tokens whose learning may wait for `learn` (more: learned at once)
 MAX_GAP_BEATS = 8.0  # a longer silence reaches the model as this much: it is a boundary either way
@@ -111,6 +117,12 @@ class ModelContext:
         # own, the memory's cursor before it, row of `_lesson_logits` holding the logits before it)
         self._lesson_logits = np.empty((LESSONS, len(model.vocab)), dtype=np.float32)  # (LESSONS, V) ring
         self._next_row = 0
+        self._onset_size = 0  # tokens of the latest onset (the encoder's), stepped or queued
+        self._onset_stepped = 0  # of them, stepped since the mark
+        self._onset_lessons = 0  # of them, lessons put off (not learned while the onset may change)
+        self._mark_state = self.state.copy()  # the mark: what stood before the onset's first step
+        self._mark_logits = np.array(self.logits, copy=True)
+        self._mark_cursor = Cursor()
 
     @property
     def ready(self) -> bool:
@@ -134,10 +146,44 @@ class ModelContext:
     def _heard(self, note: HeardNote, own: bool | None, keep: bool = True) -> None:
         if keep and self.history is not None:
             self.history.add(note)
-        elapsed = self._elapsed(note.beats)
-        tokens = self.encoder.note_on(elapsed, note.pitch, note.velocity) if note.kind == "on" \
-            else self.encoder.note_off(elapsed, note.pitch)
-        self._queue.extend((t, own) for t in tokens)
+        encoder = self.encoder
+        tokens = encoder.event(self._elapsed(note.beats), note.kind == "on", note.pitch, note.velocity, own)
+        if encoder.new_onset:
+            self._onset_stepped = self._onset_lessons = 0
+        elif encoder.taken_back:
+            self._take_back(encoder.taken_back)
+        self._queue.extend(tokens)
+        self._onset_size = len(encoder.onset)
+
+    def _take_back(self, n: int) -> None:
+        """The onset's last `n` tokens are replaced: those still queued are dropped; if any was
+        stepped, back to the mark, with the onset's tokens before them queued again."""
+        queued = self._onset_size - self._onset_stepped
+        for _ in range(min(n, queued)):
+            self._queue.pop()
+        if n <= queued:
+            return
+        self._mark_state.copy_into(self.state)
+        self.logits = self._mark_logits.copy()
+        if self.memory is not None:
+            self._mark_cursor.copy_into(self.memory.cursor)
+            for _ in range(self._onset_lessons):
+                self._lessons.pop()
+            self._next_row = (self._next_row - self._onset_lessons) % LESSONS
+        self._onset_stepped = self._onset_lessons = 0
+        self._queue.extend(self.encoder.onset[: self._onset_size - n])
+
+    def _mark(self) -> None:
+        self.state.copy_into(self._mark_state)
+        np.copyto(self._mark_logits, self.logits)
+        if self.memory is not None:
+            self.memory.cursor.copy_into(self._mark_cursor)
+
+    def seal(self) -> None:
+        """What was heard is final: a later note of the same tick comes after it, and every
+        lesson put off may be learned (before a switch; offline tokens)."""
+        self.encoder.seal()
+        self._onset_size = self._onset_stepped = self._onset_lessons = 0
 
     def queued_tokens(self) -> list[tuple[int, bool | None]]:
         """The tokens waiting to be stepped: (token, improv's own; None: not to learn)."""
@@ -145,6 +191,7 @@ class ModelContext:
 
     def learn_heard(self, heard: Sequence[tuple[int, bool | None]]) -> None:
         """The memory learns tokens this context heard before it had one (a model switched in)."""
+        self.seal()
         if self.memory is not None:
             for token, own in heard:
                 if own is not None:
@@ -160,6 +207,8 @@ class ModelContext:
     def hear(self, token: int, own: bool = False, learn: bool = True) -> None:
         """One token as it is (offline: a piece streamed token by token, `improv eval --adapt`);
         with `learn=False` its lesson waits for `learn`, as on the live path."""
+        if self._onset_size:
+            self.seal()
         self._queue.append((int(token), own))
         self.catch_up(len(self._queue))
         if learn:
@@ -169,9 +218,15 @@ class ModelContext:
         """Step the model through up to `max_steps` queued tokens; returns how many."""
         n = 0
         while self._queue and n < max_steps:
+            in_onset = len(self._queue) <= self._onset_size - self._onset_stepped  # the latest onset's
+            if in_onset:
+                if not self._onset_stepped:
+                    self._mark()
+                self._onset_stepped += 1
             token, own = self._queue.popleft()
             if self.memory is not None and own is not None:
                 self._put_off(token, own)
+                self._onset_lessons += in_onset
             self.logits = self.model.step(token, self.state)
             n += 1
         return n
@@ -188,9 +243,10 @@ class ModelContext:
 
     def learn(self) -> int:
         """The lessons put off, in order: the blend learns from the player's tokens whom to follow,
-        the memory counts every token. Returns how many."""
-        n = len(self._lessons)
-        while self._lessons:
+        the memory counts every token. The latest onset's wait (a note may yet join it). Returns
+        how many."""
+        n = len(self._lessons) - self._onset_lessons
+        for _ in range(n):
             token, own, cursor, row = self._lessons.popleft()
             if not own:
                 p_memory, depth = self.memory.prob(token, cursor)

@@ -72,11 +72,15 @@ def built_in_call() -> list[Note]:
 
 
 def call_events(bpm: float, notes: list[Note], start_beats: float = COUNT_IN_BEATS) -> list:
+    """The call's notes as a player sends them: at one time, the keys released before those
+    struck (a key struck again is released first). Times are rounded to the ns, so that float
+    noise in a note's end never puts its release after the same key struck again."""
     spb = 60.0 / bpm
     events = []
     for n in notes:
-        t_on = (start_beats + n.onset_beats) * spb
-        events += [NoteOn(t_on, 0, n.pitch, n.velocity), NoteOff(t_on + n.duration_beats * spb, 0, n.pitch)]
+        t_on = round((start_beats + n.onset_beats) * spb, 9)
+        t_off = round((start_beats + n.onset_beats + n.duration_beats) * spb, 9)
+        events += [NoteOn(t_on, 0, n.pitch, n.velocity), NoteOff(t_off, 0, n.pitch)]
     return sorted(events, key=lambda e: (e.t_s, isinstance(e, NoteOn)))
 
 

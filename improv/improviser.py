@@ -229,6 +229,7 @@ class Improviser:
         slot, context = self.switch.slots[primed.index], primed.context
         if not primed.learn:
             self.context.catch_up(self.context.queued)  # the shared memory hears all there is first
+        self.context.seal()
         self.context.learn()
         context.memory, context.blend = slot.memory, slot.blend
         if slot.blend is not None:  # the follow CC's setting holds for every model

@@ -166,6 +166,11 @@ class Cursor:
     def copy(self) -> Cursor:
         return Cursor(list(self.tokens), list(self.relative), self.ref_pitch, self.group_top)
 
+    def copy_into(self, other: Cursor) -> None:
+        """`other` made this cursor, into its own lists."""
+        other.tokens[:], other.relative[:] = self.tokens, self.relative
+        other.ref_pitch, other.group_top = self.ref_pitch, self.group_top
+
 
 class SessionMemory:
     def __init__(self, vocab_names: Sequence[str], order: int = 4, half_life_tokens: float = 4000.0,

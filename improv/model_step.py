@@ -59,6 +59,14 @@ class StepState:
         hist = None if self.history is None else self.history.copy()
         return StepState({k: v.copy() for k, v in self.tensors.items()}, hist, self.position)
 
+    def copy_into(self, other: StepState) -> None:
+        """`other` made this state, into its own buffers (a copy of this state to begin with)."""
+        for name, value in self.tensors.items():
+            np.copyto(other.tensors[name], value)
+        if self.history is not None:
+            np.copyto(other.history, self.history)
+        other.position = self.position
+
 
 class StepModel:
     """An exported step model and its sidecar, checked against each other on load."""

@@ -7,8 +7,8 @@ Two schemes:
   is ``1 / ticks_per_beat`` of a beat, so the same tokens play at any tempo; ``ON_p`` / ``OFF_p``
   start and stop MIDI pitch p (chords and overlapping notes are just several ONs before the next
   SHIFT); ``VEL_b`` (only with ``velocity_bins > 0``) sets the velocity bin for the following ONs.
-  A live event is encoded the moment it arrives: the time since the previous event becomes SHIFTs,
-  the event itself one token. No token waits for a note-off.
+  A live event is encoded the moment it arrives (`improv.stream_encoder`): the time since the
+  previous event becomes SHIFTs, the event itself one token. No token waits for a note-off.
   Within one tick, OFFs come before ONs, and pitches ascend (``chord_order = "up"``) or descend
   (``"down"``: a chord's top note first, so a model decides the melody before the harmony under it).
 * ``grid`` (the Bach-chorale / JSB 16th-note benchmark): every grid step writes one token per voice,
@@ -213,6 +213,11 @@ def shift_names(ticks: int, max_shift: int) -> list[str]:
     return [f"SHIFT_{max_shift}"] * full + ([f"SHIFT_{rest}"] if rest else [])
 
 
+def chord_rank(pitch: int, config: TokenConfig) -> int:
+    """Where `pitch` comes among the notes one tick starts (or ends): low to high, or high to low."""
+    return -pitch if config.chord_order == "down" else pitch
+
+
 def notes_to_names(notes: Iterable[Note], config: TokenConfig, bos: bool = True) -> list[str]:
     """Quantise notes to ticks and write them as event tokens (canonical order, see module doc).
 
@@ -230,8 +235,7 @@ def notes_to_names(notes: Iterable[Note], config: TokenConfig, bos: bool = True)
     events: list[tuple[int, int, int, int]] = []  # (tick, 0=off/1=on, pitch, velocity)
     for (on, pitch), (off, velocity) in starts.items():
         events += [(on, 1, pitch, velocity), (off, 0, pitch, 0)]
-    down = config.chord_order == "down"
-    events.sort(key=lambda e: (e[0], e[1], -e[2] if down else e[2], e[3]))
+    events.sort(key=lambda e: (e[0], e[1], chord_rank(e[2], config), e[3]))
     names = ["BOS"] if bos else []
     sounding: dict[int, int] = {}  # pitch -> number of pending offs to skip + 1
     vel_bin, now = None, 0
@@ -320,48 +324,6 @@ class StreamDecoder:
         if kind == "VEL":
             self.velocity = bin_velocity(value, self.vocab.config.velocity_bins)
         return None  # BOS, UNK, VEL
-
-
-class StreamEncoder:
-    """Encodes live events the moment they arrive.
-
-    `elapsed` is the time since the previous event in beats (from whatever clock is in charge). The
-    fractional remainder of each quantisation is carried over, so rounding never drifts.
-    """
-
-    def __init__(self, vocab: Vocabulary) -> None:
-        if vocab.config.scheme != "event":
-            raise ModelError(f"the {vocab.config.scheme} token scheme is not streamable; use an event model")
-        self.vocab = vocab
-        self._residual_beats = 0.0
-        self._vel_bin: int | None = None
-        self._shift_ids = {k: vocab.id(f"SHIFT_{k}") for k in range(1, vocab.config.max_shift_ticks + 1)}
-
-    def _shift(self, elapsed_beats: float) -> list[int]:
-        cfg = self.vocab.config
-        total = self._residual_beats + max(0.0, elapsed_beats)
-        ticks = quantize(total * cfg.ticks_per_beat)
-        self._residual_beats = total - ticks / cfg.ticks_per_beat
-        full, rest = divmod(ticks, cfg.max_shift_ticks)
-        return [self._shift_ids[cfg.max_shift_ticks]] * full + ([self._shift_ids[rest]] if rest else [])
-
-    def note_on(self, elapsed_beats: float, pitch: int, velocity: int) -> list[int]:
-        ids = self._shift(elapsed_beats)
-        bins = self.vocab.config.velocity_bins
-        if bins:
-            b = velocity_bin(velocity, bins)
-            if b != self._vel_bin:
-                ids.append(self.vocab.id(f"VEL_{b}"))
-                self._vel_bin = b
-        ids.append(self.vocab.id(f"ON_{pitch}"))
-        return ids
-
-    def note_off(self, elapsed_beats: float, pitch: int) -> list[int]:
-        return self._shift(elapsed_beats) + [self.vocab.id(f"OFF_{pitch}")]
-
-    def advance(self, elapsed_beats: float) -> list[int]:
-        """Time passing with no event (e.g. the player's silence), as SHIFT tokens."""
-        return self._shift(elapsed_beats)
 
 
 # --------------------------------------------------------------------------- grid scheme

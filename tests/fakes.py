@@ -61,6 +61,9 @@ class FakeState:
     def copy(self) -> FakeState:
         return FakeState(self.last, self.position)
 
+    def copy_into(self, other: FakeState) -> None:
+        other.last, other.position = self.last, self.position
+
 
 class FakeModel:
     """Logits = a fixed bias (short SHIFTs and mid-range notes likely) + a seeded random table

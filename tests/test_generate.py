@@ -32,6 +32,9 @@ class FakeState:
         twin.position = self.position
         return twin
 
+    def copy_into(self, other: FakeState) -> None:
+        other.position = self.position
+
 
 class FakeStepModel:
     """The StepModel interface over a (V, V) table: logits depend on the last token only."""

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from improv.tokens import (DEFAULT_VELOCITY, Note, StreamEncoder, TokenConfig, Vocabulary, bin_velocity,
+from improv.stream_encoder import StreamEncoder
+from improv.tokens import (DEFAULT_VELOCITY, Note, TokenConfig, Vocabulary, bin_velocity,
                            decode_ids, encode_notes, grid_to_ids, grid_to_notes, ids_to_grid, notes_to_names, quantize,
                            velocity_bin)
 
@@ -237,3 +238,57 @@ def test_the_default_chord_order_keeps_the_encoding_caches_keys():
 
     assert "chord_order" not in EncodeSettings(TokenConfig()).fingerprint(".mid")
     assert "chord_order" in EncodeSettings(TokenConfig(chord_order="down")).fingerprint(".mid")
+
+
+def _stream(encoder: StreamEncoder, events, tpb: int) -> list[int]:
+    """Events (tick, is_on, pitch, velocity) streamed as they come; tokens taken back are dropped."""
+    streamed, now = [], 0
+    for tick, is_on, pitch, velocity in events:
+        got = encoder.event((tick - now) / tpb, bool(is_on), pitch, velocity)
+        del streamed[len(streamed) - encoder.taken_back:]
+        streamed += [t for t, _ in got]
+        now = tick
+    return streamed
+
+
+@settings(max_examples=300, deadline=None)
+@given(config_notes_events(), st.sampled_from(["up", "down"]), st.randoms(use_true_random=False))
+def test_a_tick_streamed_in_any_order_equals_the_offline_encoding(case, chord_order, rng):
+    """A chord's notes (and the keys released with them) arrive in any order within their tick
+    (one key's release still before it is struck again): the tokens are the vocabulary's
+    canonical order all the same."""
+    config, notes, events = case
+    config = TokenConfig(**{**config.__dict__, "chord_order": chord_order})
+    slots: dict[tuple[int, int], list[float]] = {}  # (tick, pitch) -> random places, in order
+    for tick, _, pitch, _ in events:
+        slots.setdefault((tick, pitch), []).append(rng.random())
+    places = {key: sorted(values) for key, values in slots.items()}
+    shuffled = sorted(events, key=lambda e: (e[0], places[(e[0], e[2])].pop(0)))
+    vocab = Vocabulary(config)
+    expected = encode_notes(notes, vocab, bos=False).tolist()
+    assert _stream(StreamEncoder(vocab), shuffled, config.ticks_per_beat) == expected
+
+
+def test_a_chord_high_to_low_is_heard_low_to_high_and_keeps_its_tags():
+    vocab = Vocabulary(TokenConfig())
+    encoder = StreamEncoder(vocab)
+    assert encoder.event(0.0, True, 67, 80, "a") == [(vocab.id("ON_67"), "a")]
+    assert encoder.event(0.0, True, 64, 80, "b") == [(vocab.id("ON_64"), "b"), (vocab.id("ON_67"), "a")]
+    assert encoder.taken_back == 1
+    assert encoder.event(0.0, True, 72, 80, "c") == [(vocab.id("ON_72"), "c")]
+    assert encoder.taken_back == 0
+    assert [t for t, _ in encoder.onset] == vocab.ids(["ON_64", "ON_67", "ON_72"]).tolist()
+    assert encoder.event(0.5, True, 60, 80) == [(vocab.id("SHIFT_6"), None), (vocab.id("ON_60"), None)]
+    assert encoder.new_onset and encoder.taken_back == 0
+
+
+def test_a_note_too_short_for_a_tick_keeps_its_order():
+    vocab = Vocabulary(TokenConfig())
+    encoder = StreamEncoder(vocab)
+    streamed = _stream(encoder, [(0, 1, 64, 80), (0, 1, 62, 80), (0, 0, 64, 0), (0, 1, 60, 80)], 12)
+    assert streamed == vocab.ids(["ON_60", "ON_62", "ON_64", "OFF_64"]).tolist()
+    # two such notes: their ends in pitch order too, whichever order they came in
+    for events in ([(0, 1, 71, 80), (0, 1, 64, 80), (0, 0, 71, 0), (0, 0, 64, 0)],
+                   [(0, 1, 64, 80), (0, 1, 71, 80), (0, 0, 64, 0), (0, 0, 71, 0)]):
+        streamed = _stream(StreamEncoder(vocab), events, 12)
+        assert streamed == vocab.ids(["ON_64", "ON_71", "OFF_64", "OFF_71"]).tolist()
