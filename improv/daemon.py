@@ -66,12 +66,18 @@ class Daemon:
 
     def _engine_loop(self) -> None:
         clock = self.engine.clock
+        warm_s = self.engine.settings.time.keep_warm_ms / 1000
         while not self._engine_stop.is_set():
             now = clock.now()
             wake = self.engine.next_wakeup_s()
             wait = MAX_WAIT_S if wake is None else min(MAX_WAIT_S, max(0.0, wake - now))
             wait = max(wait, self._backoff_until_s - now)
-            item = self.midi_in.get(wait)
+            idle = 0 < warm_s < wait
+            item = self.midi_in.get(warm_s if idle else wait)
+            if item is None and idle:  # nothing due yet: keep the model's caches and the CPU warm
+                self._guarded(self.engine.keep_warm)
+                self._guarded(self.handle_port_changes)
+                continue
             while item is not None:
                 self._guarded(self.engine.feed_message, *item)
                 item = self.midi_in.get_nowait()

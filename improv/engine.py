@@ -19,6 +19,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HORIZON_S = LOOKAHEAD_S  # metronome and clock are planned this far ahead, like improv's notes
 CLICK_S = 0.03  # metronome note length
+WARM_TOKEN = 0  # what `keep_warm` steps: any id will do (BOS in the event vocabulary)
 _TRANSPORT = (ClockTick, Start, Stop, Continue, SongPosition)
 
 
@@ -101,6 +103,7 @@ class Engine:
         self._answers_logged = 0
         self._refused: set[str] = set()  # bad remote values, logged once each
         self._threaded = False
+        self._scratch: tuple[Any, Any] | None = None  # (model, its scratch state) for keep_warm
         self._closed = False
         self._sim_inbox: list = []  # run_until's events not yet delivered
         if self.clock_sender is not None:
@@ -175,6 +178,14 @@ class Engine:
         """A bar line of the grid answers start on now (seconds on the engine clock); None while
         the grid follows the player and no call has set it yet."""
         return self.improviser.grid_origin_s
+
+    def keep_warm(self) -> None:
+        """One step of the playing model on a scratch state of its own (time.keep_warm_ms): nothing
+        the session hears, counts or times."""
+        model = self.improviser.model.model
+        if self._scratch is None or self._scratch[0] is not model:
+            self._scratch = (model, model.new_state())
+        model.step(WARM_TOKEN, self._scratch[1])
 
     def next_wakeup_s(self) -> float | None:
         """When `tick` should run next (seconds on the engine clock), None: only on input."""

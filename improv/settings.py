@@ -39,6 +39,8 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     metronome_velocity = 100
     latency_ms = 0.0          # send what improv plans (answers, the duet's line, metronome, clock
                               # out) this much early, -50..50; measure it with `improv calibrate`
+    keep_warm_ms = 0.0        # while idle, a scratch model step this often (e.g. 1; 0 = off), so the
+                              # first step of a reaction finds the CPU awake: ~7 % of a core at 1 ms
 
     [output]
     channel = 1               # 1..16: the channel improv plays on
@@ -90,6 +92,7 @@ from improv.errors import ConfigError
 
 OFF = "off"
 _LENGTH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(beat|beats|bar|bars)\s*$")
+MAX_KEEP_WARM_MS = 20.0  # time.keep_warm_ms: slower than this the CPU sleeps between steps anyway
 MAX_LATENCY_MS = 50.0  # time.latency_ms: plans reach the scheduler 100 ms ahead, the duet's cut 5+ ms
 RESPONSE_LENGTHS = ("call", "1 bar", "2 bars", "4 bars", "8 bars")  # what the length CC selects
 
@@ -185,12 +188,15 @@ class TimeSettings:
     metronome_velocity: int = 100
     grid_anchor: str = "call"
     latency_ms: float = 0.0  # planned sends go out this much early (negative: late); reactions cannot
+    keep_warm_ms: float = 0.0  # a scratch step this often while idle (0 = off)
 
     def __post_init__(self) -> None:
         _check(20 <= self.bpm <= 400, "time.bpm", "use a tempo in 20..400 bpm")
         _check(-MAX_LATENCY_MS <= self.latency_ms <= MAX_LATENCY_MS, "time.latency_ms",
                f"use -{MAX_LATENCY_MS:g}..{MAX_LATENCY_MS:g} ms (measure it with `improv calibrate`)")
         _check(self.grid_anchor in ("call", "clock"), "time.grid_anchor", 'use "call" or "clock"')
+        _check(self.keep_warm_ms == 0 or 0.2 <= self.keep_warm_ms <= MAX_KEEP_WARM_MS, "time.keep_warm_ms",
+               f"use 0 (off) or 0.2..{MAX_KEEP_WARM_MS:g} ms, e.g. 1")
         _check(self.clock in ("internal", "midi"), "time.clock", 'use "internal" or "midi"')
         _check(not (self.send_clock and self.clock == "midi"), "time.send_clock",
                'send clock only with clock = "internal" (improv cannot be master and follower)')

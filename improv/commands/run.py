@@ -14,6 +14,7 @@ import typer  # noqa: E402
 from improv.errors import ConfigError  # noqa: E402
 
 Opt = typer.Option
+KEEP_WARM_MS = 1.0  # --keep-warm: a scratch step every millisecond while idle
 
 
 def command(
@@ -29,6 +30,7 @@ def command(
     metronome: Annotated[bool | None, Opt("--metronome/--no-metronome", help="Click every beat on the metronome channel (GM drums, channel 10).")] = None,
     send_clock: Annotated[bool | None, Opt("--send-clock/--no-send-clock", help="Be the clock master: send 24-ppqn MIDI clock with Start and Stop on the output (internal clock only).")] = None,
     latency_ms: Annotated[float | None, Opt("--latency-ms", help="Send what improv plans (answers, the duet's line, the metronome, clock out) this many milliseconds early, so it lands on the grid after the MIDI system's delay (with --clock midi this covers the clock's way in too); negative values delay. Measure it with `improv calibrate`. Reactions to the player's notes cannot be sent before those notes: they are not moved.", envvar="IMPROV_LATENCY_MS")] = None,
+    keep_warm: Annotated[bool | None, Opt("--keep-warm/--no-keep-warm", help="While nothing is happening, step the model on a scratch state every millisecond (time.keep_warm_ms = 1), so a reaction's first step finds the CPU awake rather than waking it: shorter reactions on machines whose idle CPUs sleep deeply (virtual machines, laptops), for about 7 % of a core.")] = None,
     thru: Annotated[bool | None, Opt("--thru/--no-thru", help="Echo what the player plays to the output.")] = None,
     record: Annotated[Path | None, Opt("--record", help="On exit, write the session to this MIDI file: the player's part and improv's part as two tracks, at the times they sounded.")] = None,
     temperature: Annotated[float | None, Opt("--temperature", help="Sampling temperature: lower is safer, higher is wilder (e.g. 0.9).")] = None,
@@ -52,7 +54,7 @@ def command(
     """Listen on a MIDI input and answer in time on a MIDI output; Ctrl-C releases every note and stops."""
     overrides = build_overrides(
         mode=mode, clock=clock, bpm=bpm, metronome=metronome, send_clock=send_clock, thru=thru,
-        latency_ms=latency_ms,
+        latency_ms=latency_ms, keep_warm_ms=None if keep_warm is None else KEEP_WARM_MS * keep_warm,
         temperature=temperature, top_p=top_p, pitch_range=pitch_range,
         max_polyphony=max_polyphony, key=key, seed=seed, channel=channel, out_channel=out_channel,
         models=models, osc=osc, osc_host=osc_host, osc_target=osc_target)
@@ -85,7 +87,7 @@ def build_overrides(**options: Any) -> dict[str, Any]:
     """Only the options the user gave, as settings keys ("sampling.temperature": 0.8)."""
     keys = {"mode": "mode.mode", "clock": "time.clock", "bpm": "time.bpm",
             "metronome": "time.metronome", "send_clock": "time.send_clock",
-            "latency_ms": "time.latency_ms",
+            "latency_ms": "time.latency_ms", "keep_warm_ms": "time.keep_warm_ms",
             "thru": "output.thru", "temperature": "sampling.temperature",
             "top_p": "sampling.top_p", "max_polyphony": "sampling.max_polyphony",
             "key": "sampling.key", "seed": "sampling.seed", "out_channel": "output.channel",
