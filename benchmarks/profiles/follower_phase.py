@@ -5,7 +5,8 @@ half-window slopes, phase anchored at the latest tick; kept here as `LatestTickF
 period, in steady tempo: the error's std and mean for the next beat (0 to 24 ticks ahead) and for
 the tick 100 ms ahead (improv.parts.LOOKAHEAD_S: when plans are timed), and the p99 of |error|
 100 ms ahead; after a jump from --bpm to --jump-bpm, the beats until every later estimate 100 ms
-ahead is back within the worst error that follower makes at a steady tempo.
+ahead is back within the worst error that follower makes at a steady tempo; on ramps from --bpm
+to 140 and to 110 bpm over 8 beats (tempo automation), the p99 of |error| 100 ms ahead.
 
     python -m benchmarks.profiles.follower_phase [--bpm 120] [--jump-bpm 90] [--period 32 --period 64 --period 256] [--beats 16] [--runs 10]
 """
@@ -71,6 +72,20 @@ def estimate_errors(make, true: np.ndarray, period_frames: int, seed: int, ahead
     return errors[PPQN:]
 
 
+def ramp_ticks(bpm: float, to_bpm: float, ramp_beats: int) -> np.ndarray:
+    """Tick times (s): 2 beats at `bpm`, then a linear ramp to `to_bpm` over `ramp_beats` beats."""
+    k = np.arange((2 + ramp_beats) * PPQN)
+    bpms = bpm + (to_bpm - bpm) * np.clip((k - 2 * PPQN) / (ramp_beats * PPQN), 0.0, 1.0)
+    return FIRST_S + np.concatenate([[0.0], np.cumsum(60.0 / (bpms * PPQN))[:-1]])
+
+
+def ramp_p99(make, bpm: float, to_bpm: float, period: int, runs: int) -> float:
+    """p99 of |error| (ms) 100 ms ahead over a ramp (runs pooled)."""
+    true = ramp_ticks(bpm, to_bpm, 8)
+    got = [estimate_errors(make, true, period, seed, ticks_ahead(bpm))[PPQN:] for seed in range(runs)]
+    return float(np.percentile(np.abs(np.concatenate(got)), 99)) * 1e3
+
+
 def true_bpm(true: np.ndarray) -> float:
     return 60.0 / ((true[1] - true[0]) * PPQN)
 
@@ -119,8 +134,10 @@ def main() -> None:
         for name, make in FOLLOWERS.items():
             f = steady(make, args.bpm, period, args.beats, args.runs)
             lock = beats_to_lock(make, args.bpm, args.jump_bpm, period, args.runs, f["max"])
+            ramps = "  ".join(f"to {to:g}: {ramp_p99(make, args.bpm, to, period, args.runs):.2f}" for to in (140.0, 110.0))
             print(f"{period:4d} frames  {name:21s} next beat {f['beat_std']:.3f} / {f['beat_mean']:+.3f}   100 ms "
-                  f"ahead {f['std']:.3f} / {f['mean']:+.3f}, {f['p99']:.3f} / {f['max']:.3f}   locked after {lock:.2f} beats")
+                  f"ahead {f['std']:.3f} / {f['mean']:+.3f}, {f['p99']:.3f} / {f['max']:.3f}   locked after {lock:.2f} "
+                  f"beats   ramp p99 {ramps}")
 
 
 if __name__ == "__main__":
