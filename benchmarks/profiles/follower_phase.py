@@ -5,8 +5,9 @@ half-window slopes, phase anchored at the latest tick; kept here as `LatestTickF
 period, in steady tempo: the error's std and mean for the next beat (0 to 24 ticks ahead) and for
 the tick 100 ms ahead (improv.parts.LOOKAHEAD_S: when plans are timed), and the p99 of |error|
 100 ms ahead; after a jump from --bpm to --jump-bpm, the beats until every later estimate 100 ms
-ahead is back within the worst error that follower makes at a steady tempo; on ramps from --bpm
-to 140 and to 110 bpm over 8 beats (tempo automation), the p99 of |error| 100 ms ahead.
+ahead is back within the worst error that follower makes at a steady tempo; on `RAMPS` (tempo
+automation: 2 beats at --bpm, a ramp linear in beats, 4 beats at the new tempo), the p99 of |error|
+100 ms ahead from the ramp's first tick on; the time one tick costs (CPython, this machine).
 
     python -m benchmarks.profiles.follower_phase [--bpm 120] [--jump-bpm 90] [--period 32 --period 64 --period 256] [--beats 16] [--runs 10]
 """
@@ -14,6 +15,7 @@ to 140 and to 110 bpm over 8 beats (tempo automation), the p99 of |error| 100 ms
 from __future__ import annotations
 
 import argparse
+import time
 from collections import deque
 
 import numpy as np
@@ -23,6 +25,8 @@ from improv.parts import LOOKAHEAD_S
 
 RATE = 48000  # JACK sample rate (frames per second)
 FIRST_S = 0.01  # the true grid's first tick
+RAMPS = ((140.0, 8), (110.0, 8), (60.0, 16))  # (to bpm, over beats) from --bpm
+TAIL_BEATS = 4  # at the new tempo after a ramp (its end bends the grid as much as its start)
 
 
 class LatestTickFollower:
@@ -73,17 +77,31 @@ def estimate_errors(make, true: np.ndarray, period_frames: int, seed: int, ahead
 
 
 def ramp_ticks(bpm: float, to_bpm: float, ramp_beats: int) -> np.ndarray:
-    """Tick times (s): 2 beats at `bpm`, then a linear ramp to `to_bpm` over `ramp_beats` beats."""
-    k = np.arange((2 + ramp_beats) * PPQN)
+    """Tick times (s): 2 beats at `bpm`, a ramp linear in beats to `to_bpm` over `ramp_beats`
+    beats, then `TAIL_BEATS` at `to_bpm`."""
+    k = np.arange((2 + ramp_beats + TAIL_BEATS) * PPQN)
     bpms = bpm + (to_bpm - bpm) * np.clip((k - 2 * PPQN) / (ramp_beats * PPQN), 0.0, 1.0)
     return FIRST_S + np.concatenate([[0.0], np.cumsum(60.0 / (bpms * PPQN))[:-1]])
 
 
-def ramp_p99(make, bpm: float, to_bpm: float, period: int, runs: int) -> float:
-    """p99 of |error| (ms) 100 ms ahead over a ramp (runs pooled)."""
-    true = ramp_ticks(bpm, to_bpm, 8)
+def ramp_errors(make, bpm: float, to_bpm: float, ramp_beats: int, period: int, runs: int) -> np.ndarray:
+    """|error| (s) 100 ms ahead from the ramp's first tick to the end (runs pooled)."""
+    true = ramp_ticks(bpm, to_bpm, ramp_beats)
     got = [estimate_errors(make, true, period, seed, ticks_ahead(bpm))[PPQN:] for seed in range(runs)]
-    return float(np.percentile(np.abs(np.concatenate(got)), 99)) * 1e3
+    return np.abs(np.concatenate(got))
+
+
+def tick_cost_us(make, bpm: float, beats: int = 64) -> float:
+    """Mean time (us) one tick costs the follower, ticks late by 0..64 frames."""
+    true = true_ticks([(bpm, beats)])
+    arrivals = true + np.random.default_rng(0).uniform(0.0, 64 / RATE, len(true))
+    follower = make(bpm)
+    follower.on_start(0.0)
+    ticks = [float(t) for t in arrivals]
+    start = time.perf_counter()
+    for t in ticks:
+        follower.on_tick(t)
+    return (time.perf_counter() - start) / len(ticks) * 1e6
 
 
 def true_bpm(true: np.ndarray) -> float:
@@ -134,10 +152,13 @@ def main() -> None:
         for name, make in FOLLOWERS.items():
             f = steady(make, args.bpm, period, args.beats, args.runs)
             lock = beats_to_lock(make, args.bpm, args.jump_bpm, period, args.runs, f["max"])
-            ramps = "  ".join(f"to {to:g}: {ramp_p99(make, args.bpm, to, period, args.runs):.2f}" for to in (140.0, 110.0))
+            ramps = "  ".join(f"to {to:g} in {n}: {np.percentile(ramp_errors(make, args.bpm, to, n, period, args.runs), 99) * 1e3:.2f}"
+                              for to, n in RAMPS)
             print(f"{period:4d} frames  {name:21s} next beat {f['beat_std']:.3f} / {f['beat_mean']:+.3f}   100 ms "
                   f"ahead {f['std']:.3f} / {f['mean']:+.3f}, {f['p99']:.3f} / {f['max']:.3f}   locked after {lock:.2f} "
                   f"beats   ramp p99 {ramps}")
+    for name, make in FOLLOWERS.items():
+        print(f"{name}: {tick_cost_us(make, args.bpm):.1f} us per tick")
 
 
 if __name__ == "__main__":
