@@ -4,8 +4,7 @@
 * `ManualClock` is for tests and the demo: time moves only when told to.
 * `BeatClock` is the internal tempo: a straight line (origin, bpm) that `set_bpm` re-anchors,
   so a tempo change never makes the beat position jump.
-* `MidiClockFollower` follows an external 24-ppqn MIDI clock (a DAW or drum machine), its grid a
-  line along the lower envelope of the ticks (`improv.tick_fit`), and offers
+* `MidiClockFollower` follows an external 24-ppqn MIDI clock (a DAW or drum machine) and offers
   the same `beats_at / time_at / bpm / running` interface, so the improviser works with either;
   it makes up clock bytes that never arrived and notices a clock that went away.
 * `ClockSender` gives the absolute deadlines for sending 24-ppqn clock as master
@@ -16,24 +15,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Protocol
-
-from improv.tick_fit import TickLine
 
 PPQN = 24  # MIDI clock ticks per quarter note (beat)
 GAP_RATIO = 1.5  # an interval this many expected tick periods long has lost ticks in it
 LOST_AFTER_S = 0.5  # no tick for this long (or 2 beats, if shorter): the clock is lost
-WINDOW_TICKS = 48  # ticks the grid is fitted to: two beats
-JUMP_RUN = 3  # ticks in a row this far off the grid, on one side: the tempo changed
-JUMP_MIN_S = 0.001  # later than the grid by more than this ...
-JUMP_SPREADS = 2.0  # ... and by more than this many times the lateness seen
-EARLY_MIN_S = 0.0005  # earlier than the grid (never just jitter) by more than this ...
-EARLY_SPREADS = 0.5  # ... and by more than this many times the lateness seen
-JUMP_MIN_TICKS = 12  # a window this full before a run counts
-DRIFT_TICKS = 12  # the newest ticks all later than the grid ...
-DRIFT_SPREADS = 0.5  # ... by this many times the lateness seen: the tempo slows; fit those alone
-SPREAD_DECAY = 0.99  # per tick: the lateness seen halves in about 3 beats without a late tick
-SPREAD_GROWTH_S = 0.00025  # and grows by at most this per tick, so a tempo's drift cannot feed it
+WINDOW_TICKS = 24  # tick intervals the tempo estimate looks at: one beat
 
 
 class Clock(Protocol):
@@ -133,30 +121,24 @@ def next_grid_beats(beats: float, grid_beats: float) -> float:
 class MidiClockFollower:
     """Follows external MIDI clock: 24 ticks per beat, Start / Stop / Continue / Song Position.
 
-    The grid is a line along the lower envelope of the last `WINDOW_TICKS` ticks' arrivals
-    (`improv.tick_fit.TickLine`): ticks come late by up to a MIDI-system period, never early, so
-    the earliest mark the sender's grid. A run of `JUMP_RUN` ticks off that line, all on one side,
-    by more than the lateness seen (a tempo change) restarts the window from the run. Ticks that
-    never arrived are counted from the tick after a long interval. After Start the first tick is
-    beat 0; after Continue, the song position. Stopped, or lost (no tick for `lost_after_s`, see
-    `check`), it free-runs at the last tempo with `running` False and resumes from where it was
-    when ticks come again. Why and how well: docs/TIMING.md.
+    Tempo: the median, over the last `WINDOW_TICKS` intervals, of the slopes across half the
+    window, so jitter is divided by the span and a late tick is outvoted. Phase: anchored at the
+    latest tick. Ticks that never arrived are counted from the tick after a long interval. After
+    Start the first tick is beat 0; after Continue, the song position. Stopped, or lost (no tick
+    for `lost_after_s`, see `check`), it free-runs at the last tempo with `running` False and
+    resumes from where it was when ticks come again. Why and how well: docs/TIMING.md.
     """
 
     def __init__(self, bpm: float = 120.0, t0_s: float = 0.0) -> None:
         self._bpm = _check_bpm(bpm)
-        self._line = TickLine(WINDOW_TICKS)
-        self._last_s: float | None = None  # arrival of the latest tick while running
-        self._anchor_s = float(t0_s)  # where the line puts the latest tick (or the free-run origin)
+        self._ticks: deque[float] = deque(maxlen=WINDOW_TICKS + 1)
+        self._anchor_s = float(t0_s)  # time of the latest tick (or of the free-run origin)
         self._anchor_beats = 0.0
         self._next_tick = 0  # song position of the next tick, in ticks
         self._running = False
         self._armed = False  # Start/Continue seen, waiting for the first tick
         self._lost = False  # ticks stopped while running (no Stop): the next tick resumes
         self._gap: tuple[float, float] | None = None  # (tick before, tick after) a long interval
-        self._run = 0  # ticks in a row off the line: + late, - early
-        self._held_k, self._held_t = [0] * (JUMP_RUN - 1), [0.0] * (JUMP_RUN - 1)  # those ticks
-        self._spread_s = 0.0  # how late ticks come (decaying maximum of the window's spread)
 
     @property
     def bpm(self) -> float:
@@ -188,9 +170,9 @@ class MidiClockFollower:
 
     def lost_deadline_s(self) -> float | None:
         """When the clock counts as lost if no tick comes before (None: not running)."""
-        if not self._running or self._last_s is None:
+        if not self._running or not self._ticks:
             return None
-        return self._last_s + self.lost_after_s
+        return self._ticks[-1] + self.lost_after_s
 
     def check(self, now_s: float) -> bool:
         """Mark the clock lost if no tick came for `lost_after_s`; True when this call lost it."""
@@ -198,25 +180,21 @@ class MidiClockFollower:
         if deadline is None or now_s < deadline:
             return False
         self._running, self._lost = False, True  # free-runs on from the last tick
-        self._forget()
+        self._ticks.clear()
+        self._gap = None
         return True
 
     def on_tick(self, t_s: float) -> None:
         if self._running and not self.check(t_s):  # (a gap this long: lost, and resumed now)
-            if self._gap is not None:
-                self._close_gap(t_s)
-            elif self._run <= 0 and self._last_s is not None and t_s - self._last_s >= GAP_RATIO * self.period_s:
-                self._gap = (self._last_s, t_s)  # late, or after lost ticks (not in a run of late
-                # ticks: that is a slower tempo): the next tick says
-                self._last_s = t_s
-                self._next_tick += 1
-                return
+            self._count_lost_ticks(t_s)
         elif self._armed or self._lost:
             self._running, self._armed, self._lost = True, False, False
         else:
             return  # clock without Start: ignore until the transport starts
-        self._follow(self._next_tick, t_s)
-        self._last_s = t_s
+        self._ticks.append(t_s)
+        if self._gap is None:  # (a gap not yet explained is no tempo)
+            self._estimate_bpm()
+        self._anchor_s, self._anchor_beats = t_s, self._next_tick / PPQN
         self._next_tick += 1
 
     def on_start(self, t_s: float | None = None) -> None:
@@ -239,55 +217,50 @@ class MidiClockFollower:
     def _arm(self, position_ticks: int, t_s: float | None) -> None:
         self._next_tick = position_ticks
         self._running, self._armed, self._lost = False, True, False
-        self._forget()  # a gap in the clock is not a tempo
+        self._ticks.clear()  # a gap in the clock is not a tempo
+        self._gap = None
         if t_s is not None:  # until the first tick: expect it one tick from now
             self._anchor_s = t_s + 60.0 / (self._bpm * PPQN)
             self._anchor_beats = position_ticks / PPQN
 
-    def _forget(self) -> None:
-        self._line.clear()
-        self._last_s, self._gap, self._run = None, None, 0
-
-    def _follow(self, k: int, t_s: float) -> None:
-        """Tick k arrived at t_s. One off the grid is held out of the fit; `JUMP_RUN` in a row on
-        one side are a new tempo: the window restarts from the tick before them."""
-        line = self._line
-        if line.count >= JUMP_MIN_TICKS:
-            off = t_s - line.at(k)
-            side = 1 if off > max(JUMP_MIN_S, JUMP_SPREADS * self._spread_s) else 0
-            side = -1 if off < -max(EARLY_MIN_S, EARLY_SPREADS * self._spread_s) else side
-            if side:
-                self._run = self._run + side if self._run * side > 0 else side
-                if abs(self._run) < JUMP_RUN:
-                    self._held_k[abs(self._run) - 1], self._held_t[abs(self._run) - 1] = k, t_s
-                    self._anchor_s, self._anchor_beats = line.at(k), k / PPQN
-                    return
-                line.keep_last(1)
-                for i in range(JUMP_RUN - 1):
-                    line.add(self._held_k[i], self._held_t[i])
-            self._run = 0
-        line.add(k, t_s)
-        line.fit(self.period_s)
-        if line.count > DRIFT_TICKS and line.lowest_of_last(DRIFT_TICKS) > DRIFT_SPREADS * self._spread_s:
-            line.keep_last(DRIFT_TICKS)
-            line.fit(self.period_s)
-        self._spread_s = max(self._spread_s * SPREAD_DECAY, min(line.spread_s, self._spread_s + SPREAD_GROWTH_S))
-        self._bpm = min(999.0, max(1.0, 60.0 / (line.period_s * PPQN)))
-        self._anchor_s, self._anchor_beats = line.at(k), k / PPQN
-
-    def _close_gap(self, t_s: float) -> None:
-        """After a long interval (`GAP_RATIO` periods or more), at the tick after it: count the
-        ticks lost as the number that best fits both arrivals, or, if this interval is long too,
-        take it as a slower tempo; the tick after the gap joins the window at its position."""
-        (before, after), self._gap, period = self._gap, None, self.period_s
+    def _count_lost_ticks(self, t_s: float) -> None:
+        """Note a long interval (`GAP_RATIO` periods or more); at the tick after it, count the ticks
+        lost as the number that best fits both arrivals, or, if that interval is long too, take it
+        as a slower tempo."""
+        if not self._ticks:
+            return
+        period, gap, self._gap = self.period_s, self._gap, None
+        if gap is None:
+            if t_s - self._ticks[-1] >= GAP_RATIO * period:
+                self._gap = (self._ticks[-1], t_s)
+            return
+        before, after = gap
         if t_s - after >= GAP_RATIO * period:  # long again: a slower tempo, not lost bytes
             self._bpm = min(999.0, max(1.0, 60.0 / ((t_s - after) * PPQN)))
-            self._line.clear()
-            self._run = 0
-        else:  # `after` is tick k + 1 + m and this one k + 2 + m, `before` tick k: the best m for both
-            m = round(((after - before) / period - 1 + (t_s - before) / period - 2) / 2)
-            self._next_tick += max(0, min(m, int(self.lost_after_s / period)))
-        self._follow(self._next_tick - 1, after)
+            self._ticks.clear()
+            self._ticks.append(after)
+            return
+        # `after` is tick k + 1 + m and this one k + 2 + m, `before` tick k: the best m for both
+        m = round(((after - before) / period - 1 + (t_s - before) / period - 2) / 2)
+        m = max(0, min(m, int(self.lost_after_s / period)))
+        if m:
+            step = (after - before) / (m + 1)
+            ticks = list(self._ticks)
+            i = ticks.index(after)
+            ticks[i:i] = [before + k * step for k in range(1, m + 1)]
+            self._ticks.clear()
+            self._ticks.extend(ticks)
+            self._next_tick += m
+
+    def _estimate_bpm(self) -> None:
+        n = len(self._ticks)
+        if n < 3:
+            return
+        ticks, half = self._ticks, (n - 1) // 2
+        slopes = sorted((ticks[i + half] - ticks[i]) / half for i in range(n - half))
+        period = slopes[len(slopes) // 2]
+        if period > 0:
+            self._bpm = min(999.0, max(1.0, 60.0 / (period * PPQN)))
 
 
 class ClockSender:

@@ -254,89 +254,16 @@ def test_a_clock_is_lost_after_half_a_second_or_two_beats(bpm, lost_s):
     assert MidiClockFollower(bpm=bpm).lost_after_s == pytest.approx(lost_s)
 
 
-def _late_arrivals(bpms_beats, period_frames, seed):
-    """(true tick times, arrivals) of a sender at each (bpm, beats) in turn, every tick late by
-    0..one JACK period (48 kHz), never early."""
-    periods = np.concatenate([np.full(beats * PPQN, 60.0 / (bpm * PPQN)) for bpm, beats in bpms_beats])
-    true = 0.01 + np.concatenate([[0.0], np.cumsum(periods)[:-1]])
-    return true, true + np.random.default_rng(seed).uniform(0.0, period_frames / 48000, len(true))
-
-
-def test_tick_line_lies_along_the_earliest_ticks():
-    """Ticks late by anything, every 4th on time: the line is the sender's grid, exactly."""
-    from improv.tick_fit import TickLine
-
-    line, rng, period = TickLine(48), np.random.default_rng(1), 0.02
-    for k in range(100, 148):
-        line.add(k, 3.0 + k * period + (0.0 if k % 4 == 0 else rng.uniform(0.0, 0.005)))
-    line.fit(0.03)
-    assert line.period_s == pytest.approx(period, abs=1e-12)
-    assert line.at(200) == pytest.approx(3.0 + 200 * period, abs=1e-9)
-    assert line.lowest_of_last(10) == pytest.approx(0.0, abs=1e-12) and 0.0 < line.spread_s <= 0.005
-
-
-@pytest.mark.parametrize("period_frames", [64, 256])
-def test_follower_grid_under_late_ticks_is_the_senders(period_frames):
-    """Ticks late by 0..a period: where the follower puts the tick 100 ms ahead (when plans are
-    timed), beats 2 to 12 over 20 seeds. The lower envelope: mean ~0.05, p99 ~0.28 periods; the
-    follower anchored at the latest tick was late by half a period on average, p99 ~1.04 periods
-    (benchmarks/profiles/follower_phase.py)."""
-    errors = []
-    for seed in range(20):
-        true, arrivals = _late_arrivals([(120.0, 12)], period_frames, seed)
-        f = MidiClockFollower(bpm=120.0)
-        f.on_start(0.0)
-        for k, t in enumerate(arrivals[:-5]):
-            f.on_tick(float(t))
-            if k >= 2 * PPQN:
-                errors.append(f.time_at((k + 5) / PPQN) - true[k + 5])
-    period_s = period_frames / 48000
-    mean, p99 = float(np.mean(errors)), float(np.percentile(np.abs(errors), 99))
-    assert abs(mean) < 0.15 * period_s and p99 < 0.5 * period_s, f"mean {mean * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms"
-
-
-@pytest.mark.parametrize("before, after", [(120.0, 90.0), (90.0, 120.0), (120.0, 126.0)])
-def test_follower_follows_a_tempo_jump_within_half_a_beat(before, after):
-    """Late ticks (64 frames), a jump after 4 beats: 12 ticks later the tempo is within 1 % and
-    the grid within 1.5 ms (the window is young), a beat later within 0.8 ms, and both stay."""
-    for seed in range(10):
-        true, arrivals = _late_arrivals([(before, 4), (after, 3)], 64, seed)
-        f = MidiClockFollower(bpm=before)
-        f.on_start(0.0)
-        jump = 4 * PPQN
-        for k, t in enumerate(arrivals[:-5]):
-            f.on_tick(float(t))
-            if k >= jump + 12:
-                bound = 0.0015 if k < jump + 12 + PPQN else 0.0008
-                assert f.bpm == pytest.approx(after, rel=0.01), f"seed {seed}, tick {k - jump} after the jump"
-                assert abs(f.time_at((k + 5) / PPQN) - true[k + 5]) < bound, f"seed {seed}, tick {k - jump}"
-
-
-def test_follower_holds_out_a_tick_that_came_early():
-    """A tick can come late but never early: one early byte (a stamp from another clock domain)
-    is held out of the fit and the grid does not move."""
-    f = MidiClockFollower(bpm=120.0)
-    f.on_start(0.0)
-    period = 60.0 / (120.0 * PPQN)
-    t = _ticks(f, 0.0, 120.0, 2 * PPQN)
-    grid = f.time_at(4.0)
-    f.on_tick(t - 0.003)
-    for k in range(1, 4):
-        f.on_tick(t + k * period)
-    assert f.time_at(4.0) == pytest.approx(grid, abs=1e-9)
-    assert f.bpm == pytest.approx(120.0, rel=1e-9)
-
-
-@pytest.mark.xfail(strict=True, reason="the two-beat line bends away from a tempo ramp (docs/TIMING.md, "
-                   "'Following MIDI clock': what was tried); remove this mark when the follower follows ramps")
 @pytest.mark.parametrize("to_bpm, ramp_beats", [(140.0, 8), (110.0, 8), (60.0, 16)])
 def test_follower_follows_a_tempo_ramp_no_worse_than_the_latest_tick_follower(to_bpm, ramp_beats):
     """Tempo automation from 120 bpm (ticks late by 0..64 frames, then 4 beats at the new tempo):
     the p99 of the error 100 ms ahead from the ramp's start on is no worse than that of the
-    follower anchored at the latest tick (2.55, 1.29, 6.97 ms; the lower envelope: 3.37, 5.61,
-    42.3 ms; benchmarks/profiles/follower_phase.py)."""
+    follower anchored at the latest tick (2.55, 1.29, 6.97 ms), the bar for any new follower (the
+    lower envelope: 3.37, 5.61, 42.3 ms; the earliest of 12 ticks: 2.26, 1.57, 8.32 ms;
+    benchmarks/profiles/follower_phase.py, follower_anchor.py)."""
     from benchmarks.profiles.follower_phase import LatestTickFollower, ramp_errors
 
     p99 = {name: float(np.percentile(ramp_errors(make, 120.0, to_bpm, ramp_beats, 64, 10), 99))
-           for name, make in (("now", MidiClockFollower), ("before", LatestTickFollower))}
-    assert p99["now"] <= p99["before"], f"p99 {p99['now'] * 1e3:.2f} ms, the latest-tick follower's {p99['before'] * 1e3:.2f} ms"
+           for name, make in (("improv", MidiClockFollower), ("latest tick", LatestTickFollower))}
+    assert p99["improv"] <= p99["latest tick"] + 1e-6, (f"p99 {p99['improv'] * 1e3:.2f} ms, the latest-tick follower's "
+                                                 f"{p99['latest tick'] * 1e3:.2f} ms")

@@ -1,7 +1,8 @@
 """Where the MIDI clock follower puts the next beat when each tick arrives up to a JACK period late
-(uniformly, at random), against the sender's true grid: the follower (improv.clock.
-MidiClockFollower, its grid along the ticks' lower envelope) beside the one it replaced (tempo from
-half-window slopes, phase anchored at the latest tick; kept here as `LatestTickFollower`). Per
+(uniformly, at random), against the sender's true grid: improv's follower (improv.clock.
+MidiClockFollower: tempo from half-window slopes, phase anchored at the latest tick) beside the
+lower envelope that did not ship (benchmarks.profiles.lower_envelope). `LatestTickFollower` is a
+frozen copy of improv's grid (steady ticks only), the bar any new follower must meet. Per
 period, in steady tempo: the error's std and mean for the next beat (0 to 24 ticks ahead) and for
 the tick 100 ms ahead (improv.parts.LOOKAHEAD_S: when plans are timed), and the p99 of |error|
 100 ms ahead; after a jump from --bpm to --jump-bpm, the beats until every later estimate 100 ms
@@ -20,6 +21,7 @@ from collections import deque
 
 import numpy as np
 
+from benchmarks.profiles.lower_envelope import LowerEnvelopeFollower
 from improv.clock import PPQN, MidiClockFollower
 from improv.parts import LOOKAHEAD_S
 
@@ -30,8 +32,8 @@ TAIL_BEATS = 4  # at the new tempo after a ramp (its end bends the grid as much 
 
 
 class LatestTickFollower:
-    """The follower before the lower envelope (steady ticks only: no gaps, no transport): tempo
-    the median of the slopes across half of the last 24 intervals, phase at the latest tick."""
+    """improv's follower's grid (steady ticks only: no gaps, no transport): tempo the median of
+    the slopes across half of the last 24 intervals, phase at the latest tick."""
 
     def __init__(self, bpm: float) -> None:
         self.bpm, self._ticks, self._anchor_s, self._anchor_beats = bpm, deque(maxlen=PPQN + 1), 0.0, 0.0
@@ -52,7 +54,7 @@ class LatestTickFollower:
         return self._anchor_s + (beats - self._anchor_beats) * 60.0 / self.bpm
 
 
-FOLLOWERS = {"latest tick (before)": LatestTickFollower, "lower envelope (now)": MidiClockFollower}
+FOLLOWERS = {"latest tick (improv)": MidiClockFollower, "lower envelope": LowerEnvelopeFollower}
 
 
 def true_ticks(tempos: list[tuple[float, int]]) -> np.ndarray:

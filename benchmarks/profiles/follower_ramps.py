@@ -22,7 +22,8 @@ from collections import deque
 import numpy as np
 
 from benchmarks.profiles.follower_phase import FOLLOWERS, RAMPS, beats_to_lock, ramp_errors, steady, tick_cost_us
-from improv.clock import PPQN, MidiClockFollower
+from benchmarks.profiles.lower_envelope import LowerEnvelopeFollower
+from improv.clock import PPQN
 
 LAG = 12  # ticks between the two slopes the curvature comes from
 NEWEST = 6  # ticks the phase and the residual check look at
@@ -36,8 +37,8 @@ def _ramp(x: float, lo_hi: tuple[float, float]) -> float:
     return min(1.0, max(0.0, (x - lo_hi[0]) / (lo_hi[1] - lo_hi[0])))
 
 
-class RampBlendFollower(MidiClockFollower):
-    """MidiClockFollower, its grid blended towards the short-memory estimate (steady ticks only)."""
+class RampBlendFollower(LowerEnvelopeFollower):
+    """LowerEnvelopeFollower, its grid blended towards the short-memory estimate (steady ticks only)."""
 
     def __init__(self, bpm: float = 120.0, t0_s: float = 0.0) -> None:
         super().__init__(bpm, t0_s)
