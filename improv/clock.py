@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import Protocol
 
+from improv.tick_anchor import TickAnchor
+
 PPQN = 24  # MIDI clock ticks per quarter note (beat)
 GAP_RATIO = 1.5  # an interval this many expected tick periods long has lost ticks in it
 LOST_AFTER_S = 0.5  # no tick for this long (or 2 beats, if shorter): the clock is lost
@@ -123,7 +125,8 @@ class MidiClockFollower:
 
     Tempo: the median, over the last `WINDOW_TICKS` intervals, of the slopes across half the
     window, so jitter is divided by the span and a late tick is outvoted. Phase: anchored at the
-    latest tick. Ticks that never arrived are counted from the tick after a long interval. After
+    earliest of the recent ticks while the tempo holds, at the latest while it moves
+    (`improv.tick_anchor`). Ticks that never arrived are counted from the tick after a long interval. After
     Start the first tick is beat 0; after Continue, the song position. Stopped, or lost (no tick
     for `lost_after_s`, see `check`), it free-runs at the last tempo with `running` False and
     resumes from where it was when ticks come again. Why and how well: docs/TIMING.md.
@@ -139,6 +142,7 @@ class MidiClockFollower:
         self._armed = False  # Start/Continue seen, waiting for the first tick
         self._lost = False  # ticks stopped while running (no Stop): the next tick resumes
         self._gap: tuple[float, float] | None = None  # (tick before, tick after) a long interval
+        self._phase = TickAnchor()
 
     @property
     def bpm(self) -> float:
@@ -182,11 +186,16 @@ class MidiClockFollower:
         self._running, self._lost = False, True  # free-runs on from the last tick
         self._ticks.clear()
         self._gap = None
+        self._phase.restart()
         return True
 
     def on_tick(self, t_s: float) -> None:
+        predicted_s = self.time_at(self._next_tick / PPQN)
         if self._running and not self.check(t_s):  # (a gap this long: lost, and resumed now)
+            gap_before = self._gap is not None
             self._count_lost_ticks(t_s)
+            if gap_before or self._gap is not None:  # lost bytes, or a slower tempo: no jitter to read
+                self._phase.restart()
         elif self._armed or self._lost:
             self._running, self._armed, self._lost = True, False, False
         else:
@@ -194,7 +203,9 @@ class MidiClockFollower:
         self._ticks.append(t_s)
         if self._gap is None:  # (a gap not yet explained is no tempo)
             self._estimate_bpm()
-        self._anchor_s, self._anchor_beats = t_s, self._next_tick / PPQN
+        k = self._next_tick
+        self._anchor_s = self._phase.anchor(k, t_s, predicted_s, self.period_s, self._bpm)
+        self._anchor_beats = k / PPQN
         self._next_tick += 1
 
     def on_start(self, t_s: float | None = None) -> None:
@@ -219,6 +230,7 @@ class MidiClockFollower:
         self._running, self._armed, self._lost = False, True, False
         self._ticks.clear()  # a gap in the clock is not a tempo
         self._gap = None
+        self._phase.restart()
         if t_s is not None:  # until the first tick: expect it one tick from now
             self._anchor_s = t_s + 60.0 / (self._bpm * PPQN)
             self._anchor_beats = position_ticks / PPQN

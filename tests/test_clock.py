@@ -267,3 +267,14 @@ def test_follower_follows_a_tempo_ramp_no_worse_than_the_latest_tick_follower(to
            for name, make in (("improv", MidiClockFollower), ("latest tick", LatestTickFollower))}
     assert p99["improv"] <= p99["latest tick"] + 1e-6, (f"p99 {p99['improv'] * 1e3:.2f} ms, the latest-tick follower's "
                                                  f"{p99['latest tick'] * 1e3:.2f} ms")
+
+
+@pytest.mark.parametrize("period, mean_ms, p99_ms", [(64, 0.3, 1.0), (256, 1.6, 5.3)])
+def test_at_a_steady_tempo_the_grid_sits_at_the_earliest_ticks(period, mean_ms, p99_ms):
+    """Ticks late by 0..a period: the grid 100 ms ahead is late by far less than the half period a
+    grid at the latest tick carries (64 frames: +0.67 ms mean, 1.39 ms p99; 256: +2.70, 5.54;
+    now +0.16 / 0.85 and +1.05 / 4.99, benchmarks/profiles/follower_phase.py)."""
+    from benchmarks.profiles.follower_phase import steady
+
+    figures = steady(MidiClockFollower, 120.0, period, 16, 10)
+    assert figures["mean"] < mean_ms and figures["p99"] < p99_ms, figures

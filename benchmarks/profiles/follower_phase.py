@@ -1,8 +1,9 @@
 """Where the MIDI clock follower puts the next beat when each tick arrives up to a JACK period late
 (uniformly, at random), against the sender's true grid: improv's follower (improv.clock.
-MidiClockFollower: tempo from half-window slopes, phase anchored at the latest tick) beside the
-lower envelope that did not ship (benchmarks.profiles.lower_envelope). `LatestTickFollower` is a
-frozen copy of improv's grid (steady ticks only), the bar any new follower must meet. Per
+MidiClockFollower: tempo from half-window slopes, phase at the earliest recent tick while the
+tempo holds, improv.tick_anchor) beside `LatestTickFollower`, a frozen copy of the grid improv
+had before (phase at the latest tick; steady ticks only), the bar on tempo ramps, and the lower
+envelope that did not ship (benchmarks.profiles.lower_envelope). Per
 period, in steady tempo: the error's std and mean for the next beat (0 to 24 ticks ahead) and for
 the tick 100 ms ahead (improv.parts.LOOKAHEAD_S: when plans are timed), and the p99 of |error|
 100 ms ahead; after a jump from --bpm to --jump-bpm, the beats until every later estimate 100 ms
@@ -54,7 +55,8 @@ class LatestTickFollower:
         return self._anchor_s + (beats - self._anchor_beats) * 60.0 / self.bpm
 
 
-FOLLOWERS = {"latest tick (improv)": MidiClockFollower, "lower envelope": LowerEnvelopeFollower}
+FOLLOWERS = {"improv": MidiClockFollower, "latest tick (before)": LatestTickFollower,
+             "lower envelope": LowerEnvelopeFollower}
 
 
 def true_ticks(tempos: list[tuple[float, int]]) -> np.ndarray:
