@@ -23,7 +23,8 @@ FIGURE_INTERVALS = 3
 GAIN_FIGURE = 4.0  # log-odds for the note that completes a figure whose opening the line just played
 GAIN_STEP = 2.0  # for a note that continues one of the call's interval pairs (a figure's fragment)
 MAX_RUN = 4  # intervals of the call in a row the line may replay; past that it must vary
-TOP_LAST_SCALE = 3.0  # the gains where the top note is a chord's last (a low-to-high vocabulary)
+TOP_LAST_SCALE = 3.0  # the gains on a chord call where the top note is a chord's last (low to high)
+TOP_FIRST_SCALE = 1.5  # ... and where it is its first (high to low): under the chord's pull either way
 
 
 def top_line(notes: Sequence[Note]) -> list[int]:
@@ -111,7 +112,7 @@ class FigureLine:
         last = line[-1] - line[-2]
         bonus: dict[int, float] = {}
         recent = intervals(list(line))
-        scale = TOP_LAST_SCALE if figs.voices > 1 and not figs.top_first else 1.0
+        scale = 1.0 if figs.voices == 1 else TOP_FIRST_SCALE if figs.top_first else TOP_LAST_SCALE
         if len(line) >= 3:
             self._weigh(bonus, figs.after_two.get((line[-2] - line[-3], last)), recent, scale * GAIN_FIGURE)
         self._weigh(bonus, figs.after_one.get(last), recent, scale * GAIN_STEP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.music import measure
-from improv.figures import GAIN_FIGURE, MAX_RUN, TOP_LAST_SCALE, Figures, _voices, intervals, top_line
+from improv.figures import GAIN_FIGURE, MAX_RUN, TOP_FIRST_SCALE, TOP_LAST_SCALE, Figures, _voices, intervals, top_line
 from improv.phrase_shape import ONSET_TOLERANCE_BEATS
 from improv.tokens import Note
 from improv.model_step import StepModel
@@ -61,15 +61,17 @@ def test_in_a_chord_only_a_note_that_can_be_the_top_is_offered():
     assert _offered(down, [72, 74, 76], sounding=1, highest=76, onset_top=76) == {}
 
 
-def test_a_chords_last_note_gets_the_larger_gain_only_where_it_is_the_top():
-    """Written low to high, the top note is the chord's last decision, under the harmony placed
-    first: it is offered more strongly there than a single line's next note or a top written first."""
+def test_a_chord_calls_top_line_is_offered_more_strongly_most_where_it_is_the_last_note():
+    """A chord call's figures are offered to the answer's top line more strongly than a single
+    line's (the chord's other notes pull against them): most where the top note is the chord's
+    last decision (low to high, under the harmony placed first), less where it is its first."""
     chords = [Note(i, 0.9, p + d, 80) for i, p in enumerate([72, 74, 76, 72, 79]) for d in (-12, -5, 0)]
     single = line([72, 74, 76, 72, 79])
     assert _offered(Figures.of(chords, ON_ID), [72, 74, 76], sounding=2, highest=64)[72] == \
         TOP_LAST_SCALE * GAIN_FIGURE
     assert _offered(Figures.of(single, ON_ID), [72, 74, 76])[72] == GAIN_FIGURE
-    assert _offered(Figures.of(chords, ON_ID, top_first=True), [72, 74, 76])[72] == GAIN_FIGURE
+    assert _offered(Figures.of(chords, ON_ID, top_first=True), [72, 74, 76])[72] == TOP_FIRST_SCALE * GAIN_FIGURE
+    assert _offered(Figures.of(single, ON_ID, top_first=True), [72, 74, 76])[72] == GAIN_FIGURE
 
 
 def _echo(model, overrides, seeds=range(6)):
