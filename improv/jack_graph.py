@@ -8,15 +8,6 @@ by the ports list before and after we open one (`new_port`): JACK renames a take
 ("improv out-01"), and libjack's jack_get_client_pid is not implemented on the library side.
 ctypes releases the GIL for each call, so none of these holds the interpreter while the server
 answers (python-rtmidi's open/close do hold it).
-
-It is also the process's first JACK client, and `scrub` runs before any other opens (issue 13,
-docs/LIVE.md): libjack keeps one table of wake-up futexes per process, and a client that is still
-inside jack_client_open ignores the server's "client removed" (jackaudio/jack2 #721). A client of
-another process (a `jack_lsp`) that closes during the open of a process's only client leaves its
-entry mapped; the next client of ours that gets its number finds it "already connected", waits on
-the dead client's futex and is never run: the graph stalls and nothing improv plays arrives.
-`scrub` opens and closes `SCRUB_CLIENTS` unactivated clients while this one, fully open, handles
-their removals: the numbers our next clients will get are unmapped first.
 """
 
 from __future__ import annotations
@@ -28,8 +19,6 @@ from typing import Any
 
 NO_START_SERVER = 0x01  # JackOptions.JackNoStartServer
 GRAPH_CLIENT = "improv graph"
-SCRUB_CLIENT = "improv scrub"
-SCRUB_CLIENTS = 4  # the lowest free client numbers cleaned: improv opens three clients after this one
 
 
 def _lib() -> Any:
@@ -64,16 +53,6 @@ class JackGraph:
         if not client:
             raise OSError(f"jack_client_open failed (status 0x{status.value:x})")
         return cls(lib, client)
-
-    def scrub(self, count: int = SCRUB_CLIENTS) -> None:
-        """Open `count` clients at once (they take the lowest free numbers), then close them: this
-        client unmaps each one's entry on its removal, stale or not (module docstring)."""
-        status = ctypes.c_int(0)
-        opened = [self._lib.jack_client_open(SCRUB_CLIENT.encode(), NO_START_SERVER, ctypes.byref(status))
-                  for _ in range(count)]
-        for client in opened:
-            if client:
-                self._lib.jack_client_close(client)
 
     def close(self) -> None:
         if self._client:

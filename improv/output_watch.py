@@ -45,17 +45,14 @@ START_TRIES = 3  # the start-up check: the first output and at most two reopened
 
 
 def open_graph(backend: str, log: Any) -> JackGraph | None:
-    """The graph client the watch needs, scrubbed, or None (not JACK; libjack missing: logged).
-    Opened before improv's other JACK clients: see `improv.jack_graph`."""
+    """The graph client the watch needs, or None (not JACK; libjack missing: logged)."""
     if backend != "jack":
         return None
     try:
-        graph = JackGraph.open()
+        return JackGraph.open()
     except OSError as err:
         log.warning("the JACK output watch is off (%s): a stalled output would go unnoticed", err)
         return None
-    graph.scrub()  # before any other client of ours opens (improv.jack_graph)
-    return graph
 
 
 class OutputWatch:

@@ -220,21 +220,21 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
 
 def open_ports(backend: str, in_spec: str | None, out_spec: str | None) -> tuple[Any, Any, set[str], Any]:
     """improv's MIDI clients in start-up order: (JACK graph client or None, input, the ports listed
-    before the output opened, output). On JACK the graph client comes first and is scrubbed before
-    the ports open: a client opened while it is the process's only one can be left waiting on a
-    dead client's futex (`improv.jack_graph`, issue 13)."""
+    before the output opened, output). The order matters on JACK (issue 13, docs/LIVE.md): a
+    client opened while it is the process's only one (improv in) can leave a closing client's
+    futex under that client's number, and the next client opened gets that number and is never
+    run; the graph client, opened next and never activated, takes it instead of improv out."""
     from improv.output_watch import open_graph
     from improv.ports import open_port
 
-    graph = open_graph(backend, log)  # JACK: the output watch's view of the graph
-    in_port = None
+    in_port = open_port("in", in_spec, backend)
+    graph = None
     try:
-        in_port = open_port("in", in_spec, backend)
+        graph = open_graph(backend, log)  # JACK: the output watch's view of the graph
         before = set(graph.ports()) if graph is not None else set()
         return graph, in_port, before, open_port("out", out_spec, backend)
     except BaseException:
-        if in_port is not None:
-            in_port.close()
+        in_port.close()
         if graph is not None:
             graph.close()
         raise

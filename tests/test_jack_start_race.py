@@ -3,8 +3,9 @@ as `improv run` does) while clients of another process close at random moments d
 of them; the child sends through improv out to a C recorder and to improv in. A client opened
 while it is its process's only one ignores those removals, and the next client of the process
 that gets a closed client's number waits on that client's futex forever: JACK never runs it, and
-improv out plays into silence or improv in hears nothing (issue 13, docs/LIVE.md). Without the graph
-client's scrub, about a third of these trials are silent; with it, none may be. The loop is
+improv out plays into silence or improv in hears nothing (issue 13, docs/LIVE.md). With
+improv out opened right after improv in (c6f84a9's order) some of these trials are dead; with the
+graph client between them (today's order), none may be. The loop is
 benchmarks/profiles/jack_opens.py (`--seq probe,race12,improv -n 100` by hand)."""
 
 from __future__ import annotations

@@ -2,19 +2,20 @@
 does at start-up while short-lived clients churn, then sends through "improv out" to a C
 recorder and to "improv in"; a trial is dead when the recorder or improv in hears nothing.
 
-    .venv/bin/python -m benchmarks.profiles.jack_opens -n 100 [--seq probe,in,graph,out,monitor]
-        [--churn 3] [--churn-kind c|lsp] [--hold-ms 0] [--activate] [--main-thread] [--shared-jack] [--realtime]
+    .venv/bin/python -m benchmarks.profiles.jack_opens -n 100 [--seq probe,race3,in,out] [--churn 3]
+        [--churn-kind c|lsp] [--hold-ms 0] [--activate] [--main-thread] [--burners 0] [--shared-jack]
+        [--realtime]
 
 `--seq` is the child's order of opens: probe (an "improv probe" input opened and closed, as
 `ports.choose_backend`), in (virtual input with a Python callback), out (virtual output), monitor
 (queue-mode input, the output watch's), graph (the ctypes libjack client of `improv.jack_graph`,
-never activated), scrub (`JackGraph.scrub`: the fix), improv (`improv.serve.open_ports`, what
-`improv run` opens, in its order), sleepS (seconds), raceN (N clients of
-another process, open, closed at random moments within RACE_S while the next item opens: the
-removal libjack ignores, docs/LIVE.md). Every rtmidi client is created on a
-short-lived thread, as `ports._client` does, unless `--main-thread`. Churn: `--churn` jack_churn.c
-processes (`--activate`: each client activated with a port; `--hold-ms`: each held open so long) or jack_lsp loops (`--churn-kind lsp`)
-from before the child's spawn to its end. A fresh jackd per trial unless `--shared-jack`.
+never activated), improv (`improv.serve.open_ports`, what
+`improv run` opens, in its order), sleepS (seconds), raceN (N clients of another process, open,
+each closed at a random moment within RACE_S while the next item opens: the removals libjack
+ignores, docs/LIVE.md). rtmidi clients are created on a short-lived thread, as `ports._client`
+does, unless `--main-thread`. Churn: `--churn` jack_churn.c processes (`--activate`: each client
+activated with a port; `--hold-ms`: each held open so long) or jack_lsp loops (`--churn-kind
+lsp`), from before the child's spawn to its end. A fresh jackd per trial unless `--shared-jack`.
 Prints one line per trial and "dead D of N". Findings: docs/LIVE.md.
 """
 
@@ -86,8 +87,6 @@ def child(recorder_port: str, seq: list[str], main_thread: bool) -> None:
             graph = JackGraph.open()
         elif item.startswith("sleep"):
             time.sleep(float(item[5:]))
-        elif item == "scrub":
-            graph.scrub()
         elif item == "improv":
             from improv.serve import open_ports
 

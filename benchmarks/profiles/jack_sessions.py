@@ -1,7 +1,7 @@
 """Sessions the way a user has them, over and over: how many play into silence (issue 13).
 
     .venv/bin/python -m benchmarks.profiles.jack_sessions [-n 48] [--realtime] [--tty] [--fresh-jack]
-        [--poll-ports] [--churn K] [--improv-root DIR] [--model M]
+        [--poll-ports] [--churn K] [--verbose-jack] [--improv-root DIR] [--model M]
 
 Each session: `improv run --backend jack --clock midi` starts, a player sends MIDI clock at 120 bpm
 and one call, improv answers, and SIGTERM stops it. A C recorder (its own process) listens to
@@ -14,6 +14,8 @@ or a script waiting to wire it does): short-lived JACK clients open and close wh
 its own, the condition under which issue 13's stall happens (docs/LIVE.md). `--improv-root` runs
 another checkout's improv (its code and models) under this harness, e.g. an old commit. `--churn K`
 runs K jack_churn processes (short-lived clients in a loop) from the spawn until improv is wired.
+`--verbose-jack` runs jackd -v: every client's libjack then logs its side (clients added and
+removed, futexes mapped) into improv's log, which is how issue 13's cause was read.
 """
 
 from __future__ import annotations
