@@ -152,19 +152,16 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
            osc: Any) -> None:
     from improv.clock import MonotonicClock
     from improv.engine import Engine
-    from improv.output_watch import OutputWatch, open_graph
-    from improv.ports import PortWatch, open_port
+    from improv.output_watch import OutputWatch
+    from improv.ports import PortWatch
     from improv.record import Take
     from improv.view import make_view
 
     start_s, backend = options.start_s, options.backend
     log.info("start-up: engine modules imported at %.3f s", process_age_s(start_s))
-    in_port = open_port("in", options.in_port, backend)
-    out_port = out_watch = daemon = timings = None
-    graph = open_graph(backend, log)  # JACK: the output watch's view of the graph
+    graph, in_port, before, out_port = open_ports(backend, options.in_port, options.out_port)
+    out_watch = daemon = timings = None
     try:
-        before = set(graph.ports()) if graph is not None else set()
-        out_port = open_port("out", options.out_port, backend)
         log.info("start-up: ports open at %.3f s", process_age_s(start_s))
         if graph is not None:  # before the input callback is set: opening the monitor holds the GIL
             out_watch = OutputWatch.attach(graph, out_port, before, log)
@@ -219,6 +216,28 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
             _save_memory(memory, options.memory)
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)
+
+
+def open_ports(backend: str, in_spec: str | None, out_spec: str | None) -> tuple[Any, Any, set[str], Any]:
+    """improv's MIDI clients in start-up order: (JACK graph client or None, input, the ports listed
+    before the output opened, output). The order matters on JACK (issue 13, docs/LIVE.md): a
+    client opened while it is the process's only one (improv in) can leave a closing client's
+    futex under that client's number, and the next client opened gets that number and is never
+    run; the graph client, opened next and never activated, takes it instead of improv out."""
+    from improv.output_watch import open_graph
+    from improv.ports import open_port
+
+    in_port = open_port("in", in_spec, backend)
+    graph = None
+    try:
+        graph = open_graph(backend, log)  # JACK: the output watch's view of the graph
+        before = set(graph.ports()) if graph is not None else set()
+        return graph, in_port, before, open_port("out", out_spec, backend)
+    except BaseException:
+        in_port.close()
+        if graph is not None:
+            graph.close()
+        raise
 
 
 def _realtime(daemon: Daemon) -> None:

@@ -110,7 +110,7 @@ class Recorder:
             if head == "ready":
                 self._opened = True
                 ready.set()
-            elif head:
+            elif head and head != "Jack:":  # libjack's own lines under a verbose jackd
                 self.received.append((float(head), [int(b) for b in rest.split()]))
         ready.set()  # the child ended (or never opened its port): nobody waits any longer
 
@@ -198,6 +198,24 @@ class JackDelay:
 
     def close(self) -> None:
         end_child(self._child)
+
+
+class Churn:
+    """`count` jack_churn.c processes (short-lived JACK clients, one after another, each held open
+    `hold_ms`) until `close`: the churn under which issue 13's stall happens."""
+
+    def __init__(self, env: dict[str, str], count: int, activate: bool = False, hold_ms: int = 0) -> None:
+        binary, why = build_c_client("jack_churn.c")
+        if binary is None:
+            raise RuntimeError(f"cannot build the JACK churn client jack_churn.c: {why}")
+        self._children = [subprocess.Popen([str(binary), "activate" if activate else "open", str(hold_ms)], env=env,
+                                           stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                          for _ in range(count)]
+
+    def close(self) -> None:
+        for child in self._children:
+            end_child(child)
+        self._children = []
 
 
 RTMIDI_RECORDER = (sys.executable, "-u", __file__, "record")  # the stand-in: `_record` in a child process

@@ -42,7 +42,7 @@ class JackServer:
         return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout_s)
 
     def ports(self) -> list[str]:
-        return [line for line in self._run("jack_lsp").stdout.splitlines() if line.strip()]
+        return [line for line in _lines(self._run("jack_lsp").stdout) if line.strip()]
 
     def wait_port(self, suffix: str, timeout_s: float = 10.0) -> str:
         """Full name of THE port ending with `suffix`, polling (sleeping) until exactly one exists.
@@ -82,9 +82,10 @@ class JackServer:
 
 
 def start(name: str, log_path: Path, *, period: int = PERIOD_FRAMES, rate_hz: int = RATE_HZ,
-          realtime: bool = False, port_max: int | None = None) -> JackServer:
-    """Spawn `jackd -n NAME` (dummy driver); its chatty log (xruns) goes to `log_path`."""
-    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime"]
+          realtime: bool = False, port_max: int | None = None, verbose: bool = False) -> JackServer:
+    """Spawn `jackd -n NAME` (dummy driver); its chatty log (xruns) goes to `log_path`. `verbose`:
+    jackd -v, which makes every client's libjack log its side (clients opened, futexes mapped) too."""
+    cmd = ["jackd", "-n", name, "--realtime" if realtime else "--no-realtime"] + (["-v"] if verbose else [])
     if port_max is not None:
         cmd += ["--port-max", str(port_max)]
     cmd += ["-d", "dummy", "-r", str(rate_hz), "-p", str(period)]
@@ -100,12 +101,17 @@ def wait_ready(server: JackServer, timeout_s: float = 15.0) -> None:
         if not server.alive():
             raise RuntimeError(f"jackd exited: {server.log_path.read_text()[-2000:]}")
         try:  # jack_wait -c exits 0 either way; it prints "running" or "not running"
-            if server._run("jack_wait", "-c", "-s", server.name, timeout_s=5).stdout.strip() == "running":
+            if "running" in _lines(server._run("jack_wait", "-c", "-s", server.name, timeout_s=5).stdout):
                 return
         except subprocess.TimeoutExpired:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"jackd {server.name} not ready after {timeout_s:g} s")
+
+
+def _lines(stdout: str) -> list[str]:
+    """A JACK tool's output lines, without libjack's own ("Jack: ...", under a verbose server)."""
+    return [line.strip() for line in stdout.splitlines() if not line.startswith("Jack: ")]
 
 
 def stop(server: JackServer) -> None:

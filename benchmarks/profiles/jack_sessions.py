@@ -1,7 +1,7 @@
 """Sessions the way a user has them, over and over: how many play into silence (issue 13).
 
     .venv/bin/python -m benchmarks.profiles.jack_sessions [-n 48] [--realtime] [--tty] [--fresh-jack]
-        [--poll-ports] [--improv-root DIR] [--model M]
+        [--poll-ports] [--churn K] [--verbose-jack] [--improv-root DIR] [--model M]
 
 Each session: `improv run --backend jack --clock midi` starts, a player sends MIDI clock at 120 bpm
 and one call, improv answers, and SIGTERM stops it. A C recorder (its own process) listens to
@@ -12,7 +12,10 @@ session and "silent S of N". tests/test_jack_sessions.py runs 10 of them.
 `--poll-ports` looks for improv's ports with jack_lsp from the moment it is spawned (as a patchbay
 or a script waiting to wire it does): short-lived JACK clients open and close while improv opens
 its own, the condition under which issue 13's stall happens (docs/LIVE.md). `--improv-root` runs
-another checkout's improv (its code and models) under this harness, e.g. an old commit.
+another checkout's improv (its code and models) under this harness, e.g. an old commit. `--churn K`
+runs K jack_churn processes (short-lived clients in a loop) from the spawn until improv is wired.
+`--verbose-jack` runs jackd -v: every client's libjack then logs its side (clients added and
+removed, futexes mapped) into improv's log, which is how issue 13's cause was read.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.harness import jackd
-from benchmarks.harness.clients import ClockSource, Player, Recorder
+from benchmarks.harness.clients import Churn, ClockSource, Player, Recorder
 from benchmarks.harness.improv_process import ImprovProcess
 from benchmarks.harness.notes import note_ons
 
@@ -46,6 +49,7 @@ class Setup:
     tty: bool = False
     poll_ports: bool = False
     improv_root: Path | None = None
+    churn: int = 0  # jack_churn.c processes from before the spawn until improv is wired
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ def session(server: jackd.JackServer, model: str | Path, work_dir: Path, index: 
     player, recorder = Player(f"player-{tag}"), Recorder(f"rec-{tag}")
     clock = None
     errors_before = _graph_errors(server)
+    churn = Churn(server.env, setup.churn) if setup.churn else None
     improv = ImprovProcess(model, ["--backend", "jack", "--clock", "midi", "--bpm", str(BPM), "--log-level", "info"],
                            server.env, work_dir, timing_log=True, tty=setup.tty, cwd=setup.improv_root)
     try:
@@ -81,6 +86,8 @@ def session(server: jackd.JackServer, model: str | Path, work_dir: Path, index: 
         improv.wait_ready(60)
         server.connect(player.port, server.wait_port(":improv in"))
         server.connect(server.wait_port(":improv out"), recorder.port)
+        if churn is not None:
+            churn.close()
         clock = ClockSource(player, BPM)
         clock.start()
         time.sleep(1.0)  # two beats of clock: the follower knows the tempo
@@ -88,6 +95,8 @@ def session(server: jackd.JackServer, model: str | Path, work_dir: Path, index: 
         if recorder.wait_for(lambda m: bool(note_ons(m)), timeout_s=ANSWER_WAIT_S):
             time.sleep(0.5)  # a little of the answer, then the user stops it
     finally:
+        if churn is not None:
+            churn.close()
         if clock is not None:
             clock.stop()
         exit_code = improv.stop()
@@ -104,13 +113,14 @@ def _graph_errors(server: jackd.JackServer) -> int:
 
 
 def sessions(n: int, model: str | Path, work_dir: Path, *, realtime: bool = False, setup: Setup = Setup(),
-             fresh_jack: bool = False, report=print) -> list[Session]:
+             fresh_jack: bool = False, report=print, verbose_jack: bool = False) -> list[Session]:
     """`n` sessions on one private jackd (or a fresh one each, `fresh_jack`); each reported as it ends."""
     done: list[Session] = []
     server_count = n if fresh_jack else 1
     per_server = 1 if fresh_jack else n
     for s in range(server_count):
-        with jackd.running("improv-sessions", work_dir / f"jackd-{s}.log", realtime=realtime) as server:
+        with jackd.running("improv-sessions", work_dir / f"jackd-{s}.log", realtime=realtime,
+                           verbose=verbose_jack) as server:
             for _ in range(per_server):
                 done.append(session(server, model, work_dir, len(done), setup))
                 report(json.dumps({**asdict(done[-1]), "silent": done[-1].silent}))
@@ -126,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-jack", action="store_true", help="a new jackd for every session")
     parser.add_argument("--poll-ports", action="store_true",
                         help="look for improv's ports with jack_lsp from its spawn on (short-lived clients during its start-up)")
+    parser.add_argument("--churn", type=int, default=0,
+                        help="this many jack_churn processes (short-lived JACK clients in a loop) during improv's start-up")
+    parser.add_argument("--verbose-jack", action="store_true",
+                        help="jackd -v: the server's and every client's libjack log their side (huge)")
     parser.add_argument("--improv-root", type=Path, help="run this checkout's improv (code and models), e.g. an old commit")
     args = parser.parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="improv-sessions-"))
-    setup = Setup(args.tty, args.poll_ports, args.improv_root.resolve() if args.improv_root else None)
-    done = sessions(args.n, args.model, work_dir, realtime=args.realtime, setup=setup, fresh_jack=args.fresh_jack)
+    setup = Setup(args.tty, args.poll_ports, args.improv_root.resolve() if args.improv_root else None, args.churn)
+    done = sessions(args.n, args.model, work_dir, realtime=args.realtime, setup=setup, fresh_jack=args.fresh_jack,
+                    verbose_jack=args.verbose_jack)
     silent = sum(s.silent for s in done)
     answered = sum(s.heard > 0 for s in done)
     reopened = sum(s.reopens > 0 for s in done)

@@ -1,0 +1,35 @@
+"""Over real JACK ports: improv's start-up opens (`improv.serve.open_ports`, in a child process
+as `improv run` does) while clients of another process close at random moments during the first
+of them; the child sends through improv out to a C recorder and to improv in. A client opened
+while it is its process's only one ignores those removals, and the next client of the process
+that gets a closed client's number waits on that client's futex forever: JACK never runs it, and
+improv out plays into silence or improv in hears nothing (issue 13, docs/LIVE.md). With
+improv out opened right after improv in (c6f84a9's order) some of these trials are dead; with the
+graph client between them (today's order), none may be. The loop is
+benchmarks/profiles/jack_opens.py (`--seq probe,race12,improv -n 100` by hand)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.harness.notes import SILENT_SESSION
+
+pytestmark = [pytest.mark.jack, pytest.mark.timeout(240)]
+
+rtmidi = pytest.importorskip("rtmidi")
+from benchmarks.harness.clients import Recorder  # noqa: E402
+from benchmarks.profiles import jack_opens  # noqa: E402
+
+TRIALS = 20
+
+
+def test_start_up_opens_survive_clients_closing_meanwhile(jack_server):
+    args = jack_opens.make_parser().parse_args(["--seq", "probe,race12,improv", "--churn", "0"])
+    recorder = Recorder("race-rec")
+    try:
+        done = [jack_opens.trial(jack_server, recorder, args, i) for i in range(TRIALS)]
+    finally:
+        recorder.close()
+    dead = [t for t in done if t["dead"]]
+    assert not dead, (f"{SILENT_SESSION}: in {len(dead)} of {TRIALS} start-ups under racing clients nothing sent through "
+                      f"improv out arrived at the recorder or at improv in: {dead[:3]}; {jack_server.xruns()}")
