@@ -45,7 +45,7 @@ def run(report: Report, server, model: Path, options, period: int, work_dir: Pat
     where = f"{period} frames: answers vs the clock sender's grid"
     latency_ms = calibrate(server)
     report.put(f"{p}.calibrated_latency_ms", latency_ms, f"{period} frames: improv calibrate --loopback "
-               "(its loopback's floor + median: the clock in at its quickest, the notes out)", "ms", why="improv calibrate failed")
+               "(twice its loopback's median: the clock in, the notes out)", "ms", why="improv calibrate failed")
     for suffix, extra in (("", ()), ("_calibrated", ("--latency-ms", f"{latency_ms:g}"))):
         if suffix and latency_ms is None:
             report.missing([f"{p}.grid_error{suffix}_p50_ms", f"{p}.grid_error{suffix}_p99_ms"],

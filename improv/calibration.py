@@ -4,12 +4,9 @@ improv's output wired back to its input (a cable, or a JACK/ALSA connection): on
 time, stamped (`time.perf_counter`) just before the send and in the input callback on arrival,
 the next one after a random gap so the probes fall at every phase of the MIDI system's period.
 Following a DAW's clock, two hops lie between its grid and improv's answers arriving there: the
-clock's way in and the notes' way out. The clock follower's grid lies at the earliest of its
-recent ticks (improv.tick_anchor), so of the way in only its quickest (a hop's floor: the 8th
-percentile, where the earliest of 12 arrivals falls) is left to make up, and of the way out its median: the setting is floor + median of one hop.
-`--loopback` wires improv's output to its own input inside the MIDI system, one hop; a cable (or
-any outside loopback, `--in`/`--out`) makes the probes take both, so each figure is halved.
-Each probe is ended at once (a note-off), so
+clock's way in and the notes' way out. A cable (or any outside loopback, `--in`/`--out`) makes the
+probes take both, so the median round trip is the value for `time.latency_ms`; `--loopback` wires
+improv's output to its own input inside the MIDI system, one hop, so the value is twice its median. Each probe is ended at once (a note-off), so
 nothing is left sounding whatever happens.
 """
 
@@ -29,7 +26,6 @@ from improv.errors import ImprovError
 PROBE_PITCH = 60
 WAIT_S = 0.25  # a probe not back by then is lost
 GAP_S = (0.004, 0.012)  # between a probe's arrival and the next send (random: every phase)
-FLOOR_Q = 0.08  # a hop's quickest: where the earliest of the follower's last 12 ticks sits (1/13)
 GIVE_UP_AFTER = 5  # the first probes all lost: nothing is connected
 NOTHING_HEARD = ("nothing came back from improv's output: connect it to improv's input (a MIDI "
                  "cable from out to in, or a JACK/ALSA connection; `--backend jack --loopback` "
@@ -63,21 +59,16 @@ class Calibration:
         return self.q(0.99) - self.q(0.01)
 
     @property
-    def floor_ms(self) -> float:
-        return self.q(FLOOR_Q)
-
-    @property
     def latency_ms(self) -> float:
-        """What to set time.latency_ms to: the clock's way in at its quickest and the notes' way
-        out at its median (a hop's floor + median), to a tenth of a millisecond."""
-        return round((self.floor_ms + self.median_ms) / self.hops, 1)
+        """What to set time.latency_ms to: the median of two hops (the clock in, the notes out), to
+        a tenth of a millisecond."""
+        return round(self.median_ms * 2 / self.hops, 1)
 
     def report(self) -> str:
         lines = [f"{len(self.round_trips_ms)} of {self.sent} probes came back: round trip median "
                  f"{self.median_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, spread (p1..p99) {self.spread_ms:.2f} ms",
-                 f"the setting: the clock's way in at its quickest (improv follows the earliest ticks) and the "
-                 f"notes' way out at the median: {'' if self.hops == 1 else 'half of '}{self.floor_ms:.2f} (p8) + "
-                 f"{self.median_ms:.2f} ms" + (" (the loopback is one hop inside the MIDI system)" if self.hops == 1 else ""),
+                 *(["the loopback is one hop inside the MIDI system; a DAW's clock in and improv's notes "
+                    "out are two, so the setting is twice the median"] if self.hops == 1 else []),
                  f"set time.latency_ms = {self.latency_ms:g} (or run with --latency-ms {self.latency_ms:g}) "
                  "and improv's planned notes land that much earlier, on the grid"]
         if self.spread_ms > max(1.0, self.median_ms):
