@@ -19,8 +19,8 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 

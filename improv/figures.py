@@ -157,5 +157,3 @@ def _voices(notes: Sequence[Note]) -> int:
         sounding = [end for end in sounding if end > t]
         most = max(most, len(sounding))
     return most
-
-

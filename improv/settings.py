@@ -40,7 +40,7 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     latency_ms = 0.0          # send what improv plans (answers, the duet's line, metronome, clock
                               # out) this much early, -50..50; measure it with `improv calibrate`
     keep_warm_ms = 0.0        # while idle, a scratch model step this often (e.g. 1; 0 = off), so the
-                              # first step of a reaction finds the CPU awake: ~7 % of a core at 1 ms
+                              # first step of a reaction finds the CPU awake: ~20-30 % of a core at 1 ms
 
     [output]
     channel = 1               # 1..16: the channel improv plays on
