@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from benchmarks.profiles.follower_phase import RAMPS, beats_to_lock, ramp_errors, steady, tick_cost_us
+from benchmarks.profiles.follower_phase import beats_to_lock, ramp_p99s_ms, steady, tick_cost_us
 from improv.clock import PPQN, MidiClockFollower
 
 B_MIN_S, B_MAX_S = 0.0005, 0.006  # the bound's floor and cap
@@ -151,8 +149,7 @@ def main() -> None:
         for name, make in variants().items():
             f = steady(make, 120.0, period, 16, args.runs)
             lock = beats_to_lock(make, 120.0, 90.0, period, args.runs, bound)
-            ramps = "  ".join(f"{np.percentile(ramp_errors(make, 120.0, to, n, period, args.runs), 99) * 1e3:.2f}"
-                              for to, n in RAMPS)
+            ramps = "  ".join(f"{p99:.2f}" for p99 in ramp_p99s_ms(make, 120.0, period, args.runs))
             print(f"{period:4d} frames  {name:31s} steady {f['p99']:.3f} / {f['mean']:+.3f}  locked after {lock:.2f}  "
                   f"ramps {ramps}  ({tick_cost_us(make, 120.0):.0f} us per tick)", flush=True)
 

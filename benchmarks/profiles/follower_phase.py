@@ -95,6 +95,11 @@ def ramp_errors(make, bpm: float, to_bpm: float, ramp_beats: int, period: int, r
     return np.abs(np.concatenate(got))
 
 
+def ramp_p99s_ms(make, bpm: float, period: int, runs: int) -> list[float]:
+    """The p99 of `ramp_errors` (ms) on each of `RAMPS`, in order."""
+    return [float(np.percentile(ramp_errors(make, bpm, to, n, period, runs), 99)) * 1e3 for to, n in RAMPS]
+
+
 def tick_cost_us(make, bpm: float, beats: int = 64) -> float:
     """Mean time (us) one tick costs the follower, ticks late by 0..64 frames."""
     true = true_ticks([(bpm, beats)])
@@ -156,8 +161,8 @@ def main() -> None:
         for name, make in FOLLOWERS.items():
             f = steady(make, args.bpm, period, args.beats, args.runs)
             lock = beats_to_lock(make, args.bpm, args.jump_bpm, period, args.runs, f["max"])
-            ramps = "  ".join(f"to {to:g} in {n}: {np.percentile(ramp_errors(make, args.bpm, to, n, period, args.runs), 99) * 1e3:.2f}"
-                              for to, n in RAMPS)
+            ramps = "  ".join(f"to {to:g} in {n}: {p99:.2f}"
+                              for (to, n), p99 in zip(RAMPS, ramp_p99s_ms(make, args.bpm, period, args.runs)))
             print(f"{period:4d} frames  {name:21s} next beat {f['beat_std']:.3f} / {f['beat_mean']:+.3f}   100 ms "
                   f"ahead {f['std']:.3f} / {f['mean']:+.3f}, {f['p99']:.3f} / {f['max']:.3f}   locked after {lock:.2f} "
                   f"beats   ramp p99 {ramps}")

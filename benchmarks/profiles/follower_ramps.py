@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 from collections import deque
 
-import numpy as np
-
-from benchmarks.profiles.follower_phase import FOLLOWERS, RAMPS, beats_to_lock, ramp_errors, steady, tick_cost_us
+from benchmarks.profiles.follower_phase import FOLLOWERS, beats_to_lock, ramp_p99s_ms, steady, tick_cost_us
 from benchmarks.profiles.lower_envelope import LowerEnvelopeFollower
 from improv.clock import PPQN
 
@@ -90,8 +88,7 @@ def main() -> None:
         for name, make in {**FOLLOWERS, "ramp blend (candidate)": RampBlendFollower}.items():
             f = steady(make, 120.0, period, 16, args.runs)
             lock = beats_to_lock(make, 120.0, 90.0, period, args.runs, f["max"])
-            ramps = "  ".join(f"{np.percentile(ramp_errors(make, 120.0, to, n, period, args.runs), 99) * 1e3:.2f}"
-                              for to, n in RAMPS)
+            ramps = "  ".join(f"{p99:.2f}" for p99 in ramp_p99s_ms(make, 120.0, period, args.runs))
             print(f"{period:4d} frames  {name:23s} steady p99 {f['p99']:.3f}  locked after {lock:.2f} beats  "
                   f"ramps {ramps}  ({tick_cost_us(make, 120.0):.0f} us per tick)")
 
