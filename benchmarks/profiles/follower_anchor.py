@@ -1,8 +1,9 @@
 """improv's MIDI clock follower with its phase anchored at the earliest of the last M ticks instead
 of the latest (issue 16; docs/TIMING.md, "Following MIDI clock"),
-measured beside improv's follower on follower_phase's steady tempo, jump and ramps. Not in improv:
-it removes most of the half-period lateness at a steady tempo, but on slowing ramps that lateness
-was what cancelled the tempo estimate's lag, so they get worse; correcting the lag with the
+measured beside improv's follower on follower_phase's steady tempo, jump and ramps. Not in improv
+as it stands (improv.tick_anchor uses it only while the tempo holds still): it removes most of the
+half-period lateness at a steady tempo, but on slowing ramps that lateness was what cancelled the
+tempo estimate's lag, so they get worse; correcting the lag with the
 tempo's trend gets the 60-bpm ramp under the bar but not 110 bpm at 32 frames, and its noise
 costs the steady gain.
 
