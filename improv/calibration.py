@@ -1,7 +1,7 @@
 """`improv calibrate`'s measurement: the round trip of probe notes through a loopback.
 
 improv's output wired back to its input (a cable, or a JACK/ALSA connection): one probe note at a
-time, stamped (`time.perf_counter`) just before the send and in the input callback on arrival,
+time, stamped (`time.perf_counter`) just before the send and on arrival as the live input stamps,
 the next one after a random gap so the probes fall at every phase of the MIDI system's period.
 Following a DAW's clock, two hops lie between its grid and improv's answers arriving there: the
 clock's way in and the notes' way out. A cable (or any outside loopback, `--in`/`--out`) makes the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from improv.errors import ImprovError
+from improv.midi_in import MidiInput
 
 PROBE_PITCH = 60
 WAIT_S = 0.25  # a probe not back by then is lost
@@ -77,39 +77,22 @@ class Calibration:
         return "\n".join(lines)
 
 
-class _Listener:
-    """The input callback: stamp first, then match the probe awaited (pitch and velocity)."""
-
-    def __init__(self) -> None:
-        self.expect: tuple[int, int] | None = None
-        self.arrived_s = 0.0
-        self.heard = threading.Event()
-
-    def __call__(self, message_and_delta: tuple[list[int], float], _data: Any = None) -> None:
-        t_s = time.perf_counter()
-        data = message_and_delta[0]
-        if len(data) == 3 and data[0] & 0xF0 == 0x90 and (data[1], data[2]) == self.expect:
-            self.arrived_s = t_s
-            self.heard.set()
-
-
 def measure(midi_out: Any, midi_in: Any, *, probes: int = 300, seed: int = 0,
             present: Any = None) -> Calibration:
     """Send `probes` probe notes on `midi_out` (rtmidi MidiOut, opened) and time their return on
-    `midi_in` (rtmidi MidiIn, opened). `present()`: whether both ports are still there (checked
+    `midi_in` (rtmidi MidiIn or improv's JACK client, opened), stamped as the live input stamps
+    (`improv.midi_in.MidiInput`). `present()`: whether both ports are still there (checked
     after a lost probe). Raises ImprovError when nothing comes back or a port goes away."""
-    listener = _Listener()
-    midi_in.set_callback(listener)
+    source = MidiInput(midi_in)
     rng = random.Random(seed)
     trips: list[float] = []
     try:
         for i in range(probes):
             velocity = 1 + i % 127  # the probe's number: a stray late one is never taken for it
-            listener.expect, listener.arrived_s = (PROBE_PITCH, velocity), 0.0
-            listener.heard.clear()
             sent_s = _send(midi_out, [0x90, PROBE_PITCH, velocity])
-            if listener.heard.wait(WAIT_S):
-                trips.append((listener.arrived_s - sent_s) * 1000)
+            arrived_s = _arrival(source, velocity, sent_s + WAIT_S)
+            if arrived_s is not None:
+                trips.append((arrived_s - sent_s) * 1000)
             elif present is not None and not present():
                 raise ImprovError("a MIDI port of the loopback went away while calibrating: connect "
                                   "improv's output to its input again and rerun `improv calibrate`")
@@ -118,11 +101,22 @@ def measure(midi_out: Any, midi_in: Any, *, probes: int = 300, seed: int = 0,
                 raise ImprovError(NOTHING_HEARD)
             time.sleep(rng.uniform(*GAP_S))
     finally:
-        midi_in.cancel_callback()
+        source.close()
     if len(trips) < probes // 2:
         raise ImprovError(f"only {len(trips)} of {probes} probes came back: the loopback loses notes; "
                           "check the connection from improv's output to its input and rerun")
     return Calibration(tuple(trips), probes)
+
+
+def _arrival(source: MidiInput, velocity: int, deadline_s: float) -> float | None:
+    """The stamp of the probe note-on with this velocity, or None when the deadline passes."""
+    while (left_s := deadline_s - time.perf_counter()) > 0:
+        item = source.get(left_s)
+        if item is not None:
+            t_s, data = item
+            if len(data) == 3 and data[0] & 0xF0 == 0x90 and (data[1], data[2]) == (PROBE_PITCH, velocity):
+                return t_s
+    return None
 
 
 def _send(midi_out: Any, data: list[int]) -> float:
@@ -168,14 +162,9 @@ def calibrate(*, in_spec: str | None, out_spec: str | None, backend: str | None,
 
 def _own_input(midi_in: Any) -> str:
     """The full name our virtual input is listed under, for our output to connect to it."""
-    import rtmidi  # python-rtmidi: the port lists of the same MIDI system
+    from improv.ports import probe
 
-    api = midi_in.rt.get_current_api()
-    lister = rtmidi.MidiOut(api, "improv calibrate probe")
-    try:
-        hits = [n for n in lister.get_ports() if CAL_IN in n]
-    finally:
-        lister.delete()
+    hits = [n for n in probe(midi_in.backend).outputs if CAL_IN in n]
     if len(hits) != 1:
         raise ImprovError(f"--loopback: cannot find improv's own input among the outputs' destinations "
                           f"({hits or 'none'}); connect the ports by hand and pass --in and --out")

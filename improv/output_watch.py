@@ -20,7 +20,6 @@ silent sessions, docs/LIVE.md) is reopened then, before the user's first answer 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,8 @@ import mido
 from improv.errors import MidiPortError
 from improv.jack_graph import JackGraph
 from improv.midi_out import ALL_NOTES_OFF
-from improv.ports import OpenPort, close_client, open_monitor, open_port
+from improv.midi_port import OpenPort, close_client
+from improv.ports import close_soon, open_monitor, open_port
 
 MONITOR = "improv watch"
 INTERVAL_S = 0.2  # the main loop comes by every 0.25 s
@@ -201,9 +201,7 @@ class OutputWatch:
         own = self.graph.new_port(self.port.own_name, before) or self.own
         old = self.port.swap(fresh.rt)
         self.reopens += 1
-        closer = threading.Thread(target=close_client, args=(old,), name="improv-close-output", daemon=True)
-        closer.start()
-        closer.join(CLOSE_TIMEOUT_S)
+        close_soon(old, CLOSE_TIMEOUT_S)
         self.own = own
         for destination in sorted(self.saved | {self.monitor_port}):
             if not self.graph.connect(own, destination):

@@ -1,25 +1,16 @@
 """List and open MIDI ports through python-rtmidi, one backend (rtmidi API) at a time.
 
 Backends are ALSA and JACK (Linux), CoreMIDI (macOS) and Windows MM, as far as this build of
-rtmidi has them compiled in. Opening an rtmidi client where the MIDI system is missing makes the
-C library print to stderr (and, for JACK, can stall), so every client is created through `_client`,
-which silences fd 2 and, for JACK, gives up after `PROBE_TIMEOUT_S`.
-
-A port is named by exact name, by index, or by a unique substring (case-insensitive); anything else
-is a `MidiPortError` whose one line lists the candidates. With no name, improv creates virtual
-ports: the client and the port are both called "improv in" / "improv out", so JACK shows
-"improv in:improv in" and ALSA a client "improv in" (two clients with one name would be renamed
-"improv-01" by JACK).
-
-A port opened by name belongs to another client (a keyboard, a synth) that may go away mid-set.
-`PortWatch` polls the port list (the daemon's main thread, every `WATCH_INTERVAL_S`): when the
-port is gone it reports it once, and when a port of that name (or one the user's spec matches)
-is back it reconnects the same rtmidi client to it. Virtual ports own themselves: never watched.
+rtmidi has them compiled in; on JACK, improv's own client (`improv.jack_midi`, same surface) where
+it is built. Opening a client where the MIDI system is missing makes the C library print to stderr
+(and, for JACK, can stall), so every client is created through `_client`, which silences fd 2 and,
+for JACK, gives up after `PROBE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -28,28 +19,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from improv.errors import MidiPortError
+from improv.jack_midi import JackMidiClient
+from improv.jack_midi import available as jack_midi_available
+from improv.midi_port import OpenPort, close_client, resolve
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("alsa", "jack", "coremidi", "winmm")
-_API_NAMES = {  # our name -> rtmidi constant name
-    "alsa": "API_LINUX_ALSA",
-    "jack": "API_UNIX_JACK",
-    "coremidi": "API_MACOSX_CORE",
-    "winmm": "API_WINDOWS_MM",
-}
+_API_NAMES = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK",  # our name -> rtmidi's constant
+              "coremidi": "API_MACOSX_CORE", "winmm": "API_WINDOWS_MM"}
 VIRTUAL_IN = "improv in"
 VIRTUAL_OUT = "improv out"
 PROBE_TIMEOUT_S = 2.0
-WATCH_INTERVAL_S = 0.5  # how often a port opened by name is looked for
 ALSA_SEQ = "/dev/snd/seq"
+JACK_MIDI_ENV = "IMPROV_JACK_MIDI"  # "rtmidi": python-rtmidi's JACK client instead of improv's
+RUN_WAIT_S = 0.5  # improv's JACK client not run this long after activation is stuck
+OPEN_TRIES = 3
+CLOSE_TIMEOUT_S = 1.0
 
-FIX_ALSA = (
-    f"no ALSA sequencer ({ALSA_SEQ} missing): load it with `sudo modprobe snd-seq`, "
-    "or start JACK and pass --backend jack"
-)
-FIX_JACK = (
-    "no JACK server running: start one (e.g. `jackd -d alsa` or QjackCtl), "
-    + ("or pass --backend coremidi" if sys.platform == "darwin" else "or pass --backend alsa")
-)
+FIX_ALSA = (f"no ALSA sequencer ({ALSA_SEQ} missing): load it with `sudo modprobe snd-seq`, "
+            "or start JACK and pass --backend jack")
+FIX_JACK = ("no JACK server running: start one (e.g. `jackd -d alsa` or QjackCtl), "
+            + ("or pass --backend coremidi" if sys.platform == "darwin" else "or pass --backend alsa"))
 
 
 @dataclass(frozen=True)
@@ -133,23 +124,33 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+def native_jack() -> bool:
+    """Whether JACK ports are improv's own client (`improv.jack_midi`): when it is built, unless
+    IMPROV_JACK_MIDI=rtmidi asks for python-rtmidi's."""
+    return os.environ.get(JACK_MIDI_ENV, "").lower() != "rtmidi" and jack_midi_available()
+
+
 def _client(backend: str, kind: str, client_name: str) -> Any:
-    """Create an rtmidi MidiIn/MidiOut on `backend`, quietly, with a time limit.
+    """Create an rtmidi MidiIn/MidiOut on `backend` (on JACK, improv's own client with the same
+    surface, see `native_jack`), quietly, with a time limit.
 
     Raises MidiPortError with the reason and the fix when the MIDI system is not there.
     """
     reason = _precheck(backend)
     if reason:
         raise MidiPortError(reason)
-    rtmidi = _rtmidi()
-    cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
-    api = getattr(rtmidi, _API_NAMES[backend])
+    if backend == "jack" and native_jack():
+        cls, api = JackMidiClient, kind
+    else:
+        rtmidi = _rtmidi()
+        cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
+        api = getattr(rtmidi, _API_NAMES[backend])
     box: dict[str, Any] = {}
 
     def create() -> None:
         try:
             box["client"] = cls(api, client_name)
-        except Exception as err:  # rtmidi.SystemError and friends
+        except Exception as err:  # rtmidi.SystemError, OSError from libjack and friends
             box["error"] = err
 
     with _quiet_stderr():
@@ -211,149 +212,14 @@ def choose_backend(backend: str | None) -> str:
     raise MidiPortError(reasons[0] if reasons else "python-rtmidi has no MIDI backend compiled in")
 
 
-def resolve(spec: str, names: list[str] | tuple[str, ...], direction: str = "input") -> int:
-    """Index of the port `spec` names: exact name, then index, then unique substring."""
-    names = list(names)
-    if spec in names:
-        return names.index(spec)
-    if spec.strip().isdigit() and int(spec) < len(names):
-        return int(spec)
-    hits = [i for i, n in enumerate(names) if spec.lower() in n.lower()]
-    if len(hits) == 1:
-        return hits[0]
-    if hits:
-        listed = "; ".join(f"{i}: {names[i]}" for i in hits)
-        raise MidiPortError(f"MIDI {direction} {spec!r} is ambiguous: {listed}; "
-                            "give the exact name or the index")
-    listed = "; ".join(f"{i}: {n}" for i, n in enumerate(names)) or "none"
-    raise MidiPortError(f"no MIDI {direction} matches {spec!r}; candidates: {listed} "
-                        "(see `improv ports`)")
-
-
-@dataclass
-class OpenPort:
-    """An opened rtmidi port and what to call it in the view and the log."""
-
-    rt: Any  # rtmidi.MidiIn or rtmidi.MidiOut
-    name: str  # the port connected to (by name), or our virtual port's name
-    backend: str
-    virtual: bool
-    spec: str | None = None  # what the user asked for (--in / --out), to find the port again
-    own_name: str = ""  # our end of the connection, e.g. "improv in"
-    sent: int = 0  # messages the port took without an error (`improv.output_watch` counts them)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # send vs reconnect
-
-    def send(self, msg: Any) -> None:
-        """Send a mido.Message (what `improv.midi_out.MidiOut` calls); raises on port errors."""
-        data = msg.bytes()
-        with self._lock:
-            self.rt.send_message(data)
-            self.sent += 1
-
-    def swap(self, rt: Any) -> Any:
-        """Put a reopened client in place of the current one (never mid-send); returns the old."""
-        with self._lock:
-            old, self.rt = self.rt, rt
-        return old
-
-    def present(self) -> bool:
-        """Whether the port we are connected to is still listed (a virtual port always is)."""
-        if self.virtual:
-            return True
-        try:
-            return self.name in self.rt.get_ports()
-        except Exception:  # noqa: BLE001 - a MIDI system that stops answering has no ports
-            return False
-
-    def present_again(self) -> bool:
-        """Whether the port, or one the spec matches, is listed (so `reconnect` may work)."""
-        try:
-            names = list(self.rt.get_ports())
-        except Exception:  # noqa: BLE001
-            return False
-        return self.name in names or _match(self.spec, names) is not None
-
-    def reconnect(self) -> bool:
-        """Connect again if the port is back: same name first, else what the spec matches."""
-        try:
-            names = list(self.rt.get_ports())
-        except Exception:  # noqa: BLE001
-            return False
-        index = names.index(self.name) if self.name in names else _match(self.spec, names)
-        if index is None:
-            return False
-        with self._lock:  # never while the scheduler sends
-            with contextlib.suppress(Exception):
-                self.rt.close_port()
-            try:
-                self.rt.open_port(index, self.own_name or self.name)
-            except Exception:  # noqa: BLE001 - it went away again; the next poll retries
-                return False
-        self.name = names[index]
-        return True
-
-    def close(self) -> None:
-        close_client(self.rt)
-
-
-def _match(spec: str | None, names: list[str]) -> int | None:
-    """The one port a (non-numeric) spec names among `names`, or None."""
-    if not spec or spec.strip().isdigit():
-        return None  # an index names whatever sits there now: not the device that left
-    try:
-        return resolve(spec, names)
-    except MidiPortError:
-        return None
-
-
-class PortWatch:
-    """Notices a port opened by name going away and coming back; see the module docstring.
-
-    `poll(now_s)` is cheap between intervals. It returns "lost" or "back" on a change (the caller
-    releases notes, reconnects its state) and None otherwise, and logs each change in one line.
-    """
-
-    def __init__(self, port: OpenPort, direction: str, log: Any,
-                 interval_s: float = WATCH_INTERVAL_S,
-                 guard: Callable[[], Any] = contextlib.nullcontext) -> None:
-        self.port, self.direction, self.log, self.interval_s = port, direction, log, interval_s
-        self.guard = guard  # a context around reconnecting (the live input's callback paused)
-        self.lost = False
-        self.losses = 0
-        self._next_s = -1.0
-
-    def poll(self, now_s: float) -> str | None:
-        if self.port.virtual or now_s < self._next_s:
-            return None
-        self._next_s = now_s + self.interval_s
-        if not self.lost and not self.port.present():
-            self.lost, self.losses = True, self.losses + 1
-            self.log.warning("MIDI %s %r disappeared: releasing its notes; improv keeps running and "
-                             "reconnects when it returns", self.direction, self.port.name)
-            return "lost"
-        if self.lost and self.port.present_again():
-            with self.guard():
-                back = self.port.reconnect()
-            if not back:
-                return None
-            self.lost = False
-            self.log.warning("MIDI %s %r is back; reconnected", self.direction, self.port.name)
-            return "back"
-        return None
-
-
-def close_client(client: Any) -> None:
-    """Close an rtmidi client's port and the client, whatever state it is in."""
-    with contextlib.suppress(Exception):
-        client.close_port()
-    with contextlib.suppress(Exception):
-        client.delete()
-
-
 def open_monitor(backend: str, name: str) -> Any:
     """An input client with one virtual port, both called `name`, in rtmidi's queue mode (no
     Python callback: nothing waits for the GIL in the MIDI server's cycle); read with
     `get_message()`. MIDI clock is kept, sysex and active sensing are not."""
+    return _running(lambda: _monitor_once(backend, name), name)
+
+
+def _monitor_once(backend: str, name: str) -> Any:
     client = _client(backend, "in", name)
     try:
         client.ignore_types(sysex=True, timing=False, active_sense=True)
@@ -368,6 +234,34 @@ def open_port(kind: str, spec: str | None, backend: str, own_name: str | None = 
     """Open an input (`kind='in'`) or output port by name/index/substring, or a virtual one;
     our end is called `own_name` (by default "improv in" / "improv out")."""
     virtual_name = own_name or (VIRTUAL_IN if kind == "in" else VIRTUAL_OUT)
+    return _running(lambda: _open_once(kind, spec, backend, virtual_name), virtual_name)
+
+
+def _running(open_once: Callable[[], Any], name: str) -> Any:
+    """What `open_once` opens, once JACK has run it: improv's JACK client counts its cycles, and
+    one the server never runs (a stale wake-up left by a client that closed while this process
+    opened one, issue 13, docs/LIVE.md) would hear or send nothing. It is closed and opened
+    again, at most `OPEN_TRIES` times, each said in the log."""
+    for _ in range(OPEN_TRIES):
+        opened = open_once()
+        client = opened.rt if isinstance(opened, OpenPort) else opened
+        if not isinstance(client, JackMidiClient) or client.wait_running(RUN_WAIT_S):
+            return opened
+        log.warning("JACK did not run improv's client %r within %g s: opening it again", name, RUN_WAIT_S)
+        close_soon(client)
+    raise MidiPortError(f"JACK never ran improv's client {name!r} ({OPEN_TRIES} tries): "
+                        "restart the JACK server and improv")
+
+
+def close_soon(client: Any, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close `client` on a helper thread, waiting at most `timeout_s` (a stuck client may never
+    finish closing)."""
+    closer = threading.Thread(target=close_client, args=(client,), name="improv-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+
+
+def _open_once(kind: str, spec: str | None, backend: str, virtual_name: str) -> OpenPort:
     client = _client(backend, kind, virtual_name)
     try:
         if spec is None or spec == "":

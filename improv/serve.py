@@ -153,7 +153,7 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
     from improv.clock import MonotonicClock
     from improv.engine import Engine
     from improv.output_watch import OutputWatch
-    from improv.ports import PortWatch
+    from improv.port_watch import PortWatch
     from improv.record import Take
     from improv.view import make_view
 

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.harness import jackd
 from benchmarks.harness.notes import SILENT_SESSION
+from improv import jack_midi
 
 
 JACK_RERUNS = 2
@@ -98,6 +99,9 @@ def jack_server(tmp_path_factory) -> Iterator[jackd.JackServer]:
         if os.environ.get("IMPROV_REQUIRE_JACK") == "1":
             pytest.fail("IMPROV_REQUIRE_JACK=1 but jackd is not installed (apt install jackd2)")
         pytest.skip("jackd not installed (set IMPROV_REQUIRE_JACK=1 to make this a failure)")
+    if os.environ.get("IMPROV_REQUIRE_JACK") == "1" and not jack_midi.available():
+        pytest.fail("IMPROV_REQUIRE_JACK=1 but improv's JACK client is not built (improv/_jack_midi*.so: "
+                    "install gcc and jackd2, then pip install -e .)")
     log_path = tmp_path_factory.mktemp("jack") / "jackd.log"
     realtime = os.environ.get("IMPROV_JACK_REALTIME") == "1"
     with jackd.running("improv-test", log_path, realtime=realtime) as server:

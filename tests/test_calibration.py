@@ -22,6 +22,9 @@ class FakeLoop:
         self.callback = None
         self.sent: list[list[int]] = []
 
+    def ignore_types(self, **_types) -> None:
+        pass
+
     def set_callback(self, callback) -> None:
         self.callback = callback
 

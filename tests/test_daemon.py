@@ -262,6 +262,7 @@ def test_bad_option_is_a_config_error_before_any_port(tiny_model_dir):
 
 FAKE_RUN = textwrap.dedent("""
     import json, sys, time
+    import improv.midi_port as midi_port
     import improv.ports as ports
 
     class Rt:
@@ -276,7 +277,7 @@ FAKE_RUN = textwrap.dedent("""
     rts = {}
     def open_port(kind, spec, backend):
         rts[kind] = Rt()
-        return ports.OpenPort(rts[kind], "fake " + kind, backend, virtual=True)
+        return midi_port.OpenPort(rts[kind], "fake " + kind, backend, virtual=True)
     ports.open_port = open_port
     ports.choose_backend = lambda name: "fake"
 

@@ -11,7 +11,7 @@ import pytest
 
 from improv import output_watch
 from improv.output_watch import MONITOR, OutputWatch
-from improv.ports import OpenPort
+from improv.midi_port import OpenPort
 
 OWN = "improv out:improv out"
 WATCHER = f"{MONITOR}:{MONITOR}"

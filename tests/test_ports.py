@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from improv import ports
+from improv import midi_port, ports
 from improv.errors import MidiPortError
 from improv.midi_in import MidiInput
 
@@ -24,17 +24,17 @@ NAMES = ["Midi Through:Midi Through Port-0 14:0", "KeyStep:KeyStep MIDI 1 20:0",
      ("improv in", 3)],
 )
 def test_resolve_exact_index_substring(spec, index):
-    assert ports.resolve(spec, NAMES) == index
+    assert midi_port.resolve(spec, NAMES) == index
 
 
 def test_resolve_exact_name_wins_over_substring():
     names = ["synth", "synth 2"]
-    assert ports.resolve("synth", names) == 0
+    assert midi_port.resolve("synth", names) == 0
 
 
 def test_resolve_ambiguous_lists_the_candidates():
     with pytest.raises(MidiPortError) as err:
-        ports.resolve("keystep", NAMES, "input")
+        midi_port.resolve("keystep", NAMES, "input")
     message = str(err.value)
     assert "ambiguous" in message and "1: KeyStep:KeyStep MIDI 1 20:0" in message
     assert "2: KeyStep:KeyStep MIDI 2 20:1" in message and "Through" not in message
@@ -43,7 +43,7 @@ def test_resolve_ambiguous_lists_the_candidates():
 
 def test_resolve_unknown_lists_every_port():
     with pytest.raises(MidiPortError) as err:
-        ports.resolve("nord", NAMES, "output")
+        midi_port.resolve("nord", NAMES, "output")
     message = str(err.value)
     assert "no MIDI output matches 'nord'" in message
     assert all(name in message for name in NAMES) and "\n" not in message
@@ -51,12 +51,12 @@ def test_resolve_unknown_lists_every_port():
 
 def test_resolve_out_of_range_index_is_unknown():
     with pytest.raises(MidiPortError, match="candidates"):
-        ports.resolve("7", NAMES)
+        midi_port.resolve("7", NAMES)
 
 
 def test_resolve_with_no_ports_says_none():
     with pytest.raises(MidiPortError, match="candidates: none"):
-        ports.resolve("x", [])
+        midi_port.resolve("x", [])
 
 
 class FakeRt:

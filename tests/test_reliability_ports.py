@@ -2,7 +2,7 @@
 middle of a performance. improv releases what it can, says so once, keeps running, and reconnects
 when a port of that name returns.
 
-The watch itself (`improv.ports.PortWatch`) with a fake rtmidi client; the daemon's reaction on
+The watch itself (`improv.port_watch.PortWatch`) with a fake rtmidi client; the daemon's reaction on
 a ManualClock; and `improv run --in NAME --out NAME` over JACK, where the player process is
 SIGKILLed mid-phrase and the recorder's port is closed mid-answer, then both come back.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from improv import ports
+from improv import midi_port, port_watch, ports
 from improv.clock import ManualClock
 from improv.daemon import Daemon
 from improv.engine import Engine
@@ -60,13 +60,13 @@ class FakeRt:
 
 def watched(names, name, spec, virtual=False):
     rt = FakeRt(names)
-    port = ports.OpenPort(rt, name, "jack", virtual=virtual, spec=spec, own_name="improv in")
+    port = midi_port.OpenPort(rt, name, "jack", virtual=virtual, spec=spec, own_name="improv in")
     return rt, port
 
 
 def test_a_lost_port_is_reported_once_and_reconnected_when_it_returns(caplog):
     rt, port = watched(["a:out", "kbd:out"], "kbd:out", "kbd:out")
-    watch = ports.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.5)
+    watch = port_watch.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.5)
     with caplog.at_level(logging.WARNING, logger="improv.test"):
         assert watch.poll(0.0) is None
         rt.names = ["a:out"]
@@ -85,14 +85,14 @@ def test_a_lost_port_is_reported_once_and_reconnected_when_it_returns(caplog):
 
 def test_a_spec_finds_the_device_again_under_a_new_name_but_an_index_does_not():
     rt, port = watched(["Keyboard:MIDI 1 20:0"], "Keyboard:MIDI 1 20:0", "keyboard")
-    watch = ports.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
+    watch = port_watch.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
     rt.names = []
     assert watch.poll(1.0) == "lost"
     rt.names = ["Other:port 14:0", "Keyboard:MIDI 1 24:0"]  # ALSA gave it a new client number
     assert watch.poll(2.0) == "back" and port.name == "Keyboard:MIDI 1 24:0"
 
     rt, port = watched(["x:out", "kbd:out"], "kbd:out", "1")
-    watch = ports.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
+    watch = port_watch.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
     rt.names = ["x:out"]
     assert watch.poll(1.0) == "lost"
     rt.names = ["x:out", "y:out"]  # index 1 is now another device: not ours
@@ -101,7 +101,7 @@ def test_a_spec_finds_the_device_again_under_a_new_name_but_an_index_does_not():
 
 def test_a_failed_reconnect_is_retried_and_virtual_ports_are_never_watched():
     rt, port = watched(["kbd:out"], "kbd:out", "kbd")
-    watch = ports.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
+    watch = port_watch.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
     rt.names = []
     assert watch.poll(1.0) == "lost"
     rt.names, rt.fail_open = ["kbd:out"], True
@@ -110,7 +110,7 @@ def test_a_failed_reconnect_is_retried_and_virtual_ports_are_never_watched():
     assert watch.poll(3.0) == "back"
 
     rt, port = watched([], "improv in", None, virtual=True)
-    watch = ports.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
+    watch = port_watch.PortWatch(port, "input", logging.getLogger("improv.test"), interval_s=0.0)
     assert [watch.poll(float(i)) for i in range(5)] == [None] * 5
 
 

@@ -10,7 +10,9 @@ recorder and to "improv in"; a trial is dead when the recorder or improv in hear
 `ports.choose_backend`), in (virtual input with a Python callback), out (virtual output), monitor
 (queue-mode input, the output watch's), graph (the ctypes libjack client of `improv.jack_graph`,
 never activated), improv (`improv.serve.open_ports`, what
-`improv run` opens, in its order), sleepS (seconds), raceN (N clients of another process, open,
+`improv run` opens, in its order), ports (`improv.ports.open_port` in, then out, nothing between:
+c6f84a9's order through improv's opening, which on JACK waits for each client's first cycle and
+reopens one JACK never runs), unchecked (from here on, that wait always succeeds), sleepS (seconds), raceN (N clients of another process, open,
 each closed at a random moment within RACE_S while the next item opens: the removals libjack
 ignores, docs/LIVE.md). rtmidi clients are created on a short-lived thread, as `ports._client`
 does, unless `--main-thread`. Churn: `--churn` jack_churn.c processes (`--activate`: each client
@@ -41,6 +43,7 @@ OUT_PORT = "improv out:improv out"
 IN_PORT = "improv in:improv in"  # wired from OUT_PORT too: an input JACK never runs hears nothing
 SEND_S = 0.6  # the child sends a note-on every 20 ms for this long
 CHILD_TIMEOUT_S = 20.0
+RACE_CLOSE_S = 3.0  # a racing client's close that takes longer has hung
 RACE_S = 0.025  # a process's first jack_client_open takes 15-30 ms here
 
 
@@ -58,11 +61,15 @@ def _make(cls: Any, name: str, main_thread: bool) -> Any:
 
 def child(recorder_port: str, seq: list[str], main_thread: bool) -> None:
     """Open `seq` in order, connect improv out to the recorder, send; exits without closing."""
+    import faulthandler
+
     import rtmidi
 
     from improv.jack_graph import JackGraph
 
-    graph, out, keep, stamps, racing = None, None, [], {}, None
+    faulthandler.dump_traceback_later(CHILD_TIMEOUT_S - 2, exit=True)  # a hang shows where it is
+
+    graph, out, keep, stamps, racing, race_hung = None, None, [], {}, None, 0
     midi_in, heard_in = None, []  # improv in, in queue mode (item improv) or with a callback (item in)
     t0 = time.perf_counter()
     for item in seq:
@@ -93,6 +100,16 @@ def child(recorder_port: str, seq: list[str], main_thread: bool) -> None:
             graph, in_port, _, out_port = open_ports("jack", None, None)
             keep.append(in_port)
             midi_in, out = in_port.rt, out_port.rt
+        elif item == "ports":
+            from improv.ports import open_port
+
+            in_port = open_port("in", None, "jack")
+            keep.append(in_port)
+            midi_in, out = in_port.rt, open_port("out", None, "jack").rt
+        elif item == "unchecked":
+            from improv.jack_midi import JackMidiClient
+
+            JackMidiClient.wait_running = lambda self, timeout_s: True
         elif item.startswith("race"):
             racing = _Race(int(item[4:] or 1))
             racing.start()
@@ -100,7 +117,7 @@ def child(recorder_port: str, seq: list[str], main_thread: bool) -> None:
         else:
             raise SystemExit(f"unknown --seq item {item!r}")
         if racing is not None:
-            racing.join()
+            race_hung += racing.join()
             racing = None
         stamps[item] = round(time.perf_counter() - t0, 3)
     graph = graph or JackGraph.open("opens graph")
@@ -113,7 +130,8 @@ def child(recorder_port: str, seq: list[str], main_thread: bool) -> None:
     time.sleep(0.1)
     while midi_in is not None and midi_in.get_message() is not None:
         heard_in.append(1)
-    print(json.dumps(dict(stamps=stamps, connected=connected, sent=sent, in_heard=len(heard_in))), flush=True)
+    print(json.dumps(dict(stamps=stamps, connected=connected, sent=sent, in_heard=len(heard_in),
+                          race_close_hung=race_hung)), flush=True)
     os._exit(0)  # how the clients close is not what is measured
 
 
@@ -137,11 +155,19 @@ class _Race:
         for holder in self.holders:
             holder.stdin.close()
 
-    def join(self) -> None:
-        """Returns once every racing client has closed (the server has freed their numbers)."""
+    def join(self) -> int:
+        """Returns once every racing client has closed (the server has freed their numbers), or
+        after RACE_CLOSE_S: a close that hangs (it happens under a loaded non-realtime jackd,
+        with rtmidi's clients and improv's alike) is killed and counted, not taken for improv's."""
+        hung = 0
         for holder in self.holders:
-            _line(holder, "closed")
-            holder.wait()
+            try:
+                holder.wait(timeout=RACE_CLOSE_S)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()
+                hung += 1
+        return hung
 
 
 def _line(process: subprocess.Popen, wanted: str) -> bool:
@@ -175,9 +201,11 @@ def trial(server: jackd.JackServer, recorder: Recorder, args: argparse.Namespace
         done = subprocess.run(cmd + (["--main-thread"] if args.main_thread else []), env=server.env,
                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
         last = (done.stdout.strip().splitlines() or [""])[-1]
-        info = (last + " " + done.stderr.strip()[-200:]).strip()
-    except subprocess.TimeoutExpired:
-        last, info = "", "timeout"
+        info = (last + " " + done.stderr.strip()[-600:]).strip()
+    except subprocess.TimeoutExpired as err:
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        (server.log_path.parent / f"child-{index}.err").write_text(stderr)
+        last, info = "", f"timeout (its stack: child-{index}.err beside the jackd log)"
     finally:
         if churn is not None:
             churn.close()
@@ -189,7 +217,7 @@ def trial(server: jackd.JackServer, recorder: Recorder, args: argparse.Namespace
     heard = len(recorder.received) - heard_before
     return dict(index=index, heard=heard, in_heard=in_heard, dead=heard == 0 or in_heard == 0,
                 out_not_finished=log.count("improv out was not finished"),
-                graph_errors=log.count("ProcessGraphAsyncMaster: Process error"), child=info[:300])
+                graph_errors=log.count("ProcessGraphAsyncMaster: Process error"), child=info[:900])
 
 
 def make_parser() -> argparse.ArgumentParser:

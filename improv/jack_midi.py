@@ -1,0 +1,261 @@
+"""improv's own JACK MIDI client (improv/native/jack_midi.c through ctypes), in place of
+python-rtmidi's on JACK: no Python in the server's cycle, and a close that deactivates the client
+before its port goes (rtmidi's can free the port under a running callback: a segfault).
+
+`JackMidiClient` speaks the part of rtmidi's MidiIn/MidiOut that improv uses (ports, open, send,
+`get_message`, `set_callback`, `ignore_types`, close), so `improv.ports` can hand out either. An
+input also has `read()` (the next message with its stamp, taken in the JACK cycle on
+time.perf_counter's clock), `wait(timeout_s)` and `wake()`, which `improv.midi_in.MidiInput` uses
+directly: the engine thread sleeps in C until a message or a wake comes. `cycles()` counts the
+process cycles JACK ran the client for: a client the server never runs has none.
+
+ctypes releases the GIL for each call. `available()` says whether the library was built (setup.py
+builds it where there is a C compiler and libjack.so.0; elsewhere improv stays on rtmidi).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+BUFFER_BYTES = 1024  # the C side's longest message
+RUN_POLL_S = 0.002  # wait_running's look at the cycle count
+CALLBACK_POLL_S = 0.1  # set_callback's reader thread looks at `closed` this often
+IGNORE_SYSEX, IGNORE_TIMING, IGNORE_ACTIVE = 1, 2, 4
+_LIB: Any = None
+
+
+def _load() -> Any:
+    global _LIB
+    if _LIB is None:
+        spec = importlib.util.find_spec("improv._jack_midi")
+        if spec is None or not spec.origin:
+            raise OSError("improv's JACK MIDI client is not built (pip install -e . with gcc and jackd2)")
+        lib = ctypes.CDLL(spec.origin)
+        p, c = ctypes.c_void_p, ctypes.c_char_p
+        sigs = {
+            "jm_open": (p, [c, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
+            "jm_register": (ctypes.c_int, [p, c]),
+            "jm_port_name": (c, [p]),
+            "jm_client_name": (c, [p]),
+            "jm_ports": (ctypes.POINTER(c), [p]),
+            "jm_free": (None, [p]),
+            "jm_connect": (ctypes.c_int, [p, c]),
+            "jm_disconnect": (ctypes.c_int, [p]),
+            "jm_send": (ctypes.c_int, [p, c, ctypes.c_int]),
+            "jm_read": (ctypes.c_int, [p, c, ctypes.c_int, ctypes.POINTER(ctypes.c_double)]),
+            "jm_wait": (ctypes.c_int, [p, ctypes.c_double]),
+            "jm_wake": (None, [p]),
+            "jm_ignore": (None, [p, ctypes.c_int]),
+            "jm_cycles": (ctypes.c_ulong, [p]),
+            "jm_dropped": (ctypes.c_ulong, [p]),
+            "jm_shut_down": (ctypes.c_int, [p]),
+            "jm_close": (None, [p]),
+        }
+        for name, (restype, argtypes) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+        _LIB = lib
+    return _LIB
+
+
+def available() -> bool:
+    """Whether the native client is built and libjack loads."""
+    try:
+        _load()
+    except OSError:
+        return False
+    return True
+
+
+class JackMidiClient:
+    """One JACK client with (once opened) one MIDI port; see the module docstring."""
+
+    def __init__(self, kind: str, client_name: str) -> None:
+        self._lib = _load()
+        self.is_input = kind == "in"
+        status = ctypes.c_int(0)
+        handle = self._lib.jm_open(client_name.encode(), int(self.is_input), ctypes.byref(status))
+        if not handle:
+            raise OSError(f"jack_client_open failed (status 0x{status.value:x})")
+        self._handle: int | None = handle
+        self._lock = threading.Lock()  # every call on the handle vs close
+        self._waiters = 0  # threads inside jm_wait (which runs outside the lock)
+        self._waited = threading.Condition(self._lock)
+        self._buffer = ctypes.create_string_buffer(BUFFER_BYTES)
+        self._stamp = ctypes.c_double(0.0)
+        self._last_s: float | None = None
+        self._reader: threading.Thread | None = None
+        self._stop_reader = threading.Event()
+        if self.is_input:
+            self.ignore_types()
+
+    # ------------------------------------------------------------------ rtmidi's surface
+
+    def get_ports(self) -> list[str]:
+        with self._lock:
+            if self._handle is None:
+                return []
+            array = self._lib.jm_ports(self._handle)
+            names = []
+            if array:
+                i = 0
+                while array[i] is not None:
+                    names.append(array[i].decode(errors="replace"))
+                    i += 1
+                self._lib.jm_free(ctypes.cast(array, ctypes.c_void_p))
+            return names
+
+    def open_virtual_port(self, name: str) -> None:
+        self._register(name)
+
+    def open_port(self, index: int, name: str) -> None:
+        """Register our port (if not yet) and connect it to the `index`th of `get_ports()`."""
+        target = self.get_ports()[index]
+        self._register(name)
+        with self._lock:
+            result = self._lib.jm_connect(self._handle, target.encode()) if self._handle else -1
+        if result not in (0, 17):  # 17: EEXIST, already connected
+            raise OSError(f"cannot connect to JACK port {target!r} ({result})")
+
+    def close_port(self) -> None:
+        """Disconnect our port (it stays registered, so `open_port` can connect it again)."""
+        with self._lock:
+            if self._handle is not None:
+                self._lib.jm_disconnect(self._handle)
+
+    def is_port_open(self) -> bool:
+        with self._lock:
+            return self._handle is not None and self._lib.jm_port_name(self._handle) is not None
+
+    def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:
+        mask = (IGNORE_SYSEX * sysex) | (IGNORE_TIMING * timing) | (IGNORE_ACTIVE * active_sense)
+        with self._lock:
+            if self._handle is not None:
+                self._lib.jm_ignore(self._handle, mask)
+
+    def send_message(self, data: Any) -> None:
+        raw = bytes(data)
+        with self._lock:
+            if self._handle is None:
+                raise OSError("the JACK MIDI client is closed")
+            if self._lib.jm_send(self._handle, raw, len(raw)) != 0:
+                raise OSError("the JACK MIDI output's buffer is full: the server is not running it")
+
+    def get_message(self) -> tuple[list[int], float] | None:
+        """rtmidi's queue mode: the next message and the seconds since the one before, or None."""
+        got = self.read()
+        if got is None:
+            return None
+        stamp, data = got
+        delta = 0.0 if self._last_s is None else stamp - self._last_s
+        self._last_s = stamp
+        return list(data), delta
+
+    def set_callback(self, func: Callable[..., Any], data: Any = None) -> None:
+        """Call `func((message, delta), data)` for each message, from a reader thread of ours
+        (never from JACK's)."""
+        self.cancel_callback()
+        self._stop_reader.clear()
+
+        def run() -> None:
+            while not self._stop_reader.is_set():
+                while (msg := self.get_message()) is not None:
+                    func(msg, data)
+                self.wait(CALLBACK_POLL_S)
+
+        self._reader = threading.Thread(target=run, name="improv-jack-reader", daemon=True)
+        self._reader.start()
+
+    def cancel_callback(self) -> None:
+        if self._reader is not None:
+            self._stop_reader.set()
+            self.wake()
+            if self._reader is not threading.current_thread():
+                self._reader.join()
+            self._reader = None
+
+    def delete(self) -> None:
+        """Deactivate and close the client (safe while JACK runs it); later calls do nothing."""
+        self.cancel_callback()
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is None:
+                return
+            while self._waiters:  # a thread asleep in `wait`: wake it and let it leave first
+                self._lib.jm_wake(handle)
+                self._waited.wait(0.05)
+            self._lib.jm_close(handle)
+
+    # ------------------------------------------------------------------ native reading
+
+    def read(self) -> tuple[float, bytes] | None:
+        """The next received message and its stamp (perf_counter seconds), or None."""
+        with self._lock:
+            if self._handle is None:
+                return None
+            size = self._lib.jm_read(self._handle, self._buffer, BUFFER_BYTES, ctypes.byref(self._stamp))
+            if size <= 0:
+                return None
+            return self._stamp.value, self._buffer.raw[:size]
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until a message arrives, `wake()` is called, or `timeout_s` passes."""
+        with self._lock:
+            handle = self._handle
+            if handle is not None:
+                self._waiters += 1
+        if handle is None:
+            time.sleep(max(0.0, min(timeout_s, CALLBACK_POLL_S)))
+            return False
+        try:
+            return bool(self._lib.jm_wait(handle, max(0.0, timeout_s)))  # outside the lock
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                self._waited.notify_all()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._lib.jm_wake(self._handle)
+
+    # ------------------------------------------------------------------ health
+
+    def cycles(self) -> int:
+        """Process cycles JACK has run this client for (0: never run)."""
+        with self._lock:
+            return 0 if self._handle is None else int(self._lib.jm_cycles(self._handle))
+
+    def wait_running(self, timeout_s: float) -> bool:
+        """Whether JACK runs this client: a cycle within `timeout_s` of now."""
+        deadline_s = time.perf_counter() + timeout_s
+        while self.cycles() == 0:
+            if time.perf_counter() > deadline_s:
+                return False
+            time.sleep(RUN_POLL_S)
+        return True
+
+    def dropped(self) -> int:
+        """Messages lost: an input's ring full, an output's buffer full, a message too long."""
+        with self._lock:
+            return 0 if self._handle is None else int(self._lib.jm_dropped(self._handle))
+
+    def shut_down(self) -> bool:
+        """Whether the server shut down or threw the client out."""
+        with self._lock:
+            return self._handle is None or bool(self._lib.jm_shut_down(self._handle))
+
+    def client_name(self) -> str:
+        with self._lock:
+            return "" if self._handle is None else self._lib.jm_client_name(self._handle).decode()
+
+    def _register(self, name: str) -> None:
+        with self._lock:
+            result = -1 if self._handle is None else self._lib.jm_register(self._handle, name.encode())
+        if result != 0:
+            raise OSError(f"cannot {'register' if result == -1 else 'activate'} the JACK port {name!r}")

@@ -1,0 +1,236 @@
+/* A JACK MIDI client for improv's live ports: one port, its process callback in C.
+ *
+ * Why not python-rtmidi on JACK: its input callback takes the GIL inside the server's cycle, and
+ * its close unregisters the port while the process callback may still be using it (a segfault
+ * in libjack when a port closes under load). Here the cycle never touches Python: an input's
+ * messages go into a lock-free ring stamped with the time the cycle's callback began (CLOCK_MONOTONIC,
+ * the clock of Python's time.perf_counter: the first moment improv can know of them; never later than
+ * the reader's now, so a reaction due "at the event's time" is never held back), and a semaphore
+ * wakes the reader; an
+ * output's sends wait in a ring until the next cycle writes them at frame 0. Closing deactivates
+ * the client first, so no callback runs while the port goes away. A cycle counter shows whether
+ * JACK runs the client at all (a client the server never runs hears and sends nothing).
+ *
+ * Built by setup.py as improv._jack_midi against libjack.so.0 (no -dev headers needed), loaded
+ * with ctypes by improv/jack_midi.py; importing it as a module gives an empty one.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jack_api.h"
+
+#define RING_BYTES 65536
+#define MAX_MESSAGE 1024 /* longer messages (a sysex dump) are dropped and counted */
+
+typedef struct {
+    double stamp;
+    uint16_t size;
+} in_header;
+
+typedef struct jm {
+    jack_client_t *client;
+    jack_port_t *_Atomic port;
+    int is_input;
+    int active;
+    jack_ringbuffer_t *ring;
+    sem_t ready;
+    atomic_ulong cycles;
+    atomic_ulong dropped;
+    atomic_int shut_down;
+    atomic_int ignore; /* input: bit 0 sysex, bit 1 timing (clock), bit 2 active sensing */
+} jm;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int ignored(const jm *c, const jack_midi_data_t *data, size_t size) {
+    int mask = atomic_load(&c->ignore);
+    if (size == 0) return 1;
+    if (data[0] == 0xF0 || data[0] == 0xF7) return mask & 1;
+    if (data[0] == 0xF8) return mask & 2;
+    if (data[0] == 0xFE) return mask & 4;
+    return 0;
+}
+
+static void process_input(jm *c, void *buffer) {
+    double cycle_s = now_s();
+    uint32_t count = jack_midi_get_event_count(buffer);
+    int wrote = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        jack_midi_event_t ev;
+        if (jack_midi_event_get(&ev, buffer, i) != 0 || ignored(c, ev.buffer, ev.size)) continue;
+        in_header h = {cycle_s, (uint16_t)ev.size};
+        if (ev.size > MAX_MESSAGE || jack_ringbuffer_write_space(c->ring) < sizeof h + ev.size) {
+            atomic_fetch_add(&c->dropped, 1);
+            continue;
+        }
+        jack_ringbuffer_write(c->ring, (const char *)&h, sizeof h);
+        jack_ringbuffer_write(c->ring, (const char *)ev.buffer, ev.size);
+        wrote = 1;
+    }
+    if (wrote) sem_post(&c->ready);
+}
+
+static void process_output(jm *c, void *buffer, jack_nframes_t nframes) {
+    jack_midi_clear_buffer(buffer);
+    uint16_t size;
+    char data[MAX_MESSAGE];
+    while (jack_ringbuffer_read_space(c->ring) >= sizeof size) {
+        jack_ringbuffer_peek(c->ring, (char *)&size, sizeof size);
+        if (jack_ringbuffer_read_space(c->ring) < sizeof size + size) break;
+        jack_ringbuffer_read_advance(c->ring, sizeof size);
+        jack_ringbuffer_read(c->ring, data, size);
+        if (jack_midi_event_write(buffer, 0, (const jack_midi_data_t *)data, size) != 0)
+            atomic_fetch_add(&c->dropped, 1); /* the port's buffer is full this cycle */
+    }
+    (void)nframes;
+}
+
+static int process(jack_nframes_t nframes, void *arg) {
+    jm *c = arg;
+    atomic_fetch_add(&c->cycles, 1);
+    jack_port_t *port = atomic_load(&c->port);
+    if (port == NULL) return 0;
+    void *buffer = jack_port_get_buffer(port, nframes);
+    if (c->is_input)
+        process_input(c, buffer);
+    else
+        process_output(c, buffer, nframes);
+    return 0;
+}
+
+static void on_shutdown(void *arg) {
+    jm *c = arg;
+    atomic_store(&c->shut_down, 1);
+    sem_post(&c->ready);
+}
+
+/* A client called `name` (JACK may rename it if taken), not yet active. NULL: no server (status
+ * says why). */
+jm *jm_open(const char *name, int is_input, int *status) {
+    jm *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    c->client = jack_client_open(name, JackNoStartServer, status);
+    if (c->client == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->is_input = is_input;
+    c->ring = jack_ringbuffer_create(RING_BYTES);
+    sem_init(&c->ready, 0, 0);
+    atomic_store(&c->ignore, 0);
+    jack_set_process_callback(c->client, process, c);
+    jack_on_shutdown(c->client, on_shutdown, c);
+    return c;
+}
+
+/* Register the port and activate the client; 0 on success. */
+int jm_register(jm *c, const char *port_name) {
+    if (atomic_load(&c->port) != NULL) return 0;
+    unsigned long flags = c->is_input ? JackPortIsInput : JackPortIsOutput;
+    jack_port_t *port = jack_port_register(c->client, port_name, JACK_DEFAULT_MIDI_TYPE, flags, 0);
+    if (port == NULL) return -1;
+    atomic_store(&c->port, port);
+    if (!c->active) {
+        if (jack_activate(c->client) != 0) return -2;
+        c->active = 1;
+    }
+    return 0;
+}
+
+const char *jm_port_name(jm *c) {
+    jack_port_t *port = atomic_load(&c->port);
+    return port == NULL ? NULL : jack_port_name(port);
+}
+
+const char *jm_client_name(jm *c) { return jack_get_client_name(c->client); }
+
+/* Ports of other clients this one can connect to (outputs for an input, inputs for an output);
+ * free with jm_free. */
+const char **jm_ports(jm *c) {
+    unsigned long flags = c->is_input ? JackPortIsOutput : JackPortIsInput;
+    return jack_get_ports(c->client, NULL, JACK_DEFAULT_MIDI_TYPE, flags);
+}
+
+void jm_free(void *p) { jack_free(p); }
+
+/* Connect our port to (output) or from (input) the port called `other`; 0 or EEXIST: connected. */
+int jm_connect(jm *c, const char *other) {
+    const char *own = jm_port_name(c);
+    if (own == NULL) return -1;
+    return c->is_input ? jack_connect(c->client, other, own) : jack_connect(c->client, own, other);
+}
+
+int jm_disconnect(jm *c) {
+    jack_port_t *port = atomic_load(&c->port);
+    return port == NULL ? 0 : jack_port_disconnect(c->client, port);
+}
+
+/* Queue one message for the next cycle: 0, or -1 when the ring is full or it is too long. */
+int jm_send(jm *c, const uint8_t *data, int size) {
+    uint16_t n = (uint16_t)size;
+    if (size <= 0 || size > MAX_MESSAGE || jack_ringbuffer_write_space(c->ring) < sizeof n + n) return -1;
+    jack_ringbuffer_write(c->ring, (const char *)&n, sizeof n);
+    jack_ringbuffer_write(c->ring, (const char *)data, n);
+    return 0;
+}
+
+/* The next received message: its size (copied into `data`, `*stamp` set), or 0 when none. */
+int jm_read(jm *c, uint8_t *data, int capacity, double *stamp) {
+    in_header h;
+    if (jack_ringbuffer_read_space(c->ring) < sizeof h) return 0;
+    jack_ringbuffer_read(c->ring, (char *)&h, sizeof h);
+    if (h.size > capacity) {
+        jack_ringbuffer_read_advance(c->ring, h.size);
+        atomic_fetch_add(&c->dropped, 1);
+        return 0;
+    }
+    jack_ringbuffer_read(c->ring, (char *)data, h.size);
+    *stamp = h.stamp;
+    return h.size;
+}
+
+/* Wait up to `timeout_s` for messages (or a wake); 1 woken, 0 timed out. */
+int jm_wait(jm *c, double timeout_s) {
+    double deadline = now_s() + (timeout_s > 0 ? timeout_s : 0);
+    struct timespec ts = {(time_t)deadline, (long)((deadline - (time_t)deadline) * 1e9)};
+    while (sem_clockwait(&c->ready, CLOCK_MONOTONIC, &ts) != 0) {
+        if (errno != EINTR) return 0;
+    }
+    return 1;
+}
+
+void jm_wake(jm *c) { sem_post(&c->ready); }
+
+void jm_ignore(jm *c, int mask) { atomic_store(&c->ignore, mask); }
+
+unsigned long jm_cycles(jm *c) { return atomic_load(&c->cycles); }
+
+unsigned long jm_dropped(jm *c) { return atomic_load(&c->dropped); }
+
+int jm_shut_down(jm *c) { return atomic_load(&c->shut_down); }
+
+/* Deactivate (no callback runs after this returns), then close the client and free. */
+void jm_close(jm *c) {
+    if (c->active) jack_deactivate(c->client);
+    jack_client_close(c->client);
+    jack_ringbuffer_free(c->ring);
+    sem_destroy(&c->ready);
+    free(c);
+}
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jack_midi",
+                                    "improv's JACK MIDI client, used through ctypes (improv.jack_midi)",
+                                    -1, NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__jack_midi(void) { return PyModule_Create(&module); }
