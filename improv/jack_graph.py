@@ -82,12 +82,17 @@ class JackGraph:
         return hits[0] if len(hits) == 1 else None
 
     def _names(self, array: Any) -> list[str]:
-        if not array:
-            return []
-        names = []
-        i = 0
-        while array[i] is not None:
-            names.append(array[i].decode(errors="replace"))
-            i += 1
-        self._lib.jack_free(ctypes.cast(array, ctypes.c_void_p))
-        return names
+        return port_names(array, self._lib.jack_free)
+
+
+def port_names(array: Any, free: Any) -> list[str]:
+    """The strings of a NULL-terminated `const char **` from libjack, which `free` then frees."""
+    if not array:
+        return []
+    names = []
+    i = 0
+    while array[i] is not None:
+        names.append(array[i].decode(errors="replace"))
+        i += 1
+    free(ctypes.cast(array, ctypes.c_void_p))
+    return names

@@ -16,11 +16,14 @@ builds it where there is a C compiler and libjack.so.0; elsewhere improv stays o
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib.util
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from improv.jack_graph import port_names
 
 BUFFER_BYTES = 1024  # the C side's longest message
 RUN_POLL_S = 0.002  # wait_running's look at the cycle count
@@ -100,15 +103,7 @@ class JackMidiClient:
         with self._lock:
             if self._handle is None:
                 return []
-            array = self._lib.jm_ports(self._handle)
-            names = []
-            if array:
-                i = 0
-                while array[i] is not None:
-                    names.append(array[i].decode(errors="replace"))
-                    i += 1
-                self._lib.jm_free(ctypes.cast(array, ctypes.c_void_p))
-            return names
+            return port_names(self._lib.jm_ports(self._handle), self._lib.jm_free)
 
     def open_virtual_port(self, name: str) -> None:
         self._register(name)
@@ -119,7 +114,7 @@ class JackMidiClient:
         self._register(name)
         with self._lock:
             result = self._lib.jm_connect(self._handle, target.encode()) if self._handle else -1
-        if result not in (0, 17):  # 17: EEXIST, already connected
+        if result not in (0, errno.EEXIST):  # EEXIST: already connected
             raise OSError(f"cannot connect to JACK port {target!r} ({result})")
 
     def close_port(self) -> None:

@@ -165,7 +165,8 @@ def end_child(child: subprocess.Popen) -> None:
 def build_c_client(source: str) -> tuple[Path | None, str]:
     """One of the harness's C JACK clients, built on first use: (binary, "") or (None, why not)."""
     src = Path(__file__).with_name(source)
-    digest = hashlib.sha256(src.read_bytes() + src.with_name("jack_min.h").read_bytes()).hexdigest()[:12]
+    header = src.parents[2] / "improv" / "native" / "jack_api.h"  # the libjack declarations, shared
+    digest = hashlib.sha256(src.read_bytes() + header.read_bytes()).hexdigest()[:12]
     binary = Path(tempfile.gettempdir()) / f"improv-{src.stem}-{digest}"
     if binary.exists():
         return binary, ""

@@ -6,7 +6,7 @@
  * With "once [DELAY_US]": one client "foreign", "ready" on stdout once it is open, closed DELAY_US
  * after stdin closes, then "closed": a client that goes away at a moment the caller picks, on its
  * own clock (the caller's Python may be holding the GIL inside an rtmidi open meanwhile). */
-#include "jack_min.h"
+#include "../../improv/native/jack_api.h"
 #include <fcntl.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
             continue;
         }
         if (activate) {
-            jack_port_register(client, "in", MIDI_TYPE, JackPortIsInput, 0);
+            jack_port_register(client, "in", JACK_DEFAULT_MIDI_TYPE, JackPortIsInput, 0);
             jack_set_process_callback(client, process, NULL);
             jack_activate(client);
         }

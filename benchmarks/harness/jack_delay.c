@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "jack_min.h"
+#include "../../improv/native/jack_api.h"
 
 #define RING 4096
 #define MAXBYTES 16
@@ -66,8 +66,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jack_delay: cannot open JACK client %s (status 0x%x)\n", argv[1], status);
         return 1;
     }
-    in_port = jack_port_register(client, "in", MIDI_TYPE, JackPortIsInput, 0);
-    out_port = jack_port_register(client, "out", MIDI_TYPE, JackPortIsOutput, 0);
+    in_port = jack_port_register(client, "in", JACK_DEFAULT_MIDI_TYPE, JackPortIsInput, 0);
+    out_port = jack_port_register(client, "out", JACK_DEFAULT_MIDI_TYPE, JackPortIsOutput, 0);
     if (!in_port || !out_port || jack_set_process_callback(client, process, NULL) != 0
         || jack_activate(client) != 0) {
         fprintf(stderr, "jack_delay: cannot register %s:in and :out\n", argv[1]);

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "jack_min.h"
+#include "../../improv/native/jack_api.h"
 
 #define RING 65536 /* messages; a 10-minute soak at 50 events/s drains it far faster */
 #define MAXBYTES 16
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "jack_recorder: cannot open JACK client %s (status 0x%x)\n", argv[1], status);
         return 1;
     }
-    port = jack_port_register(client, "in", MIDI_TYPE, JackPortIsInput, 0);
+    port = jack_port_register(client, "in", JACK_DEFAULT_MIDI_TYPE, JackPortIsInput, 0);
     if (!port || jack_set_process_callback(client, process, NULL) != 0 || jack_activate(client) != 0) {
         fprintf(stderr, "jack_recorder: cannot register %s:in\n", argv[1]);
         jack_client_close(client);

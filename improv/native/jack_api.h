@@ -1,6 +1,7 @@
-/* The libjack declarations jack_midi.c uses, written out so that it builds against libjack.so.0
- * alone (jackd2's runtime package, no -dev headers). Signatures as in jack/jack.h, jack/midiport.h
- * and jack/ringbuffer.h. */
+/* The libjack declarations improv's C clients use (jack_midi.c here, and the benchmarks' harness
+ * clients in benchmarks/harness/), written out so that they build against libjack.so.0 alone
+ * (jackd2's runtime package, no -dev headers). Signatures as in jack/jack.h, jack/midiport.h and
+ * jack/ringbuffer.h. */
 #ifndef IMPROV_JACK_API_H
 #define IMPROV_JACK_API_H
 #include <stddef.h>
@@ -19,7 +20,7 @@ typedef struct {
 typedef int (*JackProcessCallback)(jack_nframes_t nframes, void *arg);
 typedef void (*JackShutdownCallback)(void *arg);
 
-enum { JackNoStartServer = 0x01 };
+enum { JackNoStartServer = 0x01, JackUseExactName = 0x02 };
 enum { JackPortIsInput = 0x1, JackPortIsOutput = 0x2 };
 #define JACK_DEFAULT_MIDI_TYPE "8 bit raw midi"
 
@@ -34,6 +35,7 @@ jack_port_t *jack_port_register(jack_client_t *, const char *name, const char *t
                                 unsigned long flags, unsigned long buffer_size);
 const char *jack_port_name(const jack_port_t *);
 void *jack_port_get_buffer(jack_port_t *, jack_nframes_t);
+jack_nframes_t jack_last_frame_time(const jack_client_t *);
 int jack_connect(jack_client_t *, const char *source, const char *destination);
 int jack_port_disconnect(jack_client_t *, jack_port_t *);
 const char **jack_get_ports(jack_client_t *, const char *name_pattern, const char *type_pattern,
