@@ -213,8 +213,10 @@ def test_the_duets_reaction_leaves_within_feed_on_the_real_clock(capsys):
             pitch, t = int(rng.integers(36, 48)), clock.now()
             engine.feed(NoteOn(t, 0, pitch, 90))
             records = [r for r in list(engine.scheduler.records)[-8:] if r.planned_s == t and r.source == "duet"]
-            (reaction,) = [r for r in records if r.message.type == "note_on"]  # already sent
-            latency_ms.append(next(ts - t for ts, m in reversed(port.sent) if m is reaction.message) * 1e3)
+            reactions = [r for r in records if r.message.type == "note_on"]  # already sent
+            if reactions:
+                (reaction,) = reactions
+                latency_ms.append(next(ts - t for ts, m in reversed(port.sent) if m is reaction.message) * 1e3)
             engine.tick()
             pause.wait(float(rng.uniform(0.002, 0.008)))
             engine.tick()
@@ -222,7 +224,12 @@ def test_the_duets_reaction_leaves_within_feed_on_the_real_clock(capsys):
             engine.tick()
     finally:
         engine.shutdown()
+    # A note may go unanswered when the context is behind (a slow moment: the duet skips rather
+    # than wait), and says so in its count; every other note's reaction left within feed.
+    unanswered = engine.improviser.duet.unanswered
+    assert len(latency_ms) + unanswered == 200 and unanswered <= 20
     p50, p99 = np.percentile(latency_ms, [50, 99])
     with capsys.disabled():
-        print(f"\nduet reaction, feed(NoteOn) -> sent (FakeModel, real clock): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+        print(f"\nduet reaction, feed(NoteOn) -> sent (FakeModel, real clock): p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+              f"{unanswered} of 200 unanswered")
     assert p99 < 20.0
