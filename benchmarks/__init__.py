@@ -20,8 +20,8 @@ from pathlib import Path
 from benchmarks.report import Report, required_keys
 
 SECTIONS = ("step", "midi", "daemon", "train", "quality", "music")
-EXPECTED_MODELS = ("bach-lstm", "bach-wavenet")  # what models/ ships; named in the keys when it is empty
-PREFERRED_LIVE_MODEL = "bach-lstm"
+EXPECTED_MODELS = ("general-lstm", "bach-lstm", "bach-wavenet", "folk-lstm", "irish-lstm")  # what models/ ships; named in the keys when it is empty
+PREFERRED_LIVE_MODEL = "general-lstm"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from improv.tokens import Vocabulary
 
 FORMAT = "improv-step-model"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "bach-lstm"
+DEFAULT_MODEL = "general-lstm"
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
