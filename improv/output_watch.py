@@ -38,7 +38,6 @@ DEAD_AFTER_S = 1.0  # sending this long with nothing arriving: dead
 MIN_MESSAGES = 3  # ... and at least this many sent meanwhile
 BACKOFF_S = 2.0  # before the next reopen after one; doubled while reopening does not help
 MAX_BACKOFF_S = 30.0
-CLOSE_TIMEOUT_S = 1.0  # the old client's close, on a helper thread
 START_WAIT_S = 0.5  # the start-up check's message: a running client delivers it within a few periods
 START_RESEND_S = 0.1
 START_TRIES = 3  # the start-up check: the first output and at most two reopened ones
@@ -201,7 +200,7 @@ class OutputWatch:
         own = self.graph.new_port(self.port.own_name, before) or self.own
         old = self.port.swap(fresh.rt)
         self.reopens += 1
-        close_soon(old, CLOSE_TIMEOUT_S)
+        close_soon(old)  # on a helper thread, waiting at most ports.CLOSE_TIMEOUT_S
         self.own = own
         for destination in sorted(self.saved | {self.monitor_port}):
             if not self.graph.connect(own, destination):
