@@ -100,10 +100,7 @@ class JackMidiClient:
     # ------------------------------------------------------------------ rtmidi's surface
 
     def get_ports(self) -> list[str]:
-        with self._lock:
-            if self._handle is None:
-                return []
-            return port_names(self._lib.jm_ports(self._handle), self._lib.jm_free)
+        return self._call(lambda h: port_names(self._lib.jm_ports(h), self._lib.jm_free), closed=[])
 
     def open_virtual_port(self, name: str) -> None:
         self._register(name)
@@ -112,26 +109,20 @@ class JackMidiClient:
         """Register our port (if not yet) and connect it to the `index`th of `get_ports()`."""
         target = self.get_ports()[index]
         self._register(name)
-        with self._lock:
-            result = self._lib.jm_connect(self._handle, target.encode()) if self._handle else -1
+        result = self._call(lambda h: self._lib.jm_connect(h, target.encode()), closed=-1)
         if result not in (0, errno.EEXIST):  # EEXIST: already connected
             raise OSError(f"cannot connect to JACK port {target!r} ({result})")
 
     def close_port(self) -> None:
         """Disconnect our port (it stays registered, so `open_port` can connect it again)."""
-        with self._lock:
-            if self._handle is not None:
-                self._lib.jm_disconnect(self._handle)
+        self._call(self._lib.jm_disconnect)
 
     def is_port_open(self) -> bool:
-        with self._lock:
-            return self._handle is not None and self._lib.jm_port_name(self._handle) is not None
+        return self._call(lambda h: self._lib.jm_port_name(h) is not None, closed=False)
 
     def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:
         mask = (IGNORE_SYSEX * sysex) | (IGNORE_TIMING * timing) | (IGNORE_ACTIVE * active_sense)
-        with self._lock:
-            if self._handle is not None:
-                self._lib.jm_ignore(self._handle, mask)
+        self._call(lambda h: self._lib.jm_ignore(h, mask))
 
     def send_message(self, data: Any) -> None:
         raw = bytes(data)
@@ -215,16 +206,13 @@ class JackMidiClient:
                 self._waited.notify_all()
 
     def wake(self) -> None:
-        with self._lock:
-            if self._handle is not None:
-                self._lib.jm_wake(self._handle)
+        self._call(self._lib.jm_wake)
 
     # ------------------------------------------------------------------ health
 
     def cycles(self) -> int:
         """Process cycles JACK has run this client for (0: never run)."""
-        with self._lock:
-            return 0 if self._handle is None else int(self._lib.jm_cycles(self._handle))
+        return int(self._call(self._lib.jm_cycles, closed=0))
 
     def wait_running(self, timeout_s: float) -> bool:
         """Whether JACK runs this client: a cycle within `timeout_s` of now."""
@@ -237,20 +225,21 @@ class JackMidiClient:
 
     def dropped(self) -> int:
         """Messages lost: an input's ring full, an output's buffer full, a message too long."""
-        with self._lock:
-            return 0 if self._handle is None else int(self._lib.jm_dropped(self._handle))
+        return int(self._call(self._lib.jm_dropped, closed=0))
 
     def shut_down(self) -> bool:
         """Whether the server shut down or threw the client out."""
-        with self._lock:
-            return self._handle is None or bool(self._lib.jm_shut_down(self._handle))
+        return bool(self._call(self._lib.jm_shut_down, closed=True))
 
     def client_name(self) -> str:
-        with self._lock:
-            return "" if self._handle is None else self._lib.jm_client_name(self._handle).decode()
+        return self._call(lambda h: self._lib.jm_client_name(h).decode(), closed="")
 
     def _register(self, name: str) -> None:
-        with self._lock:
-            result = -1 if self._handle is None else self._lib.jm_register(self._handle, name.encode())
+        result = self._call(lambda h: self._lib.jm_register(h, name.encode()), closed=-1)
         if result != 0:
             raise OSError(f"cannot {'register' if result == -1 else 'activate'} the JACK port {name!r}")
+
+    def _call(self, fn: Callable[[int], Any], closed: Any = None) -> Any:
+        """`fn(handle)` under the lock while the client is open; `closed` once it is not."""
+        with self._lock:
+            return closed if self._handle is None else fn(self._handle)
