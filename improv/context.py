@@ -112,6 +112,7 @@ class ModelContext:
         self.bos = TokenFacts(model.vocab).bos if "BOS" in model.vocab else 0
         self.logits = model.step(self.bos, self.state)
         self.pos_beats: float | None = None  # time of the latest event fed
+        self.stepped = 0  # tokens stepped so far (the logits changed at each)
         self._queue: deque[tuple[int, bool | None]] = deque()  # (token, improv's own; None: not to learn)
         self._lessons: deque[tuple[int, bool, Cursor, int]] = deque()  # stepped, not yet learned: (token,
         # own, the memory's cursor before it, row of `_lesson_logits` holding the logits before it)
@@ -229,6 +230,7 @@ class ModelContext:
                 self._onset_lessons += in_onset
             self.logits = self.model.step(token, self.state)
             n += 1
+        self.stepped += n
         return n
 
     def _put_off(self, token: int, own: bool) -> None:

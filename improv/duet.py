@@ -9,24 +9,23 @@ to end. The duet plays while the player plays and `max_response_beats` after; af
 it waits for the player's next note.
 
 The reaction (`ModeSettings.duet_react`): a player's note-on is also answered at once, the way a
-comping musician answers a struck note: one note, due at that very instant. The context steps
-through the player's tokens and the note is sampled with a mask that allows only note starts in
-range and key, on no pitch the player holds or improv sounds, within the polyphony, so the model
-picks the note that would sound with the player's. It is the first note of improv's line, a voice
-with no end yet that the next generator inherits and ends. The line keeps one voice free for
-reactions; at the polyphony limit all the same, one of improv's notes lets go for the new one (the
-oldest whose note-off the part still holds, else the one ending first). A note whose mask allows
-nothing gets no reaction (counted in `unanswered`).
+comping musician answers a struck note: one note, due at that very instant, chosen with no model
+step from what the model expected before the note (`improv.reaction`: in range and key, off the
+keys held and improv's sounding notes, within the polyphony, consonant with the keys held). The
+engine asks for it right after the thru echo (`react(ev, ready=True)`: a table prepared at the
+last tick, `prepare`), else after the re-plan's cut (`react(ev)`, the same rules computed at the note). The
+context hears it, with the player's note, at the next tick. It is the first note of improv's
+line, a voice with no end yet that the next generator inherits and ends. The line keeps one voice
+free for reactions; at the polyphony limit all the same, one of improv's notes lets go for the
+new one (the oldest whose note-off the part still holds, else the one ending first). A note
+whose mask allows nothing gets no reaction (counted in `unanswered`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Collection
 
-import numpy as np
 
 from improv.clock import BeatTimeline
 from improv.context import Dialogue
@@ -34,14 +33,14 @@ from improv.events import NoteOn
 from improv.listener import Listener
 from improv.parts import Part, Voice
 from improv.performer import Performer
-from improv.phrase import GenEvent, MaskRules, PhraseGenerator
+from improv.phrase import GenEvent, PhraseGenerator
+from improv.reaction import Reaction
 from improv.replan_guard import ReplanGuard
 from improv.scheduler import Planned
 
 log = logging.getLogger(__name__)
 
 REACT_VELOCITY_SCALE = 0.8  # a comping note sits a little under the player's
-REACT_MAX_STEPS = 32  # a context further behind than this (never, in practice) gets no reaction
 
 
 class Duet:
@@ -56,10 +55,13 @@ class Duet:
         self.gen: PhraseGenerator | None = None
         self.resume_beats = -math.inf  # a re-plan starts here (its cutoff)
         self.reactions = 0  # notes played as reactions
+        self.prepared_reactions = 0  # of them, drawn from the table the last tick prepared
         self.unanswered = 0  # player notes that got none (mask empty, or the context too far behind)
         self.armed = False  # the player has played since the last `stop`
-        self._to_react: deque[NoteOn] = deque(maxlen=16)  # note-ons `react` has yet to answer
-        self._mask = np.empty(len(self.facts.kind), dtype=bool)  # (V,) the reaction's mask, reused
+        self.reaction = Reaction(performer)
+        self._answered: NoteOn | None = None  # the note-on the prepared table answered
+        self._ready_victim: Voice | None = None  # the voice that lets go for the prepared reaction
+        self._unheard: list[GenEvent] = []  # reactions sent, not yet in the dialogue (`hear_reactions`)
         # pitch -> beats: let go early for a reaction after its note-off was handed over; that
         # note-off is still queued in the scheduler, so the pitch is not struck again before it
         self._released: dict[int, float] = {}
@@ -71,7 +73,7 @@ class Duet:
     def use(self, facts) -> None:
         """Another model plays from now: its token facts, a mask of its vocabulary's size."""
         self.facts = facts
-        self._mask = np.empty(len(facts.kind), dtype=bool)
+        self.reaction.invalidate()
 
     @property
     def _steps(self) -> int:
@@ -81,17 +83,51 @@ class Duet:
 
     def after_note_on(self, ev: NoteOn) -> None:
         self.armed = True
-        if self.listener.settings.mode.duet_react:
-            self._to_react.append(ev)
 
-    def react(self) -> list[Planned]:
-        """For each player note-on since the last call, one note due now (see the module doc).
-        The engine calls this right after handing over the note's other plans."""
-        plans: list[Planned] = []
-        while self._to_react:
-            ev = self._to_react.popleft()
-            plans += self._react(self.listener.now, self.performer.rules(), self.listener.held.keys(), ev.velocity)
-        return plans
+    def react(self, ev: NoteOn, ready: bool = False) -> list[Planned]:
+        """The player's note-on `ev`: one note due at its instant (see the module doc). With
+        `ready`, before its re-plan and nothing else heard since the last tick: from the table
+        `prepare` left, if any. Else after its re-plan (`replan`), if the table gave none:
+        chosen at the note."""
+        if not self.listener.settings.mode.duet_react:
+            return []
+        if ready:
+            self.listener.now = max(self.listener.now, ev.t_s)
+            return self._react_ready(ev)
+        if self._answered is ev:
+            self._answered = None
+            return []
+        if ev.pitch not in self.listener.held:
+            return []
+        return self._react(self.listener.now, ev.pitch, ev.velocity)
+
+    def _react_ready(self, ev: NoteOn) -> list[Planned]:
+        pitch = self.reaction.draw_ready(ev.pitch)
+        if pitch is None:
+            return []
+        self._answered, now_s = ev, self.listener.now
+        self.prepared_reactions += 1
+        beats, victim = self.clock.beats_at(now_s), self._ready_victim
+        plans = []
+        if victim is not None and (victim.off_beats is None or victim.off_beats > beats + 1e-9):
+            plans.append(self._let_go(victim, beats, now_s))  # still sounding: it lets go, as prepared
+        return [*plans, self._sound(pitch, ev.velocity, now_s)]
+
+    def prepare(self, active: bool) -> None:
+        """Between events (the end of a tick), in duet mode (`active`): the table the next
+        note-on's reaction is drawn from, for what holds now (the context, the keys held,
+        improv's notes)."""
+        context = self.dialogue.context
+        if not active or not self.listener.settings.mode.duet_react or not context.ready:
+            self.reaction.invalidate()
+            return
+        rules = self.performer.rules()
+        _, self._ready_victim, together, avoid = self._room(self.listener.now, rules.max_polyphony)
+        blend, memory = context.blend, context.memory
+        version = (context.stepped, id(context.logits), memory and memory.tokens_seen, blend and blend.memory_weight,
+                   self.performer.sampler.temperature, id(self.facts), id(self._ready_victim))
+        self.reaction.prepare(context.mixed_logits, rules, tuple(sorted(self.listener.held)), tuple(sorted(avoid)),
+                              together, version)
 
     # ------------------------------------------------------------------ time
 
@@ -170,47 +206,54 @@ class Duet:
         self.dialogue.replanned(cutoff_beats, ends)
         return [*plans, Planned(cutoff_s, "cancel", source="duet")]
 
-    def _react(self, now_s: float, rules: MaskRules, avoid: Collection[int], velocity: int) -> list[Planned]:
-        """One note due at `now_s`, picked by the model to sound with what it just heard (the
-        player's note-on, queued in the context). `avoid`: the player's held keys."""
-        context = self.dialogue.context
-        context.catch_up(REACT_MAX_STEPS)  # the player's tokens: one cached step each
-        beats = self.clock.beats_at(now_s)
-        voices = [v for v in self.part.voices  # improv's notes sounding now or about to (the guard)
-                  if v.on_s is not None and (v.off_beats is None or v.off_beats > beats + 1e-9)]
-        victim = self._victim(voices, rules.max_polyphony, now_s)
-        together = self._polyphony([v for v in voices if v is not victim], now_s)
-        mask = self._reaction_mask(rules, avoid, voices, together, beats)
-        if not context.ready or not mask.any():
+    def _react(self, now_s: float, struck: int, velocity: int) -> list[Planned]:
+        """One note due at `now_s` for the player's key `struck` (see `improv.reaction`)."""
+        rules = self.performer.rules()
+        beats, victim, together, avoid = self._room(now_s, rules.max_polyphony)
+        pitch = self.reaction.choose(self.dialogue.context.mixed_logits(), rules, self.listener.held.keys(),
+                                     avoid, together, struck)
+        if pitch is None:
             self.unanswered += 1
-            log.debug("duet: no reaction at %.6f s (%s)", now_s, "the context is behind" if not context.ready
-                      else f"no note allowed: {together} of improv's sound, {len(avoid)} keys held")
+            log.debug("duet: no reaction at %.6f s (no note allowed: %d of improv's sound, %d keys held)",
+                      now_s, together, len(self.listener.held))
             return []
-        pitch = int(self.facts.value[self.performer.sampler.sample(context.mixed_logits(), mask)])
         plans = [] if victim is None else [self._let_go(victim, beats, now_s)]
+        plans.append(self._sound(pitch, velocity, now_s))
+        self.hear_reactions()
+        return plans
+
+    def _sound(self, pitch: int, velocity: int, now_s: float) -> Planned:
+        """The reaction `pitch` sounds at `now_s`: in the part at once; the context hears it
+        from `hear_reactions`, once the note is on its way."""
+        beats = self.clock.beats_at(now_s)
         velocity = max(1, min(127, round(velocity * REACT_VELOCITY_SCALE)))
-        self.dialogue.planned(GenEvent(beats, "on", pitch, velocity))
-        self.dialogue.heard_until(beats)  # it sounds now: queued for the context (the next tick steps it)
+        self._unheard.append(GenEvent(beats, "on", pitch, velocity))
         self.reactions += 1
-        return [*plans, self.part.sound(pitch, velocity, beats, now_s)]
+        return self.part.sound(pitch, velocity, beats, now_s)
 
-    def _victim(self, voices: list[Voice], max_polyphony: int, now_s: float) -> Voice | None:
-        """At the polyphony limit, the voice that lets go for the reaction: the oldest of those
-        sounding whose note-off is still the part's to give, else the one ending first."""
-        if self._polyphony(voices, now_s) < max_polyphony:
-            return None
-        started = [v for v in voices if v.on_s <= now_s]
-        clean = [v for v in started if v.off_s is None]
-        if clean:
-            return min(clean, key=_onset)
-        return min(started, key=_end) if started else None
+    def heard_something(self) -> None:
+        """An event or a tick begins: the reactions sent join the dialogue, and the table
+        prepared for what held before is stale."""
+        self.hear_reactions()
+        self.reaction.invalidate()
 
-    def _polyphony(self, voices: list[Voice], now_s: float) -> int:
-        """The most of `voices` sounding at once from `now_s` on: one starting within the guard
-        counts, one that ends before it starts does not."""
-        ends = [math.inf if v.off_beats is None else self.clock.time_at(v.off_beats) for v in voices]
-        instants = [now_s, *(v.on_s for v in voices if v.on_s > now_s)]
-        return max(sum(1 for v, end in zip(voices, ends) if v.on_s <= t < end) for t in instants)
+    def hear_reactions(self) -> None:
+        """The reactions sent since the last call join the dialogue (queued for the context: the
+        next tick steps them), after they were handed over (`heard_something`)."""
+        for event in self._unheard:
+            self.dialogue.planned(event)
+            self.dialogue.heard_until(event.beats)
+        self._unheard.clear()
+
+    def _room(self, now_s: float, max_polyphony: int) -> tuple[float, Voice | None, int, list[int]]:
+        """For a reaction at `now_s`: (beats, the voice that lets go for it or None, how many of
+        improv's notes sound with it, the pitches it must avoid). Improv's notes: those sounding
+        or about to (handed over: within the guard)."""
+        beats = self.clock.beats_at(now_s)
+        voices = [v for v in self.part.voices if v.on_s is not None and (v.off_beats is None or v.off_beats > beats + 1e-9)]
+        victim = _victim(self.clock, voices, max_polyphony, now_s)
+        together = _polyphony(self.clock, [v for v in voices if v is not victim], now_s)
+        return beats, victim, together, [*(v.pitch for v in voices), *self._still_released(beats)]
 
     def _let_go(self, voice: Voice, beats: float, now_s: float) -> Planned:
         """`voice` ends now, for the reaction: in the part, and in what the context will hear
@@ -226,28 +269,14 @@ class Duet:
             del self._released[pitch]
         return self._released
 
-    def _reaction_mask(self, rules: MaskRules, avoid: Collection[int], voices: list[Voice],
-                       together: int, beats: float) -> np.ndarray:
-        """Only note starts: ON_p in range and key, within the polyphony (`together` other notes
-        of improv's sound with it), on no pitch the player holds or improv sounds (or lets go
-        of). Into a buffer reused for every reaction."""
-        t, mask = self.facts, self._mask
-        allowed = self.performer.masks.allowed(pitch_range=(rules.pitch_lo, rules.pitch_hi),
-                                  pitch_classes=rules.pitch_classes, sounding=together,
-                                  max_polyphony=rules.max_polyphony)
-        np.logical_and(allowed, t.is_on, out=mask)
-        for pitch in (*avoid, *(v.pitch for v in voices), *self._still_released(beats)):
-            if 0 <= pitch < 128 and t.on_id[pitch] >= 0:
-                mask[t.on_id[pitch]] = False
-        return mask
-
     def stop(self, now_s: float) -> list[Planned]:
         """Note-offs for what sounds; nothing waits any more (cancel "duet" in the scheduler too)."""
+        self.hear_reactions()
         plans = self.part.stop(now_s)
         self.part = Part("duet", self.part.channel)
         self.gen = None
         self._released.clear()  # (the cancel drops their queued note-offs)
-        self._to_react.clear()
+        self.reaction.invalidate()
         self.armed = False
         return plans
 
@@ -258,6 +287,26 @@ class Duet:
         if self.gen is not None and not self.gen.done:
             times.append(self.clock.time_at(self.gen.frontier_beats - horizon_beats / 2))
         return times
+
+
+def _victim(clock: BeatTimeline, voices: list[Voice], max_polyphony: int, now_s: float) -> Voice | None:
+    """At the polyphony limit, the voice that lets go for the reaction: the oldest of those
+    sounding whose note-off is still the part's to give, else the one ending first."""
+    if _polyphony(clock, voices, now_s) < max_polyphony:
+        return None
+    started = [v for v in voices if v.on_s <= now_s]
+    clean = [v for v in started if v.off_s is None]
+    if clean:
+        return min(clean, key=_onset)
+    return min(started, key=_end) if started else None
+
+
+def _polyphony(clock: BeatTimeline, voices: list[Voice], now_s: float) -> int:
+    """The most of `voices` sounding at once from `now_s` on: one starting within the guard
+    counts, one that ends before it starts does not."""
+    ends = [math.inf if v.off_beats is None else clock.time_at(v.off_beats) for v in voices]
+    instants = [now_s, *(v.on_s for v in voices if v.on_s > now_s)]
+    return max(sum(1 for v, end in zip(voices, ends) if v.on_s <= t < end) for t in instants)
 
 
 def _onset(voice: Voice) -> float:

@@ -124,9 +124,10 @@ class Engine:
 
     def feed(self, event) -> None:
         """One parsed event (improv.events), kept sane first (`Listener.admit`). Its plans reach
-        the scheduler before this returns, in three hand-overs: the thru echo, then what needs no
-        model (a re-plan's cut), then the duet's reaction, due at the event's time; the session
-        memory learns the event after them."""
+        the scheduler before this returns, none waiting for a model step: the thru echo, the duet's
+        reaction (due at the event's time) from the table the last tick prepared, a re-plan's cut,
+        and the reaction computed at the note if there was no table; the session memory learns the
+        event after them."""
         for ev in self.improviser.listener.admit(event):
             if self.player_tap is not None:
                 self.player_tap(ev)
@@ -136,8 +137,9 @@ class Engine:
             if isinstance(ev, NoteOn):
                 self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
             self._add(self._guard(self.improviser.echo, ev))
+            self._add(self._guard(self.improviser.react, ev, True))
             self._add(self._guard(self.improviser.on_event, ev))
-            self._add(self._guard(self.improviser.react))
+            self._add(self._guard(self.improviser.react, ev))
             self._guard(self.improviser.learn)  # after the reaction has gone out
 
     def remote(self, name: str, value: object = None) -> None:

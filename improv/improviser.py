@@ -2,8 +2,9 @@
 Pure decisions: events and the passing of time in, planned MIDI out; no threads, no I/O, no sleeps.
 
 For each player event the engine calls `echo` (the thru echo alone, so it goes out first), then
-`on_event` (O(1): an interruption, a re-plan's cut, a few tokens queued), then `react` (the duet's
-answer to the note-ons just seen: a few cached steps and one sample), and `on_tick(now_s)`
+`react(ev, ready=True)` (the duet's answer to a note-on from the table the last tick prepared),
+then `on_event` (O(1): an interruption, a re-plan's cut, a few tokens queued), then `react(ev)`
+(the duet's answer computed at the note, when there was no table: still no model step), and `on_tick(now_s)`
 whenever `next_wakeup_s()` comes due. The rest of the model work, one cached step per token,
 happens in `on_tick`, at most `MAX_STEPS_PER_TICK` steps a call, so a burst of notes or a long
 answer never holds up the next event.
@@ -132,17 +133,12 @@ class Improviser:
         if not self.settings.output.thru or not isinstance(event, (NoteOn, NoteOff)) \
                 or not self.listens_to(event.channel):
             return []
-        now = max(self.listener.now, event.t_s)
-        off = Planned(now, "off", event.pitch, 0, self._channel, "thru")
-        if isinstance(event, NoteOff):
-            return [off]
-        # the same pitch from another channel (omni) while held: its echo ends before it sounds again
-        on = Planned(now, "on", event.pitch, event.velocity, self._channel, "thru")
-        return [off, on] if event.pitch in self.listener.held else [on]
+        return thru_echo(event, max(self.listener.now, event.t_s), self._channel, event.pitch in self.listener.held)
 
     def on_event(self, event) -> list[Planned]:
         if isinstance(event, (NoteOn, NoteOff, Control, ProgramChange)) and not self.listens_to(event.channel):
             return []
+        self.duet.heard_something()
         self.listener.now = max(self.listener.now, event.t_s)
         if isinstance(event, NoteOn):
             return self._player_on(event)
@@ -154,9 +150,12 @@ class Improviser:
             self.select_model(event.program)
         return []
 
-    def react(self) -> list[Planned]:
-        """Duet: for each player note-on since the last call, one note due now."""
-        return self.duet.react()
+    def react(self, event, ready: bool = False) -> list[Planned]:
+        """Duet: a player's note-on gets one note due at its instant (`Duet.react`), `ready`
+        (before `on_event`) or not (after)."""
+        if self.mode != "duet" or not isinstance(event, NoteOn) or not self.listens_to(event.channel):
+            return []
+        return self.duet.react(event, ready)
 
     def _player_on(self, ev: NoteOn) -> list[Planned]:
         now = self.listener.now
@@ -188,6 +187,7 @@ class Improviser:
 
     def remote(self, name: str, value: object, now_s: float) -> list[Planned]:
         """A control from outside MIDI (OSC): as its CC would be. ConfigError on a bad value."""
+        self.duet.heard_something()
         self.listener.now = max(self.listener.now, now_s)
         return self._act(self.listener.remote(name, value), value)
 
@@ -255,14 +255,16 @@ class Improviser:
     def on_tick(self, now_s: float) -> list[Planned]:
         self.listener.now = max(self.listener.now, now_s)
         now = self.listener.now
+        self.duet.heard_something()
         primed = self.switch.poll()
         plans = self._take_over(primed, now) if primed is not None else []
-        plans += self.react()
         self.dialogue.heard_until(self.clock.beats_at(now))
         budget = MAX_STEPS_PER_TICK - self.context.catch_up(MAX_STEPS_PER_TICK)
         plans += self.duet.tick(budget) if self.mode == "duet" else self.call.tick(budget)
         self.listener.detect_key()  # a changed key is detected here, between events, not on a note-on
-        return plans + self.call.release_due(now) + self.duet.release_due(now)
+        plans += self.call.release_due(now) + self.duet.release_due(now)
+        self.duet.prepare(self.mode == "duet")
+        return plans
 
     def learn(self) -> list[Planned]:
         """The memory's lessons put off (`ModelContext.learn`), once the input's plans went out."""
@@ -292,3 +294,13 @@ class Improviser:
             plans += [Planned(now_s, "off", p, 0, self._channel, "thru") for p in self.listener.held]
         self.dialogue.stopped_at(self.clock.beats_at(now_s))
         return plans
+
+
+def thru_echo(event: NoteOn | NoteOff, now_s: float, channel: int, held: bool) -> list[Planned]:
+    """The echo of a player's note on improv's channel, due now; a note-on of a pitch `held`
+    already (from another channel, omni) ends that one's echo first."""
+    off = Planned(now_s, "off", event.pitch, 0, channel, "thru")
+    if isinstance(event, NoteOff):
+        return [off]
+    on = Planned(now_s, "on", event.pitch, event.velocity, channel, "thru")
+    return [off, on] if held else [on]

@@ -74,6 +74,26 @@ class Sampler:
         u = self.rng.random() * self._cum[-1]
         return int(np.searchsorted(self._cum, u, side="right"))
 
+    def distribution(self, logits: np.ndarray, mask: np.ndarray, out: np.ndarray) -> bool:
+        """Into `out` (V,): the weights `sample` would draw from (mask, temperature, top-k,
+        top-p; unnormalised); False, and `out` untouched, if `mask` allows nothing: a caller can
+        prepare a distribution ahead and narrow it further when the moment comes."""
+        if not mask.any():
+            return False
+        x = self._load(logits, mask)
+        if self.temperature == 0.0:
+            best = int(np.argmax(x))
+            out[:] = 0.0
+            out[best] = 1.0
+            return True
+        if 0 < self.top_k < len(x):
+            self._keep_top_k(x)
+        self._to_probabilities(x)
+        if self.top_p < 1.0:
+            self._keep_nucleus(x)
+        np.copyto(out, x)
+        return True
+
     def _load(self, logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         size = len(logits)
         if len(self._x) != size:

@@ -1,5 +1,6 @@
 """Duet mode's immediate reaction (improv.duet), through the engine on a ManualClock: each player
-note-on is answered at its own instant by one note the model picks (range, key, polyphony), the
+note-on is answered at its own instant by one note the model picks (range, key, polyphony,
+consonant with the keys held) from what it expected before the note, with no model step; the
 context hears it, its end comes from the duet's line, and every improv note-on gets exactly one
 note-off whatever happens. `duet_react = false` is the old duet; call mode never reacts.
 
@@ -7,12 +8,14 @@ At 120 bpm one beat is 0.5 s; the beat clock starts at t = 0 (beat 0)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from improv.clock import ManualClock
 from improv.duet import REACT_VELOCITY_SCALE
+from improv.reaction import CONSONANT
 from improv.engine import Engine
 from improv.errors import ModelError
 from improv.events import Control, NoteOff, NoteOn
@@ -84,11 +87,12 @@ def test_each_note_on_gets_exactly_one_reaction_due_at_its_own_instant():
         assert 36 <= record.message.note <= 96 and record.message.note != ev.pitch
     imp = engine.improviser
     assert imp.duet.reactions == 16 and imp.duet.unanswered == 0
+    assert imp.duet.prepared_reactions >= 12  # single notes after a tick: from the prepared table
     assert engine.scheduler.dropped == 0
     assert well_paired(port)
 
 
-def test_the_reaction_is_sampled_in_feed_from_the_context_that_has_the_players_note():
+def test_the_reaction_is_sampled_in_feed_with_no_model_step_and_heard_at_the_next_tick():
     model = FakeModel()
     engine, port, _ = make(model=model)
     engine.run_until(2.0, melody(n=3))  # the duet is playing along
@@ -96,16 +100,97 @@ def test_the_reaction_is_sampled_in_feed_from_the_context_that_has_the_players_n
     assert imp.context.ready
     steps = model.steps
     engine.feed(NoteOn(2.0, 0, 45, 100))  # no tick: the reaction comes from feed itself
-    tokens = model.fed[steps:]
-    assert tokens and tokens[-1] == vocab.id("ON_45")  # the player's tokens, one cached step each
-    assert len(tokens) <= 6 and vocab.id("BOS") not in tokens  # ... and nothing else (no recompute)
+    assert model.steps == steps  # ... and no model step stood between the note and its answer
     (plan,) = [p for *_, p in engine.scheduler._heap if p.source == "duet" and p.kind == "on" and p.due_s == 2.0]
-    # the reaction's ON (after the OFF of a note that let go for it, if any), for the next tick
-    assert [vocab.name(i) for i, _ in imp.context._queue][-1] == f"ON_{plan.pitch}"
-    assert vocab.name(int(imp.performer.facts.on_id[plan.pitch])) == f"ON_{plan.pitch}"
-    engine.run_until(2.01)  # the next tick: the context hears the reaction as it sounded
-    assert vocab.id(f"ON_{plan.pitch}") in model.fed[steps + len(tokens):]
+    # the context hears the reaction's ON and the player's, in one onset, at the next tick
+    queued = [vocab.name(i) for i, _ in imp.context._queue]
+    assert {f"ON_{plan.pitch}", "ON_45"} <= set(queued)
+    engine.run_until(2.01)
+    fed = [vocab.name(i) for i in model.fed[steps:]]
+    assert {f"ON_{plan.pitch}", "ON_45"} <= set(fed) and "BOS" not in fed  # cached steps, no recompute
     assert port.note_ons()[-1][0] >= 2.0 and (0, plan.pitch) in {(m.channel, m.note) for t, m in port.note_ons()}
+
+
+def settle(engine, t):
+    """Tick at `t` until the context has stepped all it heard (a tick steps a few tokens)."""
+    engine.tick(t)
+    while not engine.improviser.context.ready:
+        engine.tick(t)
+
+
+def _expect(context, vocab, **logits):
+    """The context's distribution (the music before the note) set to these logits, -30 elsewhere."""
+    context.logits = np.full(len(vocab), -30.0, dtype=np.float32)
+    for name, value in logits.items():
+        context.logits[vocab.id(name)] = value
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_reaction_is_the_models_choice_among_notes_consonant_with_the_keys_held(prepared):
+    model = FakeModel()
+    engine, _, _ = make({"sampling.key": "off", "sampling.top_k": 0, "sampling.top_p": 1.0,
+                         "listen.memory": False}, model=model)  # the model's distribution alone
+    engine.run_until(2.0, melody(n=3))
+    imp, vocab = engine.improviser, model.vocab
+
+    def strike(t, pitch):
+        if prepared:
+            settle(engine, t)  # the last tick prepares the table from the distribution just set
+            assert imp.duet.reaction.ready
+        else:
+            imp.duet.reaction.invalidate()  # (as any event since the tick would): chosen at the note
+        before = imp.duet.prepared_reactions
+        engine.feed(NoteOn(t, 0, pitch, 90))
+        assert imp.duet.prepared_reactions == before + prepared
+        engine.run_until(t + 0.001)
+        (record,) = duet_ons(engine, at=t)
+        return record.message.note
+
+    _expect(imp.context, vocab, ON_64=30.0)
+    assert strike(2.0, 60) == 64  # a major third over 60: consonant, so the model's 64 it is
+    engine.run_until(3.0, [NoteOff(2.2, 0, 60)])
+    sounding = {v.pitch for v in imp.duet.part.voices}
+    consonant = next(p for p in (69, 72, 62, 57, 77) if p not in sounding)  # a third, fifth... from 65
+    _expect(imp.context, vocab, ON_66=30.0, **{f"ON_{consonant}": 20.0})
+    assert strike(3.0, 65) == consonant  # 66 against 65 is a second: the next the model expects
+
+
+def test_a_table_serves_one_note_on_and_only_if_nothing_was_heard_since_the_tick():
+    engine, _, _ = make({"sampling.key": "off", "sampling.top_p": 1.0})
+    engine.run_until(2.0, melody(n=3, length=1.0))  # the last note (50, at 1.74) is still held
+    duet = engine.improviser.duet
+    settle(engine, 2.0)
+    assert duet.reaction.ready
+    prepared, reactions = duet.prepared_reactions, duet.reactions
+    engine.feed(NoteOn(2.0, 0, 57, 90))  # from the table (the held key's consonance in it)
+    engine.feed(NoteOn(2.0, 0, 54, 90))  # no tick between: the table is spent
+    assert (duet.prepared_reactions - prepared, duet.reactions - reactions) == (1, 2)
+    settle(engine, 2.1)
+    assert duet.reaction.ready
+    engine.feed(NoteOff(2.1, 0, 57))  # heard since the tick: the keys held changed
+    engine.feed(NoteOn(2.1, 0, 62, 90))
+    assert (duet.prepared_reactions - prepared, duet.reactions - reactions) == (1, 3)
+
+
+def test_reactions_make_consonant_intervals_with_every_key_held():
+    engine, port, _ = make({"sampling.key": "off"})
+    events = []
+    for i in range(16):  # two keys held at once, then a third struck
+        t = 1.0 + i * 0.6
+        events += [NoteOn(t, 0, 48 + i % 5, 90), NoteOn(t + 0.1, 0, 52 + i % 7, 90), NoteOn(t + 0.2, 0, 43 + i % 3, 90),
+                   NoteOff(t + 0.4, 0, 48 + i % 5), NoteOff(t + 0.4, 0, 52 + i % 7), NoteOff(t + 0.4, 0, 43 + i % 3)]
+    engine.run_until(20.0, events)
+    held: set[int] = set()
+    checked = 0
+    for ev in sorted(events, key=lambda e: (e.t_s, isinstance(e, NoteOn))):
+        if isinstance(ev, NoteOff):
+            held.discard(ev.pitch)
+            continue
+        held.add(ev.pitch)
+        (record,) = duet_ons(engine, at=ev.t_s)
+        assert all((record.message.note - key) % 12 in CONSONANT for key in held), (ev, held, record.message.note)
+        checked += 1
+    assert checked == 48
 
 
 @pytest.mark.parametrize("key", ["D major", "off"])
@@ -212,14 +297,16 @@ class FlakyModel(FakeModel):
         return super().step(token_id, state)
 
 
-def test_a_model_error_in_the_reaction_releases_every_note():
+def test_a_model_error_after_a_reaction_releases_every_note_the_reaction_too():
     model = FlakyModel()
     engine, port, _ = make({"output.thru": True}, model=model)
     engine.run_until(2.0, melody(n=3, length=1.0))
     assert port.sounding()
     model.broken = True
+    engine.feed(NoteOn(2.0, 0, 47, 90))  # the reaction needs no step: it is planned
+    assert [p for *_, p in engine.scheduler._heap if p.source == "duet" and p.kind == "on" and p.due_s == 2.0]
     with pytest.raises(ModelError, match="model failed"):
-        engine.feed(NoteOn(2.0, 0, 47, 90))
+        engine.tick(2.0)  # the context steps the note and the reaction: the model fails
     assert port.sounding() == set()
     model.broken = False  # the daemon forgets what failed and listens on
     engine.scheduler.add(engine.improviser.all_off(2.0))

@@ -111,6 +111,26 @@ def test_all_minus_inf_logits_sample_uniformly_from_the_allowed():
     assert Sampler(0.0).sample(logits, mask) == 1
 
 
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 0.8), (1.0, 5, 1.0), (1.3, 8, 0.9)])
+def test_distribution_is_the_law_sample_draws_from(temperature, top_k, top_p):
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0.0, 1.5, 20).astype(np.float32)
+    mask = rng.random(20) < 0.6
+    weights = np.empty(20)
+    assert Sampler(temperature, top_k, top_p, np.random.default_rng(0)).distribution(logits, mask, weights)
+    p = weights / weights.sum()
+    sampler, n = Sampler(temperature, top_k, top_p, np.random.default_rng(1)), 20000
+    sampled = np.bincount([sampler.sample(logits, mask) for _ in range(n)], minlength=20) / n
+    assert set(np.flatnonzero(sampled)) == set(np.flatnonzero(p))
+    assert np.abs(sampled - p).max() < 0.02
+
+
+def test_distribution_of_an_empty_mask_is_none():
+    sampler, weights = Sampler(), np.full(5, 7.0)
+    assert not sampler.distribution(np.zeros(5, dtype=np.float32), np.zeros(5, dtype=bool), weights)
+    assert (weights == 7.0).all() and sampler.fallbacks == 0
+
+
 def test_vocabulary_size_can_change_between_calls():
     sampler = Sampler(1.0, rng=np.random.default_rng(0))
     assert sampler.sample(np.zeros(3, dtype=np.float32)) < 3

@@ -19,27 +19,26 @@ from collections import defaultdict
 
 import numpy as np
 
-MARKS = ("echo", "replan", "catch_up", "_reaction_mask", "sample")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="bach-lstm", help="a model name under models/ or a model folder")
     parser.add_argument("--notes", type=int, default=150, help="player notes (0.25-0.6 s apart)")
     parser.add_argument("--warm-every-ms", type=float, default=0.0, help="keep the model warm (see the docstring)")
     args = parser.parse_args(argv)
-    timeline, steps = reaction_timeline(args.model, args.notes, args.warm_every_ms)
+    timeline, steps, (prepared, reactions) = reaction_timeline(args.model, args.notes, args.warm_every_ms)
     print(f"{args.model}, duet with thru, {args.notes} notes; ms from the note's stamp, p50 / p99:")
     for label, values in timeline.items():
         print(f"  {label:34s} {np.percentile(values, 50):6.3f} / {np.percentile(values, 99):6.3f}")
-    print(f"  model steps in a reaction: p50 {np.percentile(steps, 50):g}, max {max(steps)}")
+    print(f"  model steps in a reaction: p50 {np.percentile(steps, 50):g}, max {max(steps)}; "
+          f"{prepared} of {reactions} reactions from the table prepared at the last tick")
     print("after a sleep (us, p50 back to back -> p50 right after 20 ms asleep):")
     for label, (hot, cold, faults) in after_sleep().items():
         print(f"  {label:34s} {hot:7.1f} -> {cold:7.1f}  ({cold / hot:.1f}x; page faults per call {faults:g})")
 
 
-def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tuple[dict, list[int]]:
-    """{label: [ms from the stamp, one per note]}, [model steps per reaction]."""
+def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tuple[dict, list[int], tuple[int, int]]:
+    """{label: [ms from the stamp, one per note]}, [model steps per reaction], (reactions from
+    the prepared table, all reactions)."""
     from improv.clock import MonotonicClock
     from improv.daemon import Daemon
     from improv.serve import SWITCH_INTERVAL_S
@@ -69,23 +68,26 @@ def reaction_timeline(model_name: str, notes: int, warm_every_ms: float) -> tupl
         stop.set()
         daemon.stop()
         sys.setswitchinterval(saved)
-    return _timeline(stamps, marks, list(engine.scheduler.records)), steps
+    duet = engine.improviser.duet
+    return _timeline(stamps, marks, list(engine.scheduler.records)), steps, (duet.prepared_reactions, duet.reactions)
 
 
 def _instrument(daemon, clock, marks: dict, steps: list[int]) -> None:
     """Record when each piece of the engine's work on a player's note-on finished."""
+    import improv.context
     import improv.duet
     import improv.improviser
-    import improv.phrase
+    import improv.reaction
     import improv.sampling
 
     current: list[float | None] = [None]
     owners = {"echo": improv.improviser.Improviser, "replan": improv.duet.Duet,
-              "catch_up": improv.phrase.ModelContext, "_reaction_mask": improv.duet.Duet,
+              "catch_up": improv.context.ModelContext,
+              "draw_ready": improv.reaction.Reaction, "choose": improv.reaction.Reaction,
               "sample": improv.sampling.Sampler}
     for name, cls in owners.items():
         setattr(cls, name, _marked(getattr(cls, name), name, clock, marks, current))
-    feed, engine_model = daemon.feed_message, daemon.engine.improviser.model
+    feed, engine_model = daemon.engine.feed_message, daemon.engine.improviser.model
 
     def feed_message(t_s: float, data: list[int]) -> None:
         note_on = data[0] & 0xF0 == 0x90 and data[2] > 0
@@ -97,7 +99,7 @@ def _instrument(daemon, clock, marks: dict, steps: list[int]) -> None:
             steps.append(engine_model.steps - before)
         current[0] = None
 
-    daemon.feed_message = feed_message
+    daemon.engine.feed_message = feed_message
 
 
 def _marked(fn, name: str, clock, marks: dict, current: list):
@@ -133,7 +135,8 @@ def _timeline(stamps: list[float], marks: dict, records: list) -> dict[str, list
     out: dict[str, list[float]] = defaultdict(list)
     labels = {"engine has it": "the engine thread has the note", "echo": "thru echo planned",
               "replan": "re-plan's cut done", "catch_up": "player's tokens stepped (model)",
-              "_reaction_mask": "reaction's mask", "sample": "reaction sampled"}
+              "draw_ready": "prepared table consulted",
+              "choose": "reaction chosen at the note", "sample": "reaction sampled"}
     for t in stamps:
         for key, label in labels.items():
             if key in marks.get(t, {}):
