@@ -4,7 +4,7 @@ The note is drawn from the distribution the context already holds (the music up 
 key), masked to note starts in range and key, off the pitches to avoid (the keys held, improv's
 sounding notes), within the polyphony, and consonant with every key held (else with the struck
 key; else any note the mask allows), so the model picks, of the notes it expects next, one that
-sounds with the player's. `choose` does all of that at the note. `prepare`, between events, does
+sounds with the player's (`improv.consonance`). `choose` does all of that at the note. `prepare`, between events, does
 the masks, the softmax, the nucleus and the cumulative weights ahead for each of the 12 pitch
 classes a key may strike; the note-on then costs one uniform draw and one search (`draw_ready`). Another event or a tick since
 makes the table stale (`invalidate`), and the note takes the slow way.
@@ -16,9 +16,9 @@ from collections.abc import Collection
 
 import numpy as np
 
+from improv.consonance import CONSONANT_WITH, consonant_classes
 from improv.phrase import MaskRules
 
-CONSONANT = (0, 3, 4, 5, 7, 8, 9)  # intervals (mod 12) a reaction may make with a key the player holds
 
 
 class Reaction:
@@ -40,7 +40,6 @@ class Reaction:
         self._facts, self._size = facts, size
         self._mask = np.empty(size, dtype=bool)  # (V,) the allowed note starts
         self._sounds = np.empty(size, dtype=bool)  # (V,) of them, the consonant ones
-        self._classes = np.empty(12, dtype=bool)  # pitch classes consonant with the keys held
         self._pitch_class = facts.value % 12  # (V,) of each token's value (a pitch, for ON_p)
         self._weights = np.empty(size)  # (V,) the prepared distribution
         self._rows = np.empty((12, size), dtype=bool)  # (12, V) the notes for a struck key of class c
@@ -101,14 +100,12 @@ class Reaction:
 
     def _consonant_rows(self, mask: np.ndarray, held: Collection[int]) -> None:
         """`_consonant` for a struck key of each pitch class c (row c of `_rows`), at once."""
-        with_held = np.logical_and.reduce([_CONSONANT_WITH[key % 12] for key in held], axis=0) \
-            if held else np.ones(12, dtype=bool)
-        both = _CONSONANT_MATRIX & with_held  # (12, 12): class c struck -> the classes allowed
+        both = CONSONANT_WITH & consonant_classes(held)  # (12, 12): class c struck -> the classes allowed
         rows = self._rows
         np.logical_and(both[:, self._pitch_class], mask, out=rows)
         alone = ~rows.any(axis=1)  # nothing consonant with every key: with the struck one only
         if alone.any():
-            rows[alone] = _CONSONANT_MATRIX[alone][:, self._pitch_class] & mask
+            rows[alone] = CONSONANT_WITH[alone][:, self._pitch_class] & mask
             rows[~rows.any(axis=1)] = mask  # still nothing: any note the mask allows
 
     def _allowed(self, rules: MaskRules, avoid: Collection[int], together: int) -> np.ndarray:
@@ -129,22 +126,8 @@ class Reaction:
         (its pitch class is what counts); if none is, those consonant with the struck key; if
         none is, `mask` as it is."""
         for keys in ((*held, struck), (struck,)):
-            self._classes[:] = True
-            for key in keys:
-                self._classes &= _CONSONANT_WITH[key % 12]
-            np.take(self._classes, self._pitch_class, out=self._sounds)
+            np.take(consonant_classes(keys), self._pitch_class, out=self._sounds)
             np.logical_and(self._sounds, mask, out=self._sounds)
             if self._sounds.any():
                 return self._sounds
         return mask
-
-
-def _consonant_with(key_class: int) -> np.ndarray:
-    """(12,) the pitch classes that make a consonant interval with `key_class`."""
-    classes = np.zeros(12, dtype=bool)
-    classes[[(key_class + i) % 12 for i in CONSONANT]] = True
-    return classes
-
-
-_CONSONANT_WITH = [_consonant_with(c) for c in range(12)]
-_CONSONANT_MATRIX = np.array(_CONSONANT_WITH)  # (12, 12): row c, the classes consonant with class c

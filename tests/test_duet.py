@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from improv.clock import ManualClock
 from improv.duet import REACT_VELOCITY_SCALE
-from improv.reaction import CONSONANT
+from improv.consonance import CONSONANT
 from improv.engine import Engine
 from improv.errors import ModelError
 from improv.events import Control, NoteOff, NoteOn

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from improv.phrase import MaskRules
-from improv.reaction import CONSONANT, Reaction
+from improv.consonance import CONSONANT
+from improv.reaction import Reaction
 from improv.sampling import Sampler, TokenMasks
 from improv.token_facts import TokenFacts
 from tests.fakes import FakeModel

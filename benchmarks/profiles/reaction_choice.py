@@ -6,7 +6,7 @@ Mode "duet" through `improv.demo.answer_call` (the real engine on a simulated cl
 settings) over the openings of held-out pieces (`benchmarks.music.held_out_calls`: Bach chorales of
 the test split, Essen, O'Neill's). A reaction is a duet note-on planned at the instant of a
 player's note-on; for each, the intervals (mod 12) to the keys held then, the struck one included.
-Consonant: 0, 3, 4, 5, 7, 8, 9 semitones (`improv.reaction.CONSONANT`). Findings: docs/TIMING.md.
+Consonant: 0, 3, 4, 5, 7, 8, 9 semitones (`improv.consonance.CONSONANT`). Findings: docs/TIMING.md.
 """
 
 from __future__ import annotations
