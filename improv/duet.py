@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 
-
 from improv.clock import BeatTimeline
 from improv.context import Dialogue
 from improv.events import NoteOn
@@ -59,7 +58,6 @@ class Duet:
         self.unanswered = 0  # player notes that got none (mask empty, or the context too far behind)
         self.armed = False  # the player has played since the last `stop`
         self.reaction = Reaction(performer)
-        self._answered: NoteOn | None = None  # the note-on the prepared table answered
         self._ready_victim: Voice | None = None  # the voice that lets go for the prepared reaction
         self._unheard: list[GenEvent] = []  # reactions sent, not yet in the dialogue (`hear_reactions`)
         # pitch -> beats: let go early for a reaction after its note-off was handed over; that
@@ -87,16 +85,13 @@ class Duet:
     def react(self, ev: NoteOn, ready: bool = False) -> list[Planned]:
         """The player's note-on `ev`: one note due at its instant (see the module doc). With
         `ready`, before its re-plan and nothing else heard since the last tick: from the table
-        `prepare` left, if any. Else after its re-plan (`replan`), if the table gave none:
-        chosen at the note."""
+        `prepare` left, if any. Else after its re-plan (`replan`), which the engine asks only if
+        the table gave none: chosen at the note."""
         if not self.listener.settings.mode.duet_react:
             return []
         if ready:
             self.listener.now = max(self.listener.now, ev.t_s)
             return self._react_ready(ev)
-        if self._answered is ev:
-            self._answered = None
-            return []
         if ev.pitch not in self.listener.held:
             return []
         return self._react(self.listener.now, ev.pitch, ev.velocity)
@@ -105,7 +100,7 @@ class Duet:
         pitch = self.reaction.draw_ready(ev.pitch)
         if pitch is None:
             return []
-        self._answered, now_s = ev, self.listener.now
+        now_s = self.listener.now
         self.prepared_reactions += 1
         beats, victim = self.clock.beats_at(now_s), self._ready_victim
         plans = []

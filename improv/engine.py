@@ -137,9 +137,11 @@ class Engine:
             if isinstance(ev, NoteOn):
                 self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
             self._add(self._guard(self.improviser.echo, ev))
-            self._add(self._guard(self.improviser.react, ev, True))
+            reaction = self._guard(self.improviser.react, ev, True)
+            self._add(reaction)
             self._add(self._guard(self.improviser.on_event, ev))
-            self._add(self._guard(self.improviser.react, ev))
+            if not reaction:  # no table to answer it from: chosen now, after the re-plan's cut
+                self._add(self._guard(self.improviser.react, ev))
             self._guard(self.improviser.learn)  # after the reaction has gone out
 
     def remote(self, name: str, value: object = None) -> None:

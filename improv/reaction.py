@@ -4,10 +4,11 @@ The note is drawn from the distribution the context already holds (the music up 
 key), masked to note starts in range and key, off the pitches to avoid (the keys held, improv's
 sounding notes), within the polyphony, and consonant with every key held (else with the struck
 key; else any note the mask allows), so the model picks, of the notes it expects next, one that
-sounds with the player's (`improv.consonance`). `choose` does all of that at the note. `prepare`, between events, does
-the masks, the softmax, the nucleus and the cumulative weights ahead for each of the 12 pitch
-classes a key may strike; the note-on then costs one uniform draw and one search (`draw_ready`). Another event or a tick since
-makes the table stale (`invalidate`), and the note takes the slow way.
+sounds with the player's (`improv.consonance`). `choose` does all of that at the note. `prepare`,
+between events, does the masks, the softmax, the nucleus and the cumulative weights ahead for
+each of the 12 pitch classes a key may strike; the note-on then costs one uniform draw and one
+search (`draw_ready`). Another event or a tick since makes the table stale (`invalidate`), and
+the note takes the slow way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 
 from improv.consonance import CONSONANT_WITH, consonant_classes
 from improv.phrase import MaskRules
-
 
 
 class Reaction:
@@ -39,7 +39,6 @@ class Reaction:
             return
         self._facts, self._size = facts, size
         self._mask = np.empty(size, dtype=bool)  # (V,) the allowed note starts
-        self._sounds = np.empty(size, dtype=bool)  # (V,) of them, the consonant ones
         self._pitch_class = facts.value % 12  # (V,) of each token's value (a pitch, for ON_p)
         self._weights = np.empty(size)  # (V,) the prepared distribution
         self._rows = np.empty((12, size), dtype=bool)  # (12, V) the notes for a struck key of class c
@@ -58,8 +57,8 @@ class Reaction:
         mask = self._allowed(rules, (*held, *avoid), together)
         if not mask.any():
             return None
-        mask = self._consonant(mask, held, struck)
-        return int(self._facts.value[self.performer.sampler.sample(logits, mask)])
+        self._consonant_rows(mask, held)
+        return int(self._facts.value[self.performer.sampler.sample(logits, self._rows[struck % 12])])
 
     def prepare(self, logits_fn, rules: MaskRules, held: tuple[int, ...], avoid: tuple[int, ...],
                 together: int, version: tuple) -> None:
@@ -99,7 +98,9 @@ class Reaction:
         return int(self._facts.value[index]) if index != token and self._facts.is_on[index] else None
 
     def _consonant_rows(self, mask: np.ndarray, held: Collection[int]) -> None:
-        """`_consonant` for a struck key of each pitch class c (row c of `_rows`), at once."""
+        """Row c of `_rows`, for a key of pitch class c struck: of the notes `mask` allows, those
+        consonant with every key `held` and the struck one; if none is, those consonant with the
+        struck key; if none is, `mask` as it is."""
         both = CONSONANT_WITH & consonant_classes(held)  # (12, 12): class c struck -> the classes allowed
         rows = self._rows
         np.logical_and(both[:, self._pitch_class], mask, out=rows)
@@ -119,15 +120,4 @@ class Reaction:
         for pitch in avoid:
             if 0 <= pitch < 128 and t.on_id[pitch] >= 0:
                 mask[t.on_id[pitch]] = False
-        return mask
-
-    def _consonant(self, mask: np.ndarray, held: Collection[int], struck: int) -> np.ndarray:
-        """Of the notes `mask` allows, those consonant with every key `held` and the `struck` one
-        (its pitch class is what counts); if none is, those consonant with the struck key; if
-        none is, `mask` as it is."""
-        for keys in ((*held, struck), (struck,)):
-            np.take(consonant_classes(keys), self._pitch_class, out=self._sounds)
-            np.logical_and(self._sounds, mask, out=self._sounds)
-            if self._sounds.any():
-                return self._sounds
         return mask

@@ -65,11 +65,7 @@ class Sampler:
                 return best
             self._to_probabilities(x)  # nothing finite: the first allowed token
             return int(np.argmax(x))
-        if 0 < self.top_k < len(x):
-            self._keep_top_k(x)
-        self._to_probabilities(x)
-        if self.top_p < 1.0:
-            self._keep_nucleus(x)
+        self._weigh(x)
         np.cumsum(x, out=self._cum)
         u = self.rng.random() * self._cum[-1]
         return int(np.searchsorted(self._cum, u, side="right"))
@@ -86,13 +82,18 @@ class Sampler:
             out[:] = 0.0
             out[best] = 1.0
             return True
+        self._weigh(x)
+        np.copyto(out, x)
+        return True
+
+    def _weigh(self, x: np.ndarray) -> None:
+        """In place, masked logits into the weights to draw from: top-k, then the temperature's
+        probabilities, then the nucleus (temperature > 0)."""
         if 0 < self.top_k < len(x):
             self._keep_top_k(x)
         self._to_probabilities(x)
         if self.top_p < 1.0:
             self._keep_nucleus(x)
-        np.copyto(out, x)
-        return True
 
     def _load(self, logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         size = len(logits)
