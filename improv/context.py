@@ -61,6 +61,7 @@ class TimedModel:
         self.model = model
         self.vocab: Vocabulary = model.vocab
         self.tally = tally if tally is not None else StepTally(history)
+        self.writes_chords = True  # False: a melody model, its answers to chords voiced (improv.voicing)
 
     @property
     def name(self) -> str:

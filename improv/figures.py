@@ -25,6 +25,8 @@ GAIN_STEP = 2.0  # for a note that continues one of the call's interval pairs (a
 MAX_RUN = 4  # intervals of the call in a row the line may replay; past that it must vary
 TOP_LAST_SCALE = 3.0  # the gains on a chord call where the top note is a chord's last (low to high)
 TOP_FIRST_SCALE = 1.5  # ... and where it is its first (high to low): under the chord's pull either way
+LINE_SCALE = 3.0  # ... and where a melody model's line answers it, chords voiced under it (improv.voicing)
+LINE_REPEATS = 2  # such a line's note struck again this many times in a row: a further repeat is not offered
 
 
 def top_line(notes: Sequence[Note]) -> list[int]:
@@ -54,7 +56,7 @@ def intervals(line: Sequence[int]) -> list[int]:
 class Figures:
     """The call's figures by opening: what interval followed two intervals, and one."""
 
-    def __init__(self, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False) -> None:
+    def __init__(self, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False, as_line: bool = False) -> None:
         line = top_line(call)
         steps = intervals(line)
         self.steps = steps
@@ -65,14 +67,16 @@ class Figures:
         for i in range(2, len(steps)):
             self.after_two.setdefault((steps[i - 2], steps[i - 1]), []).append(i)
         self.seed = line[-FIGURE_INTERVALS:]
-        self.voices = _voices(call)
+        self.voices = 1 if as_line else _voices(call)
+        self.as_line = as_line  # a chord call answered by a line, chords voiced under it
         self.on_id = on_id  # (128,) token id of ON_p, -1 where p has none
         self.top_first = top_first  # the vocabulary writes a chord high to low (chord_order "down")
 
     @classmethod
-    def of(cls, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False) -> Figures | None:
+    def of(cls, call: Sequence[Note], on_id: np.ndarray, top_first: bool = False,
+           as_line: bool = False) -> Figures | None:
         """None when the call's top line is too short to hold a figure."""
-        figures = cls(call, on_id, top_first)
+        figures = cls(call, on_id, top_first, as_line)
         return figures if figures.after_two else None
 
     def line(self) -> FigureLine:
@@ -112,7 +116,7 @@ class FigureLine:
         last = line[-1] - line[-2]
         bonus: dict[int, float] = {}
         recent = intervals(list(line))
-        scale = 1.0 if figs.voices == 1 else TOP_FIRST_SCALE if figs.top_first else TOP_LAST_SCALE
+        scale = LINE_SCALE if figs.as_line else 1.0 if figs.voices == 1 else TOP_FIRST_SCALE if figs.top_first else TOP_LAST_SCALE
         if len(line) >= 3:
             self._weigh(bonus, figs.after_two.get((line[-2] - line[-3], last)), recent, scale * GAIN_FIGURE)
         self._weigh(bonus, figs.after_one.get(last), recent, scale * GAIN_STEP)
@@ -125,12 +129,15 @@ class FigureLine:
 
     def _weigh(self, bonus: dict[int, float], at: list[int] | None, recent: list[int], gain: float) -> None:
         """Offer the interval at each of the call's positions `at`, unless taking it would replay
-        more than MAX_RUN of the call's intervals in a row; the most frequent gets `gain`, the
-        others in proportion, and a larger offer for the same interval wins."""
+        more than MAX_RUN of the call's intervals in a row (or, for a line over voiced chords,
+        strike a note a fourth time running: at its stronger gain a chorale's repeated notes stick);
+        the most frequent gets `gain`, the others in proportion, and a larger offer for the same
+        interval wins."""
         if not at:
             return
         steps = self.figures.steps
-        counts = Counter(steps[i] for i in at if _run(steps, i, recent) < MAX_RUN)
+        repeating = self.figures.as_line and len(recent) >= LINE_REPEATS and not any(recent[-LINE_REPEATS:])
+        counts = Counter(steps[i] for i in at if _run(steps, i, recent) < MAX_RUN and not (repeating and steps[i] == 0))
         top = max(counts.values(), default=0)
         for step, count in counts.items():
             bonus[step] = max(bonus.get(step, 0.0), gain * count / top)

@@ -8,6 +8,7 @@ O(layers), never O(receptive field). See docs/DESIGN.md for the sidecar format.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import numpy as np
 
 from improv.errors import ModelError
 from improv.tokens import Vocabulary
+from improv.voicing import writes_chords
 
 FORMAT = "improv-step-model"
 FORMAT_VERSION = 1
@@ -203,6 +205,11 @@ class StepModel:
                                  "re-export the model")
 
     # ------------------------------------------------------------------ stepping
+    @functools.cached_property
+    def writes_chords(self) -> bool:
+        """Whether the model answers chords with chords (`improv.voicing.writes_chords`, probed once)."""
+        return writes_chords(self)
+
     def new_state(self) -> StepState:
         tensors = {i: np.zeros(shape, dtype=np.float32) for i, _, shape in self._state}
         history = None

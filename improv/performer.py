@@ -4,16 +4,21 @@ Also the view of what improv played last (an answer, or the duet's recent line).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 from improv.context import Dialogue, TimedModel
-from improv.figures import Figures
+from improv.figures import Figures, top_line
 from improv.listener import Listener
 from improv.parts import Part
 from improv.phrase import Following, GenEvent, MaskRules, PhraseGenerator, PhraseSpec
 from improv.phrase_shape import PhraseShape
 from improv.sampling import Sampler, TokenMasks
 from improv.tokens import Note
+from improv.voicing import Texture, Voicer
 
 DUET_VIEW_NOTES = 64
 FOLLOW_POLYPHONY = 4  # chords answered by chords of at most this many notes (sampling.max_polyphony = "call")
@@ -38,13 +43,17 @@ class Performer:
         self.masks = TokenMasks(model.vocab)
         self.facts = self.masks.facts
 
-    def rules(self, reserve: int = 0, call: PhraseShape | None = None) -> MaskRules:
-        """The masks' rules: the settings, the key, and what follows the call (texture, register)."""
+    def rules(self, reserve: int = 0, call: PhraseShape | None = None, line: Sequence[int] = ()) -> MaskRules:
+        """The masks' rules: the settings, the key, and what follows the call (texture, register).
+        `line`: the call's top line, where a melody model's line goes when chords are voiced under
+        it (improv.voicing): a single line in that register."""
         s, listen = self.listener.settings.sampling, self.listener.settings.listen
         key = self.listener.key
         polyphony = s.max_polyphony
         if polyphony is None:  # follow the call's texture: a single line for a single line
-            polyphony = 1 + reserve if call is not None and call.single_line else FOLLOW_POLYPHONY
+            polyphony = 1 + reserve if line or (call is not None and call.single_line) else FOLLOW_POLYPHONY
+        if line and call is not None:
+            call = dataclasses.replace(call, median_pitch=float(np.median(line)), low=min(line), high=max(line))
         lo, hi = s.pitch_lo, s.pitch_hi
         if listen.register and call is not None:
             lo = max(lo, min(call.low, round(call.median_pitch) - REGISTER_SPAN) - REGISTER_MARGIN)
@@ -65,16 +74,34 @@ class Performer:
         self.dialogue.heard_until(listener.clock.beats_at(listener.now))
         call = self.call_shape()
         listen = listener.settings.listen
-        spec = PhraseSpec(start, end, self.rules(reserve, call), first_on, dict(sounding or {}), dict(ending or {}),
+        rules = self.rules(reserve, call)
+        voicer = self._voicer(rules)
+        density = call
+        if voicer is not None:  # the line keeps the call's onsets per beat, the voices its notes per onset
+            rules = self.rules(reserve, call, top_line(listener.call))
+            density = dataclasses.replace(call, notes_per_beat=call.notes_per_beat / call.notes_per_onset)
+        spec = PhraseSpec(start, end, rules, first_on, dict(sounding or {}), dict(ending or {}),
                           listener.call_velocity(), listener.held.keys(),
                           max_steps=int(64 * min(end - start, 64) + 64) if end < math.inf else 10**12,
-                          follow=Following(call if listen.density else None, call if listen.dynamics else None,
+                          follow=Following(density if listen.density else None, call if listen.dynamics else None,
                                            listener.settings.mode.beats_per_bar,
-                                           self._figures(listener.call) if listen.figures else None))
+                                           self._figures(listener.call, voicer is not None) if listen.figures else None,
+                                           voicer))
         return PhraseGenerator(self.model, self.masks, self.sampler, self.listener.context.fork(start), spec)
 
-    def _figures(self, call: list[Note]) -> Figures | None:
-        return Figures.of(call, self.facts.on_id, self.facts.vocab.config.chord_order == "down")
+    def _voicer(self, rules: MaskRules) -> Voicer | None:
+        """Chords under a melody model's line where the call has chords and texture follows it."""
+        listener = self.listener
+        if (self.model.writes_chords or listener.key is None or not listener.settings.listen.voicing
+                or listener.settings.sampling.max_polyphony is not None):
+            return None
+        texture = Texture.of(listener.call)
+        if texture is None:
+            return None
+        return Voicer(texture, listener.key, (rules.pitch_lo, rules.pitch_hi), rules.max_polyphony, self.sampler.rng)
+
+    def _figures(self, call: list[Note], as_line: bool) -> Figures | None:
+        return Figures.of(call, self.facts.on_id, self.facts.vocab.config.chord_order == "down", as_line)
 
     def generate(self, gen: PhraseGenerator, part: Part, budget: int, until_beats: float = math.inf) -> int:
         """Run `gen` for up to `budget` steps into `part`; returns the model steps it took."""

@@ -23,6 +23,7 @@ from improv.phrase_shape import PhraseShape
 from improv.sampling import Sampler, TokenMasks
 from improv.token_facts import OFF, ON, SHIFT, VEL
 from improv.tokens import DEFAULT_VELOCITY, bin_velocity
+from improv.voicing import Voicer
 
 
 DENSITY_GAIN = 1.0  # log-odds per note the phrase is ahead of (or behind) the call's density
@@ -66,6 +67,7 @@ class Following:
     dynamics: PhraseShape | None = None  # velocity level and accents by position in the bar
     beats_per_bar: int = 4
     figures: Figures | None = None  # the call's melodic figures, offered to the top line
+    voicer: Voicer | None = None  # the call's chords under the phrase's onsets
 
 
 @dataclass
@@ -97,6 +99,7 @@ class PhraseGenerator:
         self._cursor = fork.memory_cursor  # the memory's view of this phrase as it goes on
         self.follow = spec.follow
         self._line = spec.follow.figures.line() if spec.follow.figures is not None else None
+        self._voicer = spec.follow.voicer
         self.notes_started = 0
         self._biased = np.empty(len(self.facts.kind))  # (V,) logits with the density bias, reused
         self._starts = self.facts.starts.astype(float)  # (V,) 1 for the tokens that start a note
@@ -125,6 +128,8 @@ class PhraseGenerator:
         self.end_beats += beats
         self.sounding = {p: onset + beats for p, onset in self.sounding.items()}
         self.ending = {p: end + beats for p, end in self.ending.items()}
+        if self._voicer is not None:
+            self._voicer.shift(beats)
 
     @property
     def frontier_beats(self) -> float:
@@ -137,6 +142,7 @@ class PhraseGenerator:
         self._foreign = []
         if self.done:
             return events
+        ending = False
         for _ in range(max_steps):
             if self._prefix:
                 token = self._prefix.popleft()
@@ -144,7 +150,7 @@ class PhraseGenerator:
                 self.logits = self.model.step(token, self.state)
                 continue
             if self.frontier_beats >= self.end_beats - 1e-9 or self.steps_left <= 0:
-                events += self.finish()
+                ending = True
                 break
             if self.frontier_beats >= until_beats - 1e-9:
                 break
@@ -153,7 +159,9 @@ class PhraseGenerator:
             self._remember(token)
             self.logits = self.model.step(token, self.state)
             self.steps_left -= 1
-        return events
+        if self._voicer is not None:
+            events = self._voicer.add(events, self.frontier_beats, self._taken)
+        return events + self.finish() if ending else events
 
     def finish(self) -> list[GenEvent]:
         """End the phrase now: note-offs for what sounds, at min(frontier, end)."""
@@ -161,15 +169,20 @@ class PhraseGenerator:
         events = [GenEvent(at, "off", p) for p in sorted(self.sounding)]
         self.sounding.clear()
         self.done = True
-        return events
+        return self._voicer.flush(events, self._taken) if self._voicer is not None else events
+
+    def _taken(self) -> set[int]:
+        """The pitches the voicer may not use: what the phrase sounds or lets ring, the keys held."""
+        return {*self.sounding, *self.ending, *self.avoid}
 
     def _next_token(self) -> int:
         for pitch, onset in self.sounding.items():
             if self.frontier_beats - onset >= self.max_note_beats - 1e-9 and self.facts.off_id[pitch] >= 0:
                 return int(self.facts.off_id[pitch])  # a note held too long ends here
-        return self.sampler.sample(self._mixed_logits(), self._build_mask())
+        mask = self._build_mask()
+        return self.sampler.sample(self._mixed_logits(mask), mask)
 
-    def _mixed_logits(self) -> np.ndarray:
+    def _mixed_logits(self, mask: np.ndarray) -> np.ndarray:
         logits = self.logits
         if self.memory is not None:
             p, depth = self.memory.predict(self._cursor)
@@ -177,11 +190,23 @@ class PhraseGenerator:
         bias = self._density_bias()
         if bias:
             np.multiply(self._starts, bias, out=self._biased)
+            if bias > 0 and len(self.sounding) + len(self.ending) >= self.rules.max_polyphony:
+                # no room for the next note: ending one of the phrase's own that has sounded half the
+                # call's time per note makes it
+                held = self.frontier_beats - 0.5 / self.follow.density.notes_per_beat
+                for pitch, onset in self.sounding.items():
+                    if self.facts.off_id[pitch] >= 0 and self.start_beats <= onset <= held + 1e-9:
+                        self._biased[self.facts.off_id[pitch]] = bias
         if self._line is not None:
             if not bias:
                 self._biased.fill(0.0)
-            bias = self._line.add_bonus(self._biased, len(self.sounding) + len(self.ending),
-                                        max((*self.sounding, *self.ending), default=None)) or bias
+            starts = np.flatnonzero(self.facts.starts & mask) if self._voicer is not None else None
+            before = _logsumexp(logits[starts] + self._biased[starts]) if starts is not None else 0.0
+            if self._line.add_bonus(self._biased, len(self.sounding) + len(self.ending),
+                                    max((*self.sounding, *self.ending), default=None)):
+                if self._voicer is not None:  # a line's figures choose which note starts, not whether one does
+                    self._biased[starts] -= _logsumexp(logits[starts] + self._biased[starts]) - before
+                bias = True
         if bias:
             logits = np.add(logits, self._biased, out=self._biased)
         return logits
@@ -253,3 +278,10 @@ class PhraseGenerator:
             del self.sounding[value]
             self._run += 1
             events.append(GenEvent(at, "off", value))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    if not len(x):
+        return 0.0
+    top = float(x.max())
+    return top + math.log(float(np.exp(x - top).sum())) if math.isfinite(top) else top

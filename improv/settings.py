@@ -73,6 +73,7 @@ Example ``improv.toml`` (every key optional; these are the defaults)::
     density = true            # its notes per beat,
     dynamics = true           # its level and accents (texture: sampling.max_polyphony = "call")
     figures = true            # and its melodic figures, transposed and re-rhythmed
+    voicing = true            # chords under a line model's answer where the call has chords
 
 Channels in settings are 1-based (as on the gear); events and `Planned` are 0-based.
 """
@@ -253,6 +254,7 @@ class ListenSettings:
     density: bool = True  # answers near the call's notes per beat
     dynamics: bool = True  # answers at the call's level, with its accents by position in the bar
     figures: bool = True  # answers take up the call's melodic figures (improv.figures)
+    voicing: bool = True  # chords under a line where the call has chords (improv.voicing; max_polyphony "call")
 
     def __post_init__(self) -> None:
         _check(1 <= self.order <= 8, "listen.order", "use 1..8")

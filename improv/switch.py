@@ -79,7 +79,9 @@ def make_slots(models: Sequence, listen: ListenSettings, memory: SessionMemory |
             memories[names] = SessionMemory(names, listen.order, listen.half_life_tokens) if listen.memory else None
         mem = memories[names]
         blend = Blend(mem.order, listen.follow) if mem is not None else None
-        slots.append(Slot(str(getattr(model, "name", "")), TimedModel(model, tally=tally), mem, blend))
+        timed = TimedModel(model, tally=tally)
+        timed.writes_chords = bool(getattr(model, "writes_chords", True))  # StepModel: probed (improv.voicing)
+        slots.append(Slot(str(getattr(model, "name", "")), timed, mem, blend))
     return slots
 
 

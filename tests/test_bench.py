@@ -162,6 +162,24 @@ def test_jack_section(bench):
 # ---------------------------------------------------------------------- pieces, on synthetic data
 
 
+def test_the_memorys_target_follows_each_models_home():
+    """At home (a corpus the model trained on) the memory must stay out of the way; away, take over."""
+    from types import SimpleNamespace
+
+    from benchmarks.music import _adapt_target, home_corpora
+
+    folk = SimpleNamespace(meta={"train_config": {"corpus": ["essen"]}})
+    assert home_corpora(folk) == {"essen"} and home_corpora(SimpleNamespace(meta={})) == {"bach"}
+    report = Report()
+    for corpus, gain in (("essen", 0.01), ("bach", 0.5), ("oneills", 0.2)):
+        key = f"music.folk.{corpus}.adapt_gain"
+        report.put(key, gain)
+        report.targets[key] = _adapt_target(key, corpus in home_corpora(folk))
+    verdicts = {c: report.verdict(f"music.folk.{c}.adapt_gain") for c in ("essen", "bach", "oneills")}
+    assert verdicts == {"essen": True, "bach": True, "oneills": False}
+    assert report.to_json()["music.folk.essen.adapt_gain.target"] == ">= -0.01"
+
+
 def test_no_shipped_model_gives_null_with_the_reason(tmp_path):
     report = run_bench(BenchOptions(models_dir=tmp_path, sections=("step",)))
     data = report.to_json()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.music import measure
-from improv.figures import GAIN_FIGURE, MAX_RUN, TOP_FIRST_SCALE, TOP_LAST_SCALE, Figures, _voices, intervals, top_line
+from improv.figures import (GAIN_FIGURE, LINE_SCALE, MAX_RUN, TOP_FIRST_SCALE, TOP_LAST_SCALE, Figures, _voices, intervals,
+                            top_line)
 from improv.phrase_shape import ONSET_TOLERANCE_BEATS
 from improv.tokens import Note
 from improv.model_step import StepModel
@@ -72,6 +73,14 @@ def test_a_chord_calls_top_line_is_offered_more_strongly_most_where_it_is_the_la
     assert _offered(Figures.of(single, ON_ID), [72, 74, 76])[72] == GAIN_FIGURE
     assert _offered(Figures.of(chords, ON_ID, top_first=True), [72, 74, 76])[72] == TOP_FIRST_SCALE * GAIN_FIGURE
     assert _offered(Figures.of(single, ON_ID, top_first=True), [72, 74, 76])[72] == GAIN_FIGURE
+
+
+def test_a_chord_call_answered_by_a_line_offers_its_figures_to_every_note_of_the_line():
+    """A melody model's line, chords voiced under it (improv.voicing): each of its notes is the top."""
+    chords = [Note(i, 0.9, p + d, 80) for i, p in enumerate([72, 74, 76, 72, 79]) for d in (-12, -5, 0)]
+    as_line = Figures.of(chords, ON_ID, as_line=True)
+    assert _offered(as_line, [72, 74, 76], sounding=0)[72] == LINE_SCALE * GAIN_FIGURE
+    assert _offered(Figures.of(chords, ON_ID), [72, 74, 76], sounding=0) == {}  # as chords: not the top
 
 
 def _echo(model, overrides, seeds=range(6)):

@@ -96,6 +96,24 @@ def test_the_answer_keeps_near_the_calls_density():
         _density_error(sparse, {}) + 0.3  # the fake model alone plays far denser than quarter notes
 
 
+class HoldingModel(FakeModel):
+    """Would rather hold a note than end it (no table: only the fixed bias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table[:] = 0.0
+        self.bias[[i for i, name in enumerate(self.vocab.names) if name.startswith("OFF_")]] = 0.0
+
+
+def test_a_line_behind_the_calls_density_ends_its_note_to_start_the_next():
+    dense = line(MELODY, step=0.25, length=0.2)
+    errors = []
+    for seed in range(6):
+        a = PhraseShape.of(answer(dense, {"listen.memory": False}, seed=seed, model=HoldingModel()))
+        errors.append(abs(math.log2(a.notes_per_beat / PhraseShape.of(dense).notes_per_beat)))
+    assert np.mean(errors) < 2.0  # without the nudge to end a note when none may start: 3.4 (held to the end)
+
+
 def test_velocities_follow_the_calls_level_and_accents():
     accented = [Note(n.onset_beats, n.duration_beats, n.pitch, 110 if n.onset_beats % 2 == 0 else 45)
                 for n in line(MELODY, step=0.5)]

@@ -1,0 +1,167 @@
+"""Chords voiced under a melody model's line where the call has chords (improv.voicing): the call's
+texture measured, the voicer's chords (in key, under the top note, ended with it, never on a
+blocked key), the probe that tells a melody model from a chorale model, and the rule through the
+engine (a line model answers chords with chords, a line with a line)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from improv.figures import Figures
+from improv.keys import Key, scale_pitch_classes
+from improv.model_step import StepModel
+from improv.pairing import pair_messages
+from improv.phrase import GenEvent
+from improv.phrase_shape import PhraseShape
+from improv.token_facts import TokenFacts
+from improv.tokens import Note
+from improv.voicing import MAJOR_TRIADS, SOFTER, Texture, Voicer, writes_chords
+from tests.fakes import FakeModel, FakeState
+from tests.test_listening import MELODY, answer, chords, line
+
+C_MAJOR_TRIADS = [frozenset(pcs) for pcs, _ in MAJOR_TRIADS]
+
+
+class LineModel(FakeModel):
+    """A melody model: a note starts only right after time moves (one note per onset)."""
+
+    writes_chords = False
+
+    def step(self, token_id: int, state: FakeState) -> np.ndarray:
+        logits = super().step(token_id, state)
+        kind = self.vocab.name(int(token_id)).partition("_")[0]
+        if kind not in ("SHIFT", "VEL", "BOS"):
+            logits = logits.copy()
+            for i, name in enumerate(self.vocab.names):
+                if name.startswith(("ON_", "VEL_")):
+                    logits[i] = -30.0
+        return logits
+
+
+def _texture(on_beat=4.0, off_beat=1.0, max_chord=4, bass=48.0):
+    return Texture(on_beat, off_beat, max_chord, bass)
+
+
+def _line_events(pitches, step=1.0, length=0.9, start=0.0):
+    events = []
+    for i, p in enumerate(pitches):
+        events += [GenEvent(start + i * step, "on", p, 80), GenEvent(start + i * step + length, "off", p)]
+    return sorted(events, key=lambda e: e.beats)
+
+
+def test_the_calls_texture():
+    assert Texture.of(line(MELODY)) is None  # a single line is answered by a single line
+    t = Texture.of(chords([48, 53, 55, 48]) + [Note(0.5, 0.4, 67, 90)])
+    assert t.on_beat == 3.0 and t.off_beat == 1.0 and t.max_chord == 3 and t.bass == 50.5
+
+
+def test_voices_are_a_chord_of_the_key_under_the_top_note_and_end_with_it():
+    rng = np.random.default_rng(0)
+    voicer = Voicer(_texture(), Key(0, "major"), (40, 84), 4, rng)
+    blocked = {55}
+    top_line = [72, 71, 69, 67, 69, 71, 72, 76]
+    out = voicer.flush(_line_events(top_line), lambda: blocked)
+    ons = [e for e in out if e.kind == "on"]
+    assert len(ons) == 4 * len(top_line)  # three voices under every note on the beat
+    for beats in sorted({e.beats for e in ons}):
+        chord = [e for e in ons if e.beats == beats]
+        top = max(chord, key=lambda e: e.pitch)
+        assert top.pitch == top_line[int(beats)] and top.velocity == 80
+        voices = [e for e in chord if e is not top]
+        assert all(v.pitch < top.pitch - 2 and 40 <= v.pitch and v.pitch not in blocked for v in voices)
+        assert all(v.velocity == 80 - SOFTER for v in voices)
+        classes = {e.pitch % 12 for e in chord}
+        assert any(classes <= triad for triad in C_MAJOR_TRIADS) and classes <= scale_pitch_classes(0, "major")
+        assert min(v.pitch for v in voices) <= 55  # the bass near the call's
+    notes, hanging = pair_messages([(e.beats, (0x90, e.pitch, 80) if e.kind == "on" else (0x80, e.pitch, 0))
+                                    for e in out])
+    assert not hanging
+    for n in notes:  # every voice ends with its top note
+        assert abs((n.end - n.start) - 0.9) < 1e-9
+
+
+def test_off_the_beat_the_calls_sparser_texture_and_a_line_that_writes_chords_gets_fewer_voices():
+    voicer = Voicer(_texture(on_beat=4.0, off_beat=1.0), Key(0, "major"), (36, 84), 4, np.random.default_rng(1))
+    out = voicer.flush(_line_events([72, 74, 76, 77], step=0.5, length=0.45), lambda: ())
+    per_onset = {b: sum(1 for e in out if e.kind == "on" and e.beats == b) for b in (0.0, 0.5, 1.0, 1.5)}
+    assert per_onset[0.0] == 4 and per_onset[1.0] == 4 and per_onset[0.5] == 1 and per_onset[1.5] == 1
+    two = Voicer(_texture(), Key(0, "major"), (36, 84), 4, np.random.default_rng(1))
+    events = [GenEvent(0.0, "on", 72, 80), GenEvent(0.0, "on", 64, 80), GenEvent(0.9, "off", 72),
+              GenEvent(0.9, "off", 64)]
+    assert sum(1 for e in two.flush(events, lambda: ()) if e.kind == "on") == 4  # two voices more
+
+
+def test_an_onset_at_the_frontier_waits_until_it_is_complete():
+    voicer = Voicer(_texture(), Key(0, "major"), (36, 84), 4, np.random.default_rng(2))
+    first = voicer.add([GenEvent(0.0, "on", 72, 80)], frontier=0.0, blocked=lambda: ())
+    assert first == []  # the model may still add notes at this tick
+    out = voicer.add([], frontier=0.25, blocked=lambda: ())
+    assert sum(1 for e in out if e.kind == "on") == 4
+
+
+def test_the_probe_tells_a_melody_model_from_a_chorale_model():
+    assert writes_chords(StepModel.load("folk-lstm")) is False
+    assert writes_chords(StepModel.load("bach-lstm")) is True
+    assert writes_chords(LineModel()) is False
+
+
+def test_a_melody_model_answers_chords_with_chords_and_a_line_with_a_line():
+    call = chords([48, 53, 55, 48] * 2)
+    voiced = [PhraseShape.of(answer(call, seed=seed, model=LineModel())) for seed in range(3)]
+    assert all(s.notes_per_onset >= 2.0 and s.max_chord >= 3 for s in voiced)
+    bare = [PhraseShape.of(answer(call, {"listen.voicing": False, "listen.memory": False}, seed=seed, model=LineModel()))
+            for seed in range(3)]
+    assert all(s.max_chord == 1 for s in bare)  # the model alone: a line
+    lines = [PhraseShape.of(answer(line(MELODY), seed=seed, model=LineModel())) for seed in range(3)]
+    assert all(s.max_chord == 1 for s in lines)
+
+
+def _line_generator(figures):
+    from improv.phrase import Following, Fork, MaskRules, PhraseGenerator, PhraseSpec
+    from improv.sampling import Sampler, TokenMasks
+
+    model = LineModel()
+    masks = TokenMasks(model.vocab)
+    state = model.new_state()
+    logits = model.step(model.vocab.id("SHIFT_12"), state)
+    voicer = Voicer(_texture(), Key(0, "major"), (40, 90), 4, np.random.default_rng(0))
+    spec = PhraseSpec(0.0, 8.0, MaskRules(40, 90, 1, None), first_on=False,
+                      follow=Following(figures=figures, voicer=voicer))
+    return PhraseGenerator(model, masks, Sampler(rng=np.random.default_rng(0)), Fork(state, logits, []), spec)
+
+
+def test_a_voiced_lines_figures_choose_which_note_starts_not_whether_one_does():
+    call = [Note(i, 0.9, p + d, 80) for i, p in enumerate([72, 74, 76, 72, 79, 72, 74, 76]) for d in (-12, -5, 0)]
+    model = LineModel()
+    figures = Figures.of(call, TokenFacts(model.vocab).on_id, as_line=True)
+    shares = []
+    for with_figures in (False, True):
+        gen = _line_generator(figures if with_figures else None)
+        if with_figures:
+            gen._line.pitches.clear()
+            gen._line.pitches.extend([72, 74, 76])
+        mask = gen._build_mask()
+        logits = np.where(mask, gen._mixed_logits(mask), -np.inf)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        shares.append((float(p[gen.facts.starts].sum()), int(np.argmax(np.where(gen.facts.starts, p, 0)))))
+    (alone, _), (figured, top) = shares
+    assert figured == pytest.approx(alone, rel=1e-6)
+    assert gen.facts.vocab.name(top) == "ON_72"  # the figure's next note (+2, +2, -4) leads the starts
+
+
+def test_a_voiced_line_is_not_offered_a_note_a_fourth_time_running():
+    call = [Note(i, 0.9, p + d, 80) for i, p in enumerate([71, 71, 71, 71, 74, 72]) for d in (-12, -5, 0)]
+    on_id = np.arange(128)
+    line_figures = Figures.of(call, on_id, as_line=True)
+    fl = line_figures.line()
+    fl.pitches.clear()
+    fl.pitches.extend([67, 71, 71, 71])
+    out = np.zeros(128)
+    fl.add_bonus(out, 0, None)
+    assert out[71] == 0.0  # a third repeat is not offered
+    fl.pitches.extend([69, 71, 71])
+    out[:] = 0.0
+    fl.add_bonus(out, 0, None)
+    assert out[71] > 0.0  # a second one is
