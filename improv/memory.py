@@ -72,18 +72,23 @@ class Counts:
         if self.unigram_total <= 0.0:
             p.fill(1.0 / self.size)
             return p, 0
-        escape = self.unigram_types * self._scale  # Witten-Bell: distinct continuations
-        norm = 1.0 / (self.unigram_total + escape)
+        # Witten-Bell, each level p = (counts + escape x the level below) / (total + escape), where
+        # escape counts distinct continuations; the levels' factors multiplied out first, so the
+        # dense part is written once and each level adds only its own few counts
+        levels = list(self._heard(ctx))
+        adds, scale = [], 1.0
+        for _, total, counts in reversed(levels):
+            escape = len(counts) * self._scale
+            adds.append((counts, scale / (total + escape)))
+            scale *= escape / (total + escape)
+        escape = self.unigram_types * self._scale
+        norm = scale / (self.unigram_total + escape)
         np.multiply(self.unigram, norm, out=p)
         p += escape * norm / self.size
-        depth = 1
-        for depth, total, counts in self._heard(ctx):
-            escape = len(counts) * self._scale
-            p *= escape / (total + escape)
-            norm = 1.0 / (total + escape)
+        for counts, weight in adds:
             for token, count in counts.items():
-                p[token] += count * norm
-        return p, depth
+                p[token] += count * weight
+        return p, levels[-1][0] if levels else 1
 
     def prob(self, ctx: Sequence[int], token: int) -> tuple[float, int]:
         p = 1.0 / self.size
