@@ -186,9 +186,9 @@ def writes_chords(model) -> bool:
     """Whether `model` (a StepModel) answers chords with chords: after each of a few block chords
     it heard, the probability that the next chord's first note is followed at once by another
     note start, on average (the first chord left out: nothing was heard before it)."""
-    facts = TokenFacts(model.vocab)
     if model.vocab.config.scheme != "event":
         return True  # a grid model writes every voice
+    facts = TokenFacts(model.vocab)
     notes = [Note(float(i), 1.0, p, 80) for i, chord in enumerate(PROBE_CHORDS) for p in chord]
     state, previous, seen = model.new_state(), None, []
     for token in encode_notes(notes, model.vocab):
