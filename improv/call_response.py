@@ -142,7 +142,7 @@ class CallAndResponse:
         p = self.pending
         if p is not None:
             if p.gen is None and self.listener.context.ready:
-                p.gen = self.performer.fork(p.start_beats, p.end_beats, first_on=True)
+                p.gen = self.performer.fork(p.start_beats, p.end_beats, first_on=True, voiced=True)
             if p.gen is not None and not p.gen.done and budget > 0:
                 p.buffer += p.gen.run(budget)
             plans += self._maybe_commit(p)

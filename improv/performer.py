@@ -68,14 +68,16 @@ class Performer:
         return PhraseShape.of(listener.call, listener.settings.mode.beats_per_bar)
 
     def fork(self, start: float, end: float, *, first_on: bool, sounding: dict[int, float] | None = None,
-             ending: dict[int, float] | None = None, reserve: int = 0) -> PhraseGenerator:
-        """A generator from `start`; it starts no note while `max_polyphony - reserve` sound."""
+             ending: dict[int, float] | None = None, reserve: int = 0, voiced: bool = False) -> PhraseGenerator:
+        """A generator from `start`; it starts no note while `max_polyphony - reserve` sound.
+        `voiced`: a melody model's line gets the call's chords under it (an answer; the duet's line
+        plays over the player's chords and its reactions instead)."""
         listener = self.listener
         self.dialogue.heard_until(listener.clock.beats_at(listener.now))
         call = self.call_shape()
         listen = listener.settings.listen
         rules = self.rules(reserve, call)
-        voicer = self._voicer(rules)
+        voicer = self._voicer(rules) if voiced else None
         density = call
         if voicer is not None:  # the line keeps the call's onsets per beat, the voices its notes per onset
             rules = self.rules(reserve, call, top_line(listener.call))

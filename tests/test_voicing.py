@@ -165,3 +165,25 @@ def test_a_voiced_line_is_not_offered_a_note_a_fourth_time_running():
     out[:] = 0.0
     fl.add_bonus(out, 0, None)
     assert out[71] > 0.0  # a second one is
+
+
+def test_the_duets_line_over_a_players_chords_is_not_voiced():
+    """In a duet the player brings the chords (and each of their notes gets its reaction): improv's
+    line stays a line, free to move between them."""
+    from improv.events import NoteOff, NoteOn
+    from tests.test_duet import duet_ons, make
+
+    engine, _, _ = make({"sampling.key": "C major"}, model=LineModel())
+    events, starts = [], []
+    for i, root in enumerate([48, 53, 55, 48] * 3):  # a chord a beat (0.5 s), held 0.4 s
+        t = 1.0 + 0.5 * i
+        starts.append(t)
+        for d in (0, 4, 7):
+            events += [NoteOn(t, 0, root + d, 90), NoteOff(t + 0.4, 0, root + d)]
+    engine.run_until(8.0, sorted(events, key=lambda e: (e.t_s, isinstance(e, NoteOn))))
+    line = [r for r in duet_ons(engine) if all(abs(r.planned_s - t) > 1e-6 for t in starts)]
+    assert len(line) >= 4  # the line plays among the chords
+    by_time: dict[float, int] = {}
+    for r in line:
+        by_time[round(r.planned_s, 6)] = by_time.get(round(r.planned_s, 6), 0) + 1
+    assert max(by_time.values()) == 1  # one note at a time: no chords voiced under it
