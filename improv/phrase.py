@@ -179,10 +179,9 @@ class PhraseGenerator:
         for pitch, onset in self.sounding.items():
             if self.frontier_beats - onset >= self.max_note_beats - 1e-9 and self.facts.off_id[pitch] >= 0:
                 return int(self.facts.off_id[pitch])  # a note held too long ends here
-        mask = self._build_mask()
-        return self.sampler.sample(self._mixed_logits(mask), mask)
+        return self.sampler.sample(self._mixed_logits(), self._build_mask())
 
-    def _mixed_logits(self, mask: np.ndarray) -> np.ndarray:
+    def _mixed_logits(self) -> np.ndarray:
         logits = self.logits
         if self.memory is not None:
             p, depth = self.memory.predict(self._cursor)
@@ -200,13 +199,8 @@ class PhraseGenerator:
         if self._line is not None:
             if not bias:
                 self._biased.fill(0.0)
-            starts = np.flatnonzero(self.facts.starts & mask) if self._voicer is not None else None
-            before = _logsumexp(logits[starts] + self._biased[starts]) if starts is not None else 0.0
-            if self._line.add_bonus(self._biased, len(self.sounding) + len(self.ending),
-                                    max((*self.sounding, *self.ending), default=None)):
-                if self._voicer is not None:  # a line's figures choose which note starts, not whether one does
-                    self._biased[starts] -= _logsumexp(logits[starts] + self._biased[starts]) - before
-                bias = True
+            bias = self._line.add_bonus(self._biased, len(self.sounding) + len(self.ending),
+                                        max((*self.sounding, *self.ending), default=None)) or bias
         if bias:
             logits = np.add(logits, self._biased, out=self._biased)
         return logits
@@ -278,10 +272,3 @@ class PhraseGenerator:
             del self.sounding[value]
             self._run += 1
             events.append(GenEvent(at, "off", value))
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    if not len(x):
-        return 0.0
-    top = float(x.max())
-    return top + math.log(float(np.exp(x - top).sum())) if math.isfinite(top) else top

@@ -6,7 +6,6 @@ engine (a line model answers chords with chords, a line with a line)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from improv.figures import Figures
 from improv.keys import Key, scale_pitch_classes
@@ -14,7 +13,6 @@ from improv.model_step import StepModel
 from improv.pairing import pair_messages
 from improv.phrase import GenEvent
 from improv.phrase_shape import PhraseShape
-from improv.token_facts import TokenFacts
 from improv.tokens import Note
 from improv.voicing import MAJOR_TRIADS, SOFTER, Texture, Voicer, writes_chords
 from tests.fakes import FakeModel, FakeState
@@ -115,40 +113,6 @@ def test_a_melody_model_answers_chords_with_chords_and_a_line_with_a_line():
     assert all(s.max_chord == 1 for s in bare)  # the model alone: a line
     lines = [PhraseShape.of(answer(line(MELODY), seed=seed, model=LineModel())) for seed in range(3)]
     assert all(s.max_chord == 1 for s in lines)
-
-
-def _line_generator(figures):
-    from improv.phrase import Following, Fork, MaskRules, PhraseGenerator, PhraseSpec
-    from improv.sampling import Sampler, TokenMasks
-
-    model = LineModel()
-    masks = TokenMasks(model.vocab)
-    state = model.new_state()
-    logits = model.step(model.vocab.id("SHIFT_12"), state)
-    voicer = Voicer(_texture(), Key(0, "major"), (40, 90), 4, np.random.default_rng(0))
-    spec = PhraseSpec(0.0, 8.0, MaskRules(40, 90, 1, None), first_on=False,
-                      follow=Following(figures=figures, voicer=voicer))
-    return PhraseGenerator(model, masks, Sampler(rng=np.random.default_rng(0)), Fork(state, logits, []), spec)
-
-
-def test_a_voiced_lines_figures_choose_which_note_starts_not_whether_one_does():
-    call = [Note(i, 0.9, p + d, 80) for i, p in enumerate([72, 74, 76, 72, 79, 72, 74, 76]) for d in (-12, -5, 0)]
-    model = LineModel()
-    figures = Figures.of(call, TokenFacts(model.vocab).on_id, as_line=True)
-    shares = []
-    for with_figures in (False, True):
-        gen = _line_generator(figures if with_figures else None)
-        if with_figures:
-            gen._line.pitches.clear()
-            gen._line.pitches.extend([72, 74, 76])
-        mask = gen._build_mask()
-        logits = np.where(mask, gen._mixed_logits(mask), -np.inf)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        shares.append((float(p[gen.facts.starts].sum()), int(np.argmax(np.where(gen.facts.starts, p, 0)))))
-    (alone, _), (figured, top) = shares
-    assert figured == pytest.approx(alone, rel=1e-6)
-    assert gen.facts.vocab.name(top) == "ON_72"  # the figure's next note (+2, +2, -4) leads the starts
 
 
 def test_a_voiced_line_is_not_offered_a_note_a_fourth_time_running():
