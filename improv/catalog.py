@@ -5,7 +5,8 @@ model.onnx, shapes that disagree) is listed with that check's one-line reason wh
 still are. The sidecar's `style` and `description` (written by `improv export`) have fallbacks
 for sidecars older than them: the style is the training corpora (or data files) named in
 `train_config`, the description empty. The step time is measured on the spot: a few hundred
-cached steps, one onnxruntime thread, on a seeded stream of the model's own tokens.
+cached steps, one onnxruntime thread, on a seeded stream of the model's own tokens. Whether the
+model writes chords or lines is `improv.voicing.writes_chords`'s probe.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ModelEntry:
     step_p50_ms: float | None = None
     step_p99_ms: float | None = None
     description: str = ""
+    writes: str = ""  # "chords", or "lines": a melody model, its answers to chords voiced (improv.voicing)
     live: bool = True  # False: a grid-scheme model, which `improv run` cannot stream
     problem: str | None = None  # one line when the folder is broken
 
@@ -91,7 +93,8 @@ def describe(folder: Path, *, timed_steps: int = TIMED_STEPS) -> ModelEntry:
         name=model.name, folder=str(folder), style=style_of(meta), kind=model.kind,
         size_mb=onnx.stat().st_size / 1e6, test_nll=_number(metrics.get("test_nll")),
         ngram_nll=_number(metrics.get("best_ngram_test_nll")), step_p50_ms=p50, step_p99_ms=p99,
-        description=description_of(meta), live=model.vocab.config.scheme == "event",
+        description=description_of(meta), writes="chords" if model.writes_chords else "lines",
+        live=model.vocab.config.scheme == "event",
     )
 
 

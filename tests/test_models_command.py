@@ -115,3 +115,12 @@ def test_style_and_description_fallbacks():
     assert style_of({"train_config": {"corpus": ["bach"], "data": ["../shared/data/jsb_chorales.tgz"]}}) == "bach+jsb_chorales"
     assert style_of({}) == "" and description_of({}) == ""
     assert description_of({"description": "  two\nlines "}) == "two lines"
+
+
+def test_says_which_shipped_models_write_lines():
+    """A melody model is told from a chorale model by the probe (`improv.voicing.writes_chords`)."""
+    result = invoke("--json", "--no-time")
+    assert result.exit_code == 0, result.output
+    writes = {e["name"]: e["writes"] for e in json.loads(result.stdout)["models"]}
+    assert writes["folk-lstm"] == "lines" and writes["irish-lstm"] == "lines"
+    assert writes["bach-lstm"] == "chords" and writes["general-lstm"] == "chords"

@@ -50,11 +50,12 @@ def models_table(folder: Path, entries, timed: bool):
     from rich.markup import escape
     from rich.table import Table
 
-    caption = ("NLL: test NLL (nats/token); n-gram: the best n-gram's on the same held-out split"
+    caption = ("writes: chords, or lines (a melody model: its answers to chords get chords voiced under them); "
+               "NLL: test NLL (nats/token); n-gram: the best n-gram's on the same held-out split"
                + ("; step ms: p50 / p99 of cached steps, 1 onnxruntime thread, measured now" if timed else ""))
     table = Table(title=f"models in {folder}", caption=caption, title_justify="left", caption_justify="left",
                   box=box.SIMPLE_HEAD)
-    for column in ("model", "style", "kind"):
+    for column in ("model", "style", "kind", "writes"):
         table.add_column(column, no_wrap=True)
     for column in ("MB", "NLL", "n-gram", "step ms"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -65,10 +66,10 @@ def models_table(folder: Path, entries, timed: bool):
 
     for e in entries:
         if not e.ok:
-            table.add_row(f"[red]{escape(e.name)}[/]", "", "", "", "", "", "", f"[red]broken: {escape(e.problem.replace(e.folder + '/', ''))}[/]")
+            table.add_row(f"[red]{escape(e.name)}[/]", "", "", "", "", "", "", "", f"[red]broken: {escape(e.problem.replace(e.folder + '/', ''))}[/]")
             continue
         step = "—" if e.step_p50_ms is None else f"{e.step_p50_ms:.3f} / {e.step_p99_ms:.3f}"
         kind = e.kind if e.live else f"{e.kind} (grid: not live)"
-        table.add_row(escape(e.name), escape(e.style), kind, number(e.size_mb, 1), number(e.test_nll, 3),
+        table.add_row(escape(e.name), escape(e.style), kind, e.writes, number(e.size_mb, 1), number(e.test_nll, 3),
                       number(e.ngram_nll, 3), step, escape(e.description))
     return table
