@@ -151,3 +151,18 @@ def test_the_duets_line_over_a_players_chords_is_not_voiced():
     for r in line:
         by_time[round(r.planned_s, 6)] = by_time.get(round(r.planned_s, 6), 0) + 1
     assert max(by_time.values()) == 1  # one note at a time: no chords voiced under it
+
+
+def test_in_a_minor_key_the_voices_are_its_triads_with_a_major_dominant():
+    from improv.voicing import MINOR_TRIADS
+
+    a_minor = [frozenset((9 + c) % 12 for c in pcs) for pcs, _ in MINOR_TRIADS]
+    voicer = Voicer(_texture(), Key(9, "minor"), (40, 84), 4, np.random.default_rng(3))
+    top_line = [76, 74, 72, 71, 69, 68, 69, 71, 72, 76]  # E D C B A G# A B C E
+    out = voicer.flush(_line_events(top_line), lambda: ())
+    for beats in sorted({e.beats for e in out if e.kind == "on"}):
+        chord = {e.pitch % 12 for e in out if e.kind == "on" and e.beats == beats}
+        assert len(chord) >= 2 and any(chord <= triad for triad in a_minor), (beats, chord)
+    sharp_seven = [e for e in out if e.kind == "on" and e.pitch % 12 == 8]
+    chords_with_it = {frozenset(x.pitch % 12 for x in out if x.kind == "on" and x.beats == e.beats) for e in sharp_seven}
+    assert chords_with_it and all(c <= frozenset({4, 8, 11}) for c in chords_with_it)  # G# only in E major (V)
