@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.report import MUSIC_CORPORA as CORPORA
+from benchmarks.report import Target
 from improv.figures import FIGURE_INTERVALS, intervals, top_line
 from improv.keys import detect_key
 from improv.phrase_shape import PhraseShape
@@ -235,6 +236,4 @@ def home_corpora(model) -> set[str]:
 
 def _adapt_target(key: str, home: bool):
     """At home the memory must stay out of the way; away from it, take over."""
-    from benchmarks.report import Target
-
     return Target(key, ">=", -0.01) if home else Target(key, ">=", 0.40)
