@@ -2,30 +2,34 @@
 answers' arrival against that client's own grid, without and with the `--latency-ms` that
 `improv calibrate --loopback` measures on the same server.
 
-The clock client (benchmarks.harness.clients.ClockSource) sends 24-ppqn clock on absolute
-deadlines; those deadlines are the sender's grid (a tick its sleep delayed is late, the grid is
-not). The player plays 4-beat calls on the clock's beats, improv answers on the grid it estimates
-from the ticks it receives, the recorder stamps the answers. Error = arrival - the point of the
-sender's grid (at the model's token resolution, 1/ticks_per_beat of a beat) the note was meant
-for: the one nearest the note's plan in the daemon's timing log (its send time plus the
---latency-ms), so a note that arrives more than half a grid step late is not taken for an early
-one (half a step is 21 ms at 120 bpm: a loaded machine reaches it). Signed: the p50 says where
-answers land (JACK's way in and way out, uncompensated: late), the p99 of |error| how far they
-scatter.
+The clock client (benchmarks.harness.clients.ClockSource) sends 24-ppqn clock through a
+FramePlayer, which writes each tick at the frame of its deadline, as a DAW does: the deadlines
+are the sender's grid, exactly (`clock_sender_late*`, ~0, shows any tick that missed its frame,
+so a regression shows). The same player plays 4-beat calls on the clock's beats, improv answers
+on the grid it estimates from the ticks it receives, the recorder stamps the answers at their
+frames. Error = arrival - the point of the sender's grid (at the model's token resolution,
+1/ticks_per_beat of a beat) the note was meant for: the one nearest the note's plan in the
+daemon's timing log (its send time plus the --latency-ms), so a note that arrives more than half
+a grid step late is not taken for an early one (half a step is 21 ms at 120 bpm: a loaded
+machine reaches it). Signed: the p50 says where answers land (JACK's way in and way out,
+uncompensated: late), the p99 of |error| how far they scatter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness.clients import ClockSource, sleep_until
+from benchmarks.harness.clients import ClockSource, Recorder, FramePlayer, sleep_until
 from benchmarks.report import Report
 
 LOCK_S = 1.0  # the follower settles on the tempo before the first call
@@ -60,8 +64,8 @@ def run(report: Report, server, model: Path, options, period: int, work_dir: Pat
         report.put(f"{p}.grid_error{suffix}_p99_ms", float(np.percentile(np.abs(ms), 99)) if len(ms) else None,
                    f"{label} p99 of |error|", "ms", why=why)
         report.put(f"{p}.clock_sender_late{suffix}_p50_ms", float(np.median(sender_late_s)) * 1000.0,
-                   f"{period} frames: the clock sender's own ticks after their deadlines (p50; part of the "
-                   "error, on no loopback of improv's; a DAW sends on the frame)", "ms")
+                   f"{period} frames: the clock sender's own ticks after their deadlines (p50; ~0: it "
+                   "writes each at its frame, as a DAW does)", "ms")
 
 
 def calibrate(server) -> float | None:
@@ -76,14 +80,14 @@ def clock_stream(server, model: Path, options, work_dir: Path, costs, tpb: int,
                  extra: tuple[str, ...]) -> tuple[list[float], list[float]]:
     """Signed errors (s) of every answer note-on against the clock sender's grid, and how late
     (s) the sender's own ticks left after their deadlines."""
-    from benchmarks.midi import connected_clients, match_arrivals, note_ons_sent, start_daemon
+    from benchmarks.midi import match_arrivals, note_ons_sent, start_daemon
 
     log_path = work_dir / f"timing-clock{'-'.join(extra)}.csv"
     daemon = start_daemon(server, model, work_dir, costs, log_path,
                           "--mode", "call", "--clock", "midi", "--bpm", f"{options.bpm:g}",
                           "--seed", str(options.seed + 3), *extra, *options.daemon_args)
     try:
-        with connected_clients(server) as (player, recorder):
+        with timed_clients(server) as (player, recorder):
             source = ClockSource(player, options.bpm)
             source.start()
             try:
@@ -101,6 +105,20 @@ def clock_stream(server, model: Path, options, work_dir: Path, costs, tpb: int,
     arrived = [t for t in match_arrivals(sent, received) if t is not None]
     late = [t - d for t, d in zip(source.ticks, source.deadlines)]
     return grid_errors(arrived, meant, source.deadlines[0], 60.0 / options.bpm / tpb), late
+
+
+@contextlib.contextmanager
+def timed_clients(server) -> Iterator[tuple[FramePlayer, Recorder]]:
+    """A frame-accurate player wired to improv's input, a recorder to its output."""
+    tag = uuid.uuid4().hex[:4]
+    with contextlib.ExitStack() as opened:
+        player = FramePlayer(f"bench-clock-{tag}")
+        opened.callback(player.close)
+        recorder = Recorder(f"bench-rec-{tag}")
+        opened.callback(recorder.close)
+        server.connect(player.port, server.wait_port(":improv in"))
+        server.connect(server.wait_port(":improv out"), recorder.port)
+        yield player, recorder
 
 
 def play_calls_on_clock(player, source: ClockSource, bpm: float, seconds: float) -> int:

@@ -1,8 +1,11 @@
 """`improv calibrate`'s measurement: the round trip of probe notes through a loopback.
 
 improv's output wired back to its input (a cable, or a JACK/ALSA connection): one probe note at a
-time, stamped (`time.perf_counter`) just before the send and on arrival as the live input stamps,
-the next one after a random gap so the probes fall at every phase of the MIDI system's period.
+time, sent as the live path sends a planned note and stamped on arrival as the live input stamps,
+the next one after a random gap so the probes fall at every phase of the MIDI system's period. On
+improv's JACK client that is sample-accurate (a probe handed over ahead, due at a frame, and read
+at its frame), so a loopback inside JACK measures 0 and a cable the interface's own latency;
+elsewhere a probe is due when it is sent.
 Following a DAW's clock, two hops lie between its grid and improv's answers arriving there: the
 clock's way in and the notes' way out. A cable (or any outside loopback, `--in`/`--out`) makes the
 probes take both, so the median round trip is the value for `time.latency_ms`; `--loopback` wires
@@ -26,6 +29,7 @@ from improv.midi_in import MidiInput
 PROBE_PITCH = 60
 WAIT_S = 0.25  # a probe not back by then is lost
 GAP_S = (0.004, 0.012)  # between a probe's arrival and the next send (random: every phase)
+SAMPLE_ACCURATE_MS = 0.05  # a round trip this short: the probes landed on their frames (a frame: 0.02 ms)
 GIVE_UP_AFTER = 5  # the first probes all lost: nothing is connected
 NOTHING_HEARD = ("nothing came back from improv's output: connect it to improv's input (a MIDI "
                  "cable from out to in, or a JACK/ALSA connection; `--backend jack --loopback` "
@@ -62,19 +66,26 @@ class Calibration:
     def latency_ms(self) -> float:
         """What to set time.latency_ms to: the median of two hops (the clock in, the notes out), to
         a tenth of a millisecond."""
-        return round(self.median_ms * 2 / self.hops, 1)
+        return round(self.median_ms * 2 / self.hops, 1) + 0.0  # never -0
 
     def report(self) -> str:
         lines = [f"{len(self.round_trips_ms)} of {self.sent} probes came back: round trip median "
-                 f"{self.median_ms:.2f} ms, p99 {self.p99_ms:.2f} ms, spread (p1..p99) {self.spread_ms:.2f} ms",
+                 f"{_ms(self.median_ms)} ms, p99 {_ms(self.p99_ms)} ms, spread (p1..p99) {_ms(self.spread_ms)} ms",
                  *(["the loopback is one hop inside the MIDI system; a DAW's clock in and improv's notes "
                     "out are two, so the setting is twice the median"] if self.hops == 1 else []),
+                 *(["no delay: improv's ports are sample-accurate here (JACK), so inside the MIDI system "
+                    "nothing needs compensating; a cable through your interface measures its latency"]
+                   if abs(self.median_ms) < SAMPLE_ACCURATE_MS else []),
                  f"set time.latency_ms = {self.latency_ms:g} (or run with --latency-ms {self.latency_ms:g}) "
                  "and improv's planned notes land that much earlier, on the grid"]
         if self.spread_ms > max(1.0, self.median_ms):
             lines.append("the round trip varies more than it lasts: a smaller buffer (JACK period) or a "
                          "less loaded machine helps more than the setting")
         return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return f"{round(value, 2) + 0.0:.2f}"  # never "-0.00"
 
 
 def measure(midi_out: Any, midi_in: Any, *, probes: int = 300, seed: int = 0,
@@ -120,9 +131,15 @@ def _arrival(source: MidiInput, velocity: int, deadline_s: float) -> float | Non
 
 
 def _send(midi_out: Any, data: list[int]) -> float:
+    """Send a probe as the scheduler sends a plan; returns when it is due."""
     t_s = time.perf_counter()
+    send_at, lead_s = getattr(midi_out, "send_at", None), getattr(midi_out, "lead_s", None)
     try:
-        midi_out.send_message(data)
+        if send_at is not None and lead_s is not None:
+            t_s += lead_s()
+            send_at(data, t_s)
+        else:
+            midi_out.send_message(data)
     except Exception as err:  # noqa: BLE001 - rtmidi raises its own types
         raise ImprovError(f"improv's MIDI output failed while calibrating ({err}): connect it to "
                           "improv's input again and rerun `improv calibrate`") from err

@@ -95,6 +95,7 @@ class Engine:
         self.beat_clock = MidiClockFollower(t.bpm, t0_s=now) if t.clock == "midi" else BeatClock(t.bpm, now)
         self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory,
                                      more_models=more_models)
+        self.improviser.duet.guard.lead_s += self.out.lead_s()  # what a sample-accurate port holds is out of reach
         self.parser = MidiParser()
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None

@@ -3,9 +3,11 @@ python-rtmidi's on JACK: no Python in the server's cycle, and a close that deact
 before its port goes (rtmidi's can free the port under a running callback: a segfault).
 
 `JackMidiClient` speaks the part of rtmidi's MidiIn/MidiOut that improv uses (ports, open, send,
-`get_message`, `set_callback`, `ignore_types`, close), so `improv.ports` can hand out either. An
-input also has `read()` (the next message with its stamp, taken in the JACK cycle on
-time.perf_counter's clock), `wait(timeout_s)` and `wake()`, which `improv.midi_in.MidiInput` uses
+`get_message`, `set_callback`, `ignore_types`, close), so `improv.ports` can hand out either.
+Both directions are sample-accurate: an output's `send_at(data, due_s)` lands on the frame of
+`due_s` when handed over `lead_s()` ahead (the scheduler does); an input's `read()` gives the next
+message with its frame's time on time.perf_counter's clock (up to a period after the reader's
+now). An input also has `wait(timeout_s)` and `wake()`, which `improv.midi_in.MidiInput` uses
 directly: the engine thread sleeps in C until a message or a wake comes. `cycles()` counts the
 process cycles JACK ran the client for: a client the server never runs has none.
 
@@ -26,6 +28,7 @@ from typing import Any
 from improv.jack_graph import port_names
 
 BUFFER_BYTES = 1024  # the C side's longest message
+HANDOFF_MARGIN_S = 0.001  # send_at's lead beyond a period: the sending thread's wake-up, a loaded machine
 RUN_POLL_S = 0.002  # wait_running's look at the cycle count
 CALLBACK_POLL_S = 0.1  # set_callback's reader thread looks at `closed` this often
 IGNORE_SYSEX, IGNORE_TIMING, IGNORE_ACTIVE = 1, 2, 4
@@ -50,6 +53,9 @@ def _load() -> Any:
             "jm_connect": (ctypes.c_int, [p, c]),
             "jm_disconnect": (ctypes.c_int, [p]),
             "jm_send": (ctypes.c_int, [p, c, ctypes.c_int]),
+            "jm_send_at": (ctypes.c_int, [p, c, ctypes.c_int, ctypes.c_double]),
+            "jm_lead_s": (ctypes.c_double, [p, ctypes.c_double]),
+            "jm_waiting": (ctypes.c_uint, [p]),
             "jm_read": (ctypes.c_int, [p, c, ctypes.c_int, ctypes.POINTER(ctypes.c_double)]),
             "jm_wait": (ctypes.c_int, [p, ctypes.c_double]),
             "jm_wake": (None, [p]),
@@ -125,12 +131,25 @@ class JackMidiClient:
         self._call(lambda h: self._lib.jm_ignore(h, mask))
 
     def send_message(self, data: Any) -> None:
+        self.send_at(data, 0.0)
+
+    def send_at(self, data: Any, due_s: float) -> None:
+        """Send at the frame of `due_s` (perf_counter seconds; 0 or past: the next cycle's start).
+        Hand it over `lead_s()` ahead to land on that frame."""
         raw = bytes(data)
         with self._lock:
             if self._handle is None:
                 raise OSError("the JACK MIDI client is closed")
-            if self._lib.jm_send(self._handle, raw, len(raw)) != 0:
+            if self._lib.jm_send_at(self._handle, raw, len(raw), due_s) != 0:
                 raise OSError("the JACK MIDI output's buffer is full: the server is not running it")
+
+    def lead_s(self) -> float:
+        """How long before its due time `send_at` needs a message: a period, and `HANDOFF_MARGIN_S`."""
+        return float(self._call(lambda h: self._lib.jm_lead_s(h, HANDOFF_MARGIN_S), closed=0.0))
+
+    def waiting(self) -> int:
+        """Messages handed over and not yet written to the port."""
+        return int(self._call(self._lib.jm_waiting, closed=0))
 
     def get_message(self) -> tuple[list[int], float] | None:
         """rtmidi's queue mode: the next message and the seconds since the one before, or None."""

@@ -3,7 +3,7 @@
 rtmidi calls `_on_message` on its own thread, so the callback must be short: one
 `time.perf_counter()` (the same clock as `improv.clock.MonotonicClock`) and one `SimpleQueue.put`.
 On JACK, improv's own client (`improv.jack_midi`) has no callback: its cycle stamps each message
-in C and the engine thread sleeps in C until one comes (`get` reads it there, after anything put
+in C with its frame's time and the engine thread sleeps in C until one comes (`get` reads it there, after anything put
 in the queue). Parsing (`improv.events.MidiParser`), channel filtering and everything else happens
 on the engine thread, which waits on `get(timeout_s)`.
 """

@@ -5,6 +5,10 @@ sends its note-off (the synth hears one voice, re-struck), and the note-off that
 is sent only when the last holder lets go; a note-off for a pitch that is not sounding is dropped.
 So every note-on sent is followed by exactly one note-off, whatever order plans arrive in.
 
+A port with `send_at(msg, due_s)` and `lead_s()` (improv's JACK client, through `OpenPort`) is
+sample-accurate: the scheduler hands its sends over `lead_s()` ahead with their due times
+(`at_s`); anything else gets each message when it is due. `at_s` 0: now.
+
 `MidiOut.panic()` releases every tracked note, then sends All Notes Off (CC 123) and sustain off
 (CC 64 = 0) on every channel used. A port whose `send` raises is logged once and otherwise
 ignored: the state is kept, so a later panic still knows what to release.
@@ -85,20 +89,27 @@ class MidiOut:
         self.tracker = NoteTracker()
         self.send_errors = 0
         self._closed = False
+        self._send_at = getattr(port, "send_at", None)  # a sample-accurate port (see the top)
+        self._lead = getattr(port, "lead_s", None) if self._send_at is not None else None
 
-    def note_on(self, pitch: int, velocity: int, channel: int | None = None) -> list[mido.Message]:
+    def lead_s(self) -> float:
+        """How far ahead of their due time the port wants sends (0: it has no due times)."""
+        return self._lead() if self._lead is not None else 0.0
+
+    def note_on(self, pitch: int, velocity: int, channel: int | None = None, at_s: float = 0.0) -> list[mido.Message]:
         ch = self.channel_default if channel is None else channel
         sent = []
         if self.tracker.on(ch, pitch):
-            sent.append(self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0)))
-        sent.append(self._send(mido.Message("note_on", channel=ch, note=pitch, velocity=max(1, min(127, velocity)))))
+            sent.append(self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0), at_s))
+        sent.append(self._send(mido.Message("note_on", channel=ch, note=pitch, velocity=max(1, min(127, velocity))),
+                               at_s))
         return sent
 
-    def note_off(self, pitch: int, channel: int | None = None) -> list[mido.Message]:
+    def note_off(self, pitch: int, channel: int | None = None, at_s: float = 0.0) -> list[mido.Message]:
         ch = self.channel_default if channel is None else channel
         if not self.tracker.off(ch, pitch):
             return []
-        return [self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0))]
+        return [self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0), at_s)]
 
     def release(self, pitch: int, channel: int | None = None) -> list[mido.Message]:
         """Silence a pitch now, whoever holds it (all holders let go)."""
@@ -113,9 +124,9 @@ class MidiOut:
         self.tracker.channels_used.add(ch)
         return [self._send(mido.Message("control_change", channel=ch, control=control, value=value))]
 
-    def realtime(self, kind: str) -> list[mido.Message]:
+    def realtime(self, kind: str, at_s: float = 0.0) -> list[mido.Message]:
         """MIDI clock / start / stop / continue (kind is the mido type)."""
-        return [self._send(mido.Message(_REALTIME[kind]))]
+        return [self._send(mido.Message(_REALTIME[kind]), at_s)]
 
     def panic(self) -> list[mido.Message]:
         """Note-off for every tracked note, then All Notes Off and sustain off per used channel."""
@@ -139,9 +150,12 @@ class MidiOut:
             except Exception as err:  # noqa: BLE001 - closing a broken port must not mask the exit
                 log.warning("closing the MIDI output failed: %s", err)
 
-    def _send(self, msg: mido.Message) -> mido.Message:
+    def _send(self, msg: mido.Message, at_s: float = 0.0) -> mido.Message:
         try:
-            self.port.send(msg)
+            if at_s and self._send_at is not None:
+                self._send_at(msg, at_s)
+            else:
+                self.port.send(msg)
         except Exception as err:  # noqa: BLE001 - a flaky port must never kill the scheduler
             self.send_errors += 1
             if self.send_errors == 1:

@@ -60,6 +60,25 @@ class OpenPort:
             self.rt.send_message(data)
             self.sent += 1
 
+    def send_at(self, msg: Any, due_s: float) -> None:
+        """Send at `due_s` where the client can (improv's JACK client: at that frame, handed over
+        `lead_s()` ahead); elsewhere now."""
+        data = msg.bytes()
+        with self._lock:
+            if self.closed:
+                raise MidiPortError(f"MIDI port {self.own_name or self.name!r} is closed")
+            send_at = getattr(self.rt, "send_at", None)
+            if send_at is None:
+                self.rt.send_message(data)
+            else:
+                send_at(data, due_s)
+            self.sent += 1
+
+    def lead_s(self) -> float:
+        """How far ahead of its due time `send_at` wants a message (0: the client sends at once)."""
+        lead = getattr(self.rt, "lead_s", None)
+        return float(lead()) if lead is not None else 0.0
+
     def swap(self, rt: Any) -> Any:
         """Put a reopened client in place of the current one (never mid-send); returns the old."""
         with self._lock:

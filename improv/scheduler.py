@@ -20,6 +20,11 @@ Latency compensation (`lead_s`, time.latency_ms): a plan is sent `lead_s` before
 reaction, a thru echo) keeps its time, since nothing can be sent before the note that caused it.
 The send time is monotone in the due time and the time added, so a note-off never goes before
 its note-on; due times (cancel cutoffs, holds) stay on the grid, send records carry the send time.
+
+A sample-accurate port (improv's JACK client: `MidiOut.lead_s()` > 0) gets each plan that much
+before its send time, with the send time, and writes it at that frame (docs/TIMING.md); what it
+holds can no longer be dropped, so a cancel releases such a note with a note-off that the port
+keeps after its note-on.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ class Scheduler:
                     self._cancel(None if p.source == "*" else p.source, now, p.due_s)
                 else:
                     heapq.heappush(self._heap, (self.send_s(p.due_s, now), next(self._seq), p))
-            if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now():
+            if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now() + self.out.lead_s():
                 self._send_due_guarded()
             self._cond.notify()
 
@@ -147,9 +152,10 @@ class Scheduler:
             return sent
 
     def next_due_s(self) -> float | None:
-        """When the next send is due (the send time, `lead_s` before the plan's due time)."""
+        """When the next plan goes to the port: its send time (`lead_s` before the plan's due
+        time), and the port's own lead before that."""
         with self._cond:
-            return self._heap[0][0] if self._heap else None
+            return self._heap[0][0] - self.out.lead_s() if self._heap else None
 
     def pending(self, source: str | None = None) -> int:
         with self._cond:
@@ -163,7 +169,8 @@ class Scheduler:
     # ------------------------------------------------------------------ sending side
 
     def run_pending(self, now_s: float | None = None) -> list[mido.Message]:
-        """Send everything due at or before `now_s` (tests and the demo drive this by hand)."""
+        """Send everything due at or before `now_s` (and the port's lead; tests and the demo drive
+        this by hand)."""
         with self._cond:
             return self._send_due(self.clock.now() if now_s is None else now_s, stamp=now_s is None)
 
@@ -201,7 +208,7 @@ class Scheduler:
     def _loop(self) -> None:
         with self._cond:
             while self._running:
-                due = self._heap[0][0] if self._heap else None
+                due = self._heap[0][0] - self.out.lead_s() if self._heap else None
                 wait = None if due is None else due - self.clock.now()
                 if wait is None:
                     self._cond.wait()
@@ -219,16 +226,19 @@ class Scheduler:
             log.exception("scheduler send failed")
 
     def _send_due(self, now: float, stamp: bool) -> list[mido.Message]:
+        """Send what is due by `now`, the port's lead ahead; a sample-accurate port's record
+        says when it goes out (its send time, or now if late)."""
         sent: list[mido.Message] = []
-        while self._heap and self._heap[0][0] <= now:
+        lead = self.out.lead_s()
+        while self._heap and self._heap[0][0] <= now + lead:
             send_s, p = self._pop_next()
             actual = self.clock.now() if stamp else now
             if p.kind == "on" and actual - send_s > self.max_late_s:
                 self.dropped += 1
                 log.warning("dropped a %s note-on %.0f ms late", p.source, (actual - send_s) * 1000)
                 continue
-            msgs = self._send_one(p)
-            self._record(send_s, actual, msgs, p.source)
+            msgs = self._send_one(p, send_s)
+            self._record(send_s, max(actual, send_s) if lead else actual, msgs, p.source)
             sent += msgs
         return sent
 
@@ -260,17 +270,17 @@ class Scheduler:
                     log.exception("send record hook failed; no longer calling it")
                     self.on_record = None
 
-    def _send_one(self, p: Planned) -> list[mido.Message]:
+    def _send_one(self, p: Planned, send_s: float) -> list[mido.Message]:
         if p.kind == "on":
             self._holds.setdefault(p.source, []).append((p.due_s, p.channel, p.pitch))
             self.notes_sent += 1
-            return self.out.note_on(p.pitch, p.velocity, p.channel)
+            return self.out.note_on(p.pitch, p.velocity, p.channel, at_s=send_s)
         if p.kind == "off":
             if not self._unhold(p.source, p.channel, p.pitch):
                 return []  # this source does not hold it (its note-on was dropped or cancelled)
-            return self.out.note_off(p.pitch, p.channel)
+            return self.out.note_off(p.pitch, p.channel, at_s=send_s)
         if p.kind in _REALTIME:
-            return self.out.realtime(p.kind)
+            return self.out.realtime(p.kind, at_s=send_s)
         log.warning("unknown plan kind %r ignored", p.kind)
         return []
 

@@ -1,10 +1,13 @@
 """improv's own JACK MIDI client (`improv.jack_midi`) over a real JACK server, in this process:
-messages out and back in with stamps on time.perf_counter's clock, the filters, a wake that ends
-a wait, the cycle count, and what a closed client does (nothing, or a one-line error)."""
+messages out and back in with stamps on time.perf_counter's clock, sample-accurate both ways (a
+message due at a time comes back stamped with it), the order a message keeps behind those it must
+follow, what waits goes out at close, the filters, a wake that ends a wait, the cycle count, and
+what a closed client does (nothing, or a one-line error)."""
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
@@ -50,11 +53,70 @@ def test_messages_come_back_stamped_on_the_perf_counter_clock(loop):
         if got is not None:  # a non-realtime jackd on busy cores may drop a cycle's events
             stamp_s, data = got
             assert data == bytes([0x90, 60, velocity])
-            assert sent_s < stamp_s <= time.perf_counter()
+            # its frame's time on JACK's timeline, which may put the cycle's start before the send
+            # that made it (a callback late in its cycle): within a few periods either way
+            assert sent_s - 0.005 < stamp_s < time.perf_counter() + 0.005
             trips.append(stamp_s - sent_s)
         time.sleep(0.002)
     assert len(trips) >= 30 and sorted(trips)[len(trips) // 2] < 0.05
     assert inp.cycles() > 0 and out.cycles() > 0
+
+
+def _drain(inp, count, timeout_s=2.0):
+    got = []
+    while len(got) < count and (item := _next(inp, timeout_s)) is not None:
+        got.append(item)
+    return got
+
+
+def test_a_message_due_at_a_time_comes_back_stamped_with_it(loop):
+    """Out at the frame of its due time, in at its frame's time: the loop inside JACK takes no time.
+    Either side on the cycle's start instead (the callback's time, frame 0) is up to a period off."""
+    out, inp = loop
+    rng = random.Random(3)
+    frame_s = 1 / 48000
+    period_s = out.lead_s() - jack_midi.HANDOFF_MARGIN_S
+    assert 0 < period_s < 0.05
+    errors = []
+    for i in range(60):
+        due_s = time.perf_counter() + out.lead_s() + rng.uniform(0, 3 * period_s)
+        out.send_at([0x90, 60, 1 + i], due_s)
+        got = _next(inp)
+        if got is not None:  # a non-realtime jackd on busy cores may skip a cycle
+            assert got[1] == bytes([0x90, 60, 1 + i])
+            errors.append(got[0] - due_s)
+        time.sleep(rng.uniform(0.001, 0.004))
+    assert len(errors) >= 50
+    assert max(abs(e) for e in errors) <= 1.5 * frame_s, sorted(errors)[-5:]
+
+
+def test_a_message_never_overtakes_one_it_must_follow(loop):
+    out, inp = loop
+    due_s = time.perf_counter() + 0.05
+    out.send_at([0x90, 60, 100], due_s)  # waits in the client
+    out.send_at([0x90, 64, 100], due_s)
+    out.send_message([0x80, 60, 0])  # its off: not before it
+    out.send_message([0x90, 67, 90])  # another note: goes at once
+    out.send_message([0xB0, 123, 0])  # All Notes Off on the channel: after every note of it
+    out.send_message([0x91, 60, 80])  # channel 2's: at once
+    got = _drain(inp, 6)
+    order = [data for _, data in got]
+    assert order == [bytes([0x90, 67, 90]), bytes([0x91, 60, 80]), bytes([0x90, 60, 100]),
+                     bytes([0x90, 64, 100]), bytes([0x80, 60, 0]), bytes([0xB0, 123, 0])]
+    stamps = [t for t, _ in got]
+    assert stamps[0] < due_s - 0.02 and all(abs(t - due_s) < 1e-4 for t in stamps[2:])
+
+
+def test_what_waits_goes_out_when_the_output_closes(loop):
+    out, inp = loop
+    due_s = time.perf_counter() + 2.0
+    out.send_at([0x90, 62, 70], due_s)
+    out.send_at([0x80, 62, 0], due_s + 1.0)
+    assert out.waiting() == 2
+    out.delete()  # long before either is due: both at once, in order
+    got = _drain(inp, 2)
+    assert [data for _, data in got] == [bytes([0x90, 62, 70]), bytes([0x80, 62, 0])]
+    assert all(t < due_s - 1.0 for t, _ in got)
 
 
 def test_clock_kept_sysex_and_active_sensing_dropped_unless_asked(loop):

@@ -202,3 +202,49 @@ def test_a_note_that_ends_as_another_starts_is_released_first():
     s.run_pending(3.0)
     assert [(m.type, m.note) for m in port.messages[3:]] == [("note_off", 64), ("note_on", 64)]
     assert port.sounding() == {(0, 64)}
+
+
+class FramePort(FakeMidiOut):
+    """A sample-accurate port (improv's JACK client): takes each message `lead` ahead with its due time."""
+
+    def __init__(self, clock, lead_s):
+        super().__init__(clock)
+        self.lead = lead_s
+        self.handed = []  # (handed at, due, message)
+
+    def send_at(self, msg, due_s):
+        self.handed.append((self.clock.now(), due_s, msg))
+
+    def lead_s(self):
+        return self.lead
+
+
+def test_a_sample_accurate_port_gets_each_plan_its_lead_ahead_with_its_time():
+    clock = ManualClock()
+    port = FramePort(clock, lead_s=0.002)
+    s = Scheduler(MidiOut(port), clock, max_late_s=math.inf, lead_s=0.010)  # time.latency_ms 10
+    s.add([on(1.0, 60), off(1.5, 60)])
+    assert s.next_due_s() == pytest.approx(1.0 - 0.010 - 0.002)
+    assert s.run_pending(0.987) == []
+    clock.set(0.9885)
+    assert len(s.run_pending(0.9885)) == 1
+    handed_at, due, msg = port.handed[0]
+    assert (handed_at, due, msg.type) == (0.9885, pytest.approx(0.990), "note_on")
+    assert s.records[-1].actual_s == pytest.approx(0.990)  # it goes out at its frame, not when handed
+    clock.set(1.4885)
+    s.run_pending(1.4885)
+    assert port.handed[1][1] == pytest.approx(1.490) and port.handed[1][2].type == "note_off"
+    s.cancel()  # nothing sounds, nothing waits: no message
+    assert port.sent == [] and len(port.handed) == 2
+
+
+def test_a_cancelled_note_already_handed_over_gets_its_off_at_once():
+    clock = ManualClock()
+    port = FramePort(clock, lead_s=0.002)
+    s = Scheduler(MidiOut(port), clock, max_late_s=math.inf)
+    s.add([on(1.0, 60), off(1.5, 60)])
+    clock.set(0.999)
+    s.run_pending(0.999)  # the note-on waits in the port, due at 1.0
+    released = s.cancel("response", after_s=0.9995)
+    assert [m.type for m in released] == ["note_off"] and [m.type for _, m in port.sent] == ["note_off"]
+    assert s.pending() == 0  # (the port keeps the off behind its on: tests/test_jack_midi.py)

@@ -77,19 +77,21 @@ def test_what_fails_a_soak(part, values, problem):
     assert len(problems) == 1 and problem in problems[0], problems
 
 
-def test_timing_windows_count_scheduled_notes_only():
+def test_timing_windows_count_scheduled_note_ons_only():
     from benchmarks.harness.notes import sounding_in_log
     from benchmarks.soak import _timing_figures
     from improv.timing_log import TimingRow
 
     rows = [TimingRow(10.0 + i, 10.0 + i + 0.001 * (i % 3 + 1), "note_on", 0, 60, None, "response")
             for i in range(60)]
+    rows.append(TimingRow(20.1, 20.1, "note_on", 0, 62, None, "response"))  # on time at its frame: one
+    # releases at the moment they happened (planned = actual): not timing figures
+    rows.append(TimingRow(20.2, 20.2, "note_off", 0, 62, None, "response"))  # a cancel's
     rows += [TimingRow(10.5 + i, 10.5 + i + 0.0005, "note_off", 0, 60, None, "response") for i in range(60)]
-    # a release at the moment it happened (planned = actual): not a timing figure
     rows.append(TimingRow(20.0, 20.0, "note_off", 0, 61, None, "panic"))
     figures = _timing_figures(rows, start=10.0, seconds=60.0, window_s=20.0)
-    assert figures["first"]["count"] == 40 and figures["last"]["count"] == 40
-    assert figures["first"]["response"]["count"] == 40 and figures["first"]["duet"]["count"] == 0
+    assert figures["first"]["count"] == 21 and figures["last"]["count"] == 20
+    assert figures["first"]["response"]["count"] == 21 and figures["first"]["duet"]["count"] == 0
     assert figures["all"]["max"] == pytest.approx(3.0) and len(figures["answer_p99_by_window"]) == 3
     assert sounding_in_log(rows) == []
     assert len(sounding_in_log(rows[:-2] + rows[-1:])) == 1  # the last note-off missing

@@ -1,5 +1,6 @@
-"""Clients on a JACK server: a player that sends at absolute times, a recorder that stamps
-arrivals, and a MIDI clock source.
+"""Clients on a JACK server: players that send at absolute times (python-rtmidi's, at the cycle
+after the send, and a frame-accurate one handed each message ahead with its due time, as a DAW
+writes), a recorder that stamps arrivals at their frame, and a MIDI clock source.
 
 All timing is `time.perf_counter()` (the daemon's clock too) and `time.sleep` to absolute
 deadlines (python-rtmidi's drumseq way): no spinning. On 2 shared cores a spinning client starves
@@ -66,6 +67,66 @@ class Player:
         self.rt.delete()
 
 
+class FramePlayer:
+    """A JACK MIDI output port ("<client>:out") that writes each message at the frame it is due,
+    sample-accurate as a DAW: jack_player.c (beside this file) in a process of its own, handed
+    "<due> <bytes>" lines ahead of time. An rtmidi `Player` writes at frame 0 of the cycle after
+    the send, so its timing is the sender's wake-up rounded to the period."""
+
+    def __init__(self, client: str = "player", timeout_s: float = 10.0) -> None:
+        binary, why = build_c_client("jack_player.c")
+        if binary is None:
+            raise RuntimeError(f"cannot build the JACK player jack_player.c: {why}")
+        self.client = client
+        self.port = f"{client}:out"
+        self.sent: list[Message] = []  # (when due to leave, bytes)
+        self._lock = threading.Lock()  # the clock thread and the phrase share the pipe
+        self._err = tempfile.TemporaryFile()
+        self._child = subprocess.Popen([str(binary), client], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=self._err)
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(ready,), daemon=True, name=f"player {client}").start()
+        if not ready.wait(timeout_s):
+            self._child.kill()
+            self._child.wait()
+            self._err.seek(0)
+            why = self._err.read().decode(errors="replace").strip()[-500:]
+            self._err.close()
+            raise RuntimeError(f"JACK player {client} could not open its port (waited up to {timeout_s:g} s): {why}")
+
+    def _read(self, ready: threading.Event) -> None:
+        """The child's stdout: "ready", then only libjack's own lines (a verbose jackd), read so none blocks it."""
+        for line in self._child.stdout:
+            if line.strip() == b"ready":
+                ready.set()
+
+    def send(self, data: list[int]) -> float:
+        """Now: at frame 0 of the next cycle. Returns the time it was handed over."""
+        return self._write(data, 0.0)
+
+    def send_at(self, data: list[int], due_s: float) -> float:
+        """At the frame of perf_counter time `due_s`. Returns due_s, or the time it was handed over
+        if that is later (a due time already past goes out as soon as possible)."""
+        return self._write(data, due_s)
+
+    def _write(self, data: list[int], due_s: float) -> float:
+        with self._lock:
+            t_s = max(due_s, time.perf_counter())
+            self._child.stdin.write(f"{due_s:.9f} {' '.join(map(str, data))}\n".encode())
+            self._child.stdin.flush()
+            self.sent.append((t_s, list(data)))
+        return t_s
+
+    def play(self, phrase: Iterable[tuple[float, list[int]]], start_s: float) -> list[Message]:
+        """Hand over each (offset_s, bytes) at once, due at start_s + offset_s; returns (due, bytes)."""
+        return [(self.send_at(data, start_s + offset_s), list(data)) for offset_s, data in phrase]
+
+    def close(self) -> None:
+        """Close the port once what is handed over has gone out (the child drains, then exits)."""
+        end_child(self._child)
+        self._err.close()
+
+
 class Recorder:
     """A JACK MIDI input port ("<client>:in") stamping each arrival, in a process of its own.
 
@@ -76,10 +137,10 @@ class Recorder:
     chords, 2 busy processes, non-realtime jackd): an rtmidi callback recorder in this process
     received 60-83 messages of 3,200 that were never sent, the C recorder 0-2 (with
     `--realtime`: 0 for both). So the recorder is jack_recorder.c (beside this file), a C client that copies
-    each cycle's events at once and stamps them with CLOCK_MONOTONIC (time.perf_counter's clock,
-    the daemon's too), compiled once per machine with cc against libjack.so.0. Without a
-    compiler, an rtmidi recorder in a child process stands in (IMPROV_REQUIRE_JACK=1 makes that
-    an error)."""
+    each cycle's events at once and stamps each with its frame's time on CLOCK_MONOTONIC
+    (time.perf_counter's clock, the daemon's too), compiled once per machine with cc against
+    libjack.so.0. Without a compiler, an rtmidi recorder in a child process stands in
+    (IMPROV_REQUIRE_JACK=1 makes that an error)."""
 
     def __init__(self, client: str = "recorder", timeout_s: float = 10.0,
                  command: tuple[str, ...] | None = None) -> None:
@@ -165,8 +226,9 @@ def end_child(child: subprocess.Popen) -> None:
 def build_c_client(source: str) -> tuple[Path | None, str]:
     """One of the harness's C JACK clients, built on first use: (binary, "") or (None, why not)."""
     src = Path(__file__).with_name(source)
-    header = src.parents[2] / "improv" / "native" / "jack_api.h"  # the libjack declarations, shared
-    digest = hashlib.sha256(src.read_bytes() + header.read_bytes()).hexdigest()[:12]
+    native = src.parents[2] / "improv" / "native"  # the shared headers: libjack's declarations, frame times
+    text = src.read_bytes() + b"".join((native / h).read_bytes() for h in ("jack_api.h", "jack_frames.h"))
+    digest = hashlib.sha256(text).hexdigest()[:12]
     binary = Path(tempfile.gettempdir()) / f"improv-{src.stem}-{digest}"
     if binary.exists():
         return binary, ""
@@ -248,22 +310,33 @@ class ClockSource:
     """24-ppqn MIDI clock from a thread, on absolute deadlines, tempo changeable on the fly.
 
     Tick n is due at the tempo segment's start + k * 60 / (24 * bpm); a tempo change starts a new
-    segment at the next tick, so the clock never drifts and never jumps.
+    segment at the next tick, so the clock never drifts and never jumps. With a `FramePlayer` each
+    tick is handed over LEAD_S ahead with its deadline as its due time, so it leaves on the frame
+    (`ticks` == `deadlines`, the sender's grid exact, as a DAW's); with a `Player` it is sent when
+    the thread wakes at its deadline (`ticks` jitter).
     """
 
     PPQN = 24
+    LEAD_S = 0.03  # a FramePlayer's ticks are handed over this far ahead of their deadlines
 
-    def __init__(self, player: Player, bpm: float) -> None:
+    def __init__(self, player: Player | FramePlayer, bpm: float) -> None:
         self.player = player
         self._bpm = bpm
         self._pending_bpm: float | None = None
         self._stop = threading.Event()
-        self.ticks: list[float] = []  # perf_counter send time of every clock byte
-        self.deadlines: list[float] = []  # when each was due: the ideal grid (sends jitter)
+        self._timed = isinstance(player, FramePlayer)
+        self._origin_s = 0.0  # the first tick's deadline, set by start
+        self.ticks: list[float] = []  # perf_counter time each clock byte left (or is due to)
+        self.deadlines: list[float] = []  # when each was due: the ideal grid (rtmidi sends jitter)
         self._thread = threading.Thread(target=self._run, name="clock-source", daemon=True)
 
     def start(self) -> None:
-        self.player.send([0xFA])  # Start: the next clock byte is beat 0
+        """Start (the next clock byte is beat 0), then the ticks."""
+        self._origin_s = time.perf_counter() + (self.LEAD_S if self._timed else 0.002)
+        if self._timed:
+            self.player.send_at([0xFA], self._origin_s)  # the first tick's frame, handed over before it
+        else:
+            self.player.send([0xFA])
         self._thread.start()
 
     def set_bpm(self, bpm: float) -> None:
@@ -272,16 +345,18 @@ class ClockSource:
     def stop(self, send_stop: bool = True) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if send_stop:
+        if send_stop and self._timed:  # after the ticks already handed over
+            self.player.send_at([0xFC], self.deadlines[-1] if self.deadlines else 0.0)
+        elif send_stop:
             self.player.send([0xFC])
 
     def _run(self) -> None:
-        origin_s, k, bpm = time.perf_counter() + 0.002, 0, self._bpm
+        origin_s, k, bpm = self._origin_s, 0, self._bpm
         while not self._stop.is_set():
             deadline_s = origin_s + k * 60.0 / (self.PPQN * bpm)
-            sleep_until(deadline_s)
+            sleep_until(deadline_s - (self.LEAD_S if self._timed else 0.0))
             self.deadlines.append(deadline_s)
-            self.ticks.append(self.player.send([0xF8]))
+            self.ticks.append(self.player.send_at([0xF8], deadline_s) if self._timed else self.player.send([0xF8]))
             k += 1
             if self._pending_bpm is not None:
                 origin_s, k = origin_s + k * 60.0 / (self.PPQN * bpm), 0

@@ -1,14 +1,15 @@
 /* A JACK MIDI recorder for the real-port harness (tests, `improv bench`, the soak): one input
- * port, one line per message on stdout, "<seconds> <byte> <byte> ...", stamped with
- * CLOCK_MONOTONIC (the clock of Python's time.perf_counter and of the daemon) when the process
- * callback sees the event. Not jack_get_time(): libjack reads CLOCK_MONOTONIC_RAW, measured
- * 0.31 s away on this machine.
+ * port, one line per message on stdout, "<seconds> <byte> <byte> ...", stamped with the time of
+ * the event's frame on CLOCK_MONOTONIC (the clock of Python's time.perf_counter and of the
+ * daemon): sample-accurate, as a DAW reads its input at the event's frame (jack_frames.h), so an
+ * arrival is not rounded to its cycle (1.33 ms at 64 frames) nor moved by the callback's wake-up.
  *
  * Why C: rtmidi's JACK input calls its user callback for event i before it copies event i+1 out
  * of the port buffer. A Python callback that waits (GIL, a preempted thread) outlives the cycle,
  * the next cycle rewrites the buffer, and the later notes of a chord arrive as copies of another
  * note. This callback copies every event of the cycle into a ring and returns; the main thread
- * prints. It needs no JACK headers (the few declarations are below) and links libjack.so.0.
+ * prints. It needs no JACK headers (improv/native/jack_api.h declares what it uses) and links
+ * libjack.so.0.
  *
  *   jack_recorder CLIENT_NAME     (port CLIENT_NAME:in; exits when stdin closes)
  * Ignored, as the tests' rtmidi recorder did: SysEx, MIDI clock and MTC, active sensing.
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "../../improv/native/jack_api.h"
+#include "../../improv/native/jack_frames.h"
 
 #define RING 65536 /* messages; a 10-minute soak at 50 events/s drains it far faster */
 #define MAXBYTES 16
@@ -34,6 +36,7 @@ typedef struct {
 static record_t ring[RING];
 static uint64_t head, tail; /* written by the JACK thread / the main thread only */
 static uint64_t overflowed;
+static jack_client_t *client;
 static jack_port_t *port;
 
 static int ignored(const jack_midi_data_t *b, size_t n) {
@@ -43,9 +46,7 @@ static int ignored(const jack_midi_data_t *b, size_t n) {
 
 static int process(jack_nframes_t nframes, void *arg) {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    frame_clock fc = frame_clock_now(client);
     void *buf = jack_port_get_buffer(port, nframes);
     uint32_t count = jack_midi_get_event_count(buf);
     uint64_t h = __atomic_load_n(&head, __ATOMIC_RELAXED);
@@ -58,7 +59,7 @@ static int process(jack_nframes_t nframes, void *arg) {
             continue;
         }
         record_t *r = &ring[h % RING];
-        r->t_ns = now;
+        r->t_ns = (uint64_t)((fc.start_s + ev.time * fc.frame_s) * 1e9 + 0.5);
         r->n = (uint32_t)ev.size;
         memcpy(r->b, ev.buffer, ev.size);
         h++;
@@ -86,7 +87,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     int status = 0;
-    jack_client_t *client = jack_client_open(argv[1], JackNoStartServer | JackUseExactName, &status);
+    client = jack_client_open(argv[1], JackNoStartServer | JackUseExactName, &status);
     if (!client) {
         fprintf(stderr, "jack_recorder: cannot open JACK client %s (status 0x%x)\n", argv[1], status);
         return 1;

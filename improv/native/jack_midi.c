@@ -2,14 +2,18 @@
  *
  * Why not python-rtmidi on JACK: its input callback takes the GIL inside the server's cycle, and
  * its close unregisters the port while the process callback may still be using it (a segfault
- * in libjack when a port closes under load). Here the cycle never touches Python: an input's
- * messages go into a lock-free ring stamped with the time the cycle's callback began (CLOCK_MONOTONIC,
- * the clock of Python's time.perf_counter: the first moment improv can know of them; never later than
- * the reader's now, so a reaction due "at the event's time" is never held back), and a semaphore
- * wakes the reader; an
- * output's sends wait in a ring until the next cycle writes them at frame 0. Closing deactivates
- * the client first, so no callback runs while the port goes away. A cycle counter shows whether
- * JACK runs the client at all (a client the server never runs hears and sends nothing).
+ * in libjack when a port closes under load). Here the cycle never touches Python.
+ *
+ * Sample-accurate, as a DAW is (jack_frames.h): an input's messages go into a lock-free ring
+ * stamped with their frame's time on CLOCK_MONOTONIC (the clock of Python's time.perf_counter),
+ * and a semaphore wakes the reader. An output's sends carry the time they are due (0: as soon as
+ * possible); the scheduler hands them over a little ahead (`jm_lead_s`), each cycle writes those
+ * due before its end at their frame, in order, and keeps the rest. A message never overtakes one
+ * sent before it that it must follow: the same note of the same channel (an off never before its
+ * on), any message of its channel for a channel-wide one (All Notes Off, sustain), or another
+ * system message. Closing writes what waits, then deactivates the client, so no callback runs
+ * while the port goes away. A cycle counter shows whether JACK runs the client at all (a client
+ * the server never runs hears and sends nothing).
  *
  * Built by setup.py as improv._jack_midi against libjack.so.0 (no -dev headers needed), loaded
  * with ctypes by improv/jack_midi.py; importing it as a module gives an empty one.
@@ -25,14 +29,29 @@
 #include <time.h>
 
 #include "jack_api.h"
+#include "jack_frames.h"
 
 #define RING_BYTES 65536
 #define MAX_MESSAGE 1024 /* longer messages (a sysex dump) are dropped and counted */
+#define MAX_OUT 16        /* an output's longest message (improv sends notes, CCs, clock) */
+#define PENDING 1024      /* an output's messages handed over and not yet due */
+#define CLOSE_WAIT_S 0.2  /* closing waits this long at most for what is handed over to go out */
 
 typedef struct {
     double stamp;
     uint16_t size;
 } in_header;
+
+typedef struct {
+    double due; /* CLOCK_MONOTONIC seconds; 0: as soon as possible */
+    uint16_t size;
+} out_header;
+
+typedef struct {
+    double due; /* after the ordering rule (see the top) */
+    uint16_t size;
+    uint8_t data[MAX_OUT];
+} pending_t;
 
 typedef struct jm {
     jack_client_t *client;
@@ -45,13 +64,13 @@ typedef struct jm {
     atomic_ulong dropped;
     atomic_int shut_down;
     atomic_int ignore; /* input: bit 0 sysex, bit 1 timing (clock), bit 2 active sensing */
+    atomic_int flush;  /* output, closing: write everything handed over, due or not */
+    atomic_uint waiting; /* output: messages handed over and not yet written */
+    pending_t pending[PENDING]; /* output: the process thread's own */
+    uint32_t npending;
 } jm;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return monotonic_s(); }
 
 static int ignored(const jm *c, const jack_midi_data_t *data, size_t size) {
     int mask = atomic_load(&c->ignore);
@@ -62,14 +81,13 @@ static int ignored(const jm *c, const jack_midi_data_t *data, size_t size) {
     return 0;
 }
 
-static void process_input(jm *c, void *buffer) {
-    double cycle_s = now_s();
+static void process_input(jm *c, void *buffer, frame_clock fc) {
     uint32_t count = jack_midi_get_event_count(buffer);
     int wrote = 0;
     for (uint32_t i = 0; i < count; i++) {
         jack_midi_event_t ev;
         if (jack_midi_event_get(&ev, buffer, i) != 0 || ignored(c, ev.buffer, ev.size)) continue;
-        in_header h = {cycle_s, (uint16_t)ev.size};
+        in_header h = {fc.start_s + ev.time * fc.frame_s, (uint16_t)ev.size};
         if (ev.size > MAX_MESSAGE || jack_ringbuffer_write_space(c->ring) < sizeof h + ev.size) {
             atomic_fetch_add(&c->dropped, 1);
             continue;
@@ -81,31 +99,75 @@ static void process_input(jm *c, void *buffer) {
     if (wrote) sem_post(&c->ready);
 }
 
-static void process_output(jm *c, void *buffer, jack_nframes_t nframes) {
-    jack_midi_clear_buffer(buffer);
-    uint16_t size;
-    char data[MAX_MESSAGE];
-    while (jack_ringbuffer_read_space(c->ring) >= sizeof size) {
-        jack_ringbuffer_peek(c->ring, (char *)&size, sizeof size);
-        if (jack_ringbuffer_read_space(c->ring) < sizeof size + size) break;
-        jack_ringbuffer_read_advance(c->ring, sizeof size);
-        jack_ringbuffer_read(c->ring, data, size);
-        if (jack_midi_event_write(buffer, 0, (const jack_midi_data_t *)data, size) != 0)
-            atomic_fetch_add(&c->dropped, 1); /* the port's buffer is full this cycle */
+/* Whether `later`, sent after `earlier`, must not go out before it (see the top). */
+static int follows(const pending_t *later, const pending_t *earlier) {
+    uint8_t a = later->data[0], b = earlier->data[0];
+    if (a >= 0xF0 || b >= 0xF0) return a >= 0xF0 && b >= 0xF0;
+    if ((a & 0x0F) != (b & 0x0F)) return 0;
+    int a_note = (a & 0xF0) <= 0xA0, b_note = (b & 0xF0) <= 0xA0; /* off, on, poly pressure */
+    if (a_note && b_note) return later->size > 1 && earlier->size > 1 && later->data[1] == earlier->data[1];
+    return 1;
+}
+
+/* Move what the sender handed over from the ring to the pending list, ordered by the rule. */
+static void take_handed_over(jm *c) {
+    out_header h;
+    while (c->npending < PENDING && jack_ringbuffer_read_space(c->ring) >= sizeof h) {
+        jack_ringbuffer_peek(c->ring, (char *)&h, sizeof h);
+        if (jack_ringbuffer_read_space(c->ring) < sizeof h + h.size) break;
+        jack_ringbuffer_read_advance(c->ring, sizeof h);
+        pending_t *p = &c->pending[c->npending];
+        jack_ringbuffer_read(c->ring, (char *)p->data, h.size);
+        p->size = h.size;
+        p->due = h.due;
+        for (uint32_t i = 0; i < c->npending; i++)
+            if (c->pending[i].due > p->due && follows(p, &c->pending[i])) p->due = c->pending[i].due;
+        c->npending++;
     }
-    (void)nframes;
+}
+
+static void process_output(jm *c, void *buffer, jack_nframes_t nframes, frame_clock fc) {
+    jack_midi_clear_buffer(buffer);
+    take_handed_over(c);
+    if (c->npending == 0) return;
+    int flush = atomic_load(&c->flush);
+    uint32_t order[PENDING], frame[PENDING], n = 0;
+    for (uint32_t i = 0; i < c->npending; i++) { /* due this cycle: by frame, then as sent */
+        jack_nframes_t f = frame_of(fc, c->pending[i].due, nframes);
+        if (f >= nframes && !flush) continue;
+        if (f >= nframes) f = nframes - 1;
+        uint32_t k = n++;
+        for (; k > 0 && frame[k - 1] > f; k--) {
+            order[k] = order[k - 1];
+            frame[k] = frame[k - 1];
+        }
+        order[k] = i;
+        frame[k] = f;
+    }
+    uint32_t written = 0;
+    for (; written < n; written++) {
+        const pending_t *p = &c->pending[order[written]];
+        if (jack_midi_event_write(buffer, frame[written], p->data, p->size) != 0) break; /* full: next cycle */
+        c->pending[order[written]].size = 0;
+    }
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < c->npending; i++)
+        if (c->pending[i].size > 0) c->pending[kept++] = c->pending[i];
+    c->npending = kept;
+    atomic_fetch_sub(&c->waiting, written);
 }
 
 static int process(jack_nframes_t nframes, void *arg) {
     jm *c = arg;
+    frame_clock fc = frame_clock_now(c->client); /* first: the cycle's frame 0 */
     atomic_fetch_add(&c->cycles, 1);
     jack_port_t *port = atomic_load(&c->port);
     if (port == NULL) return 0;
     void *buffer = jack_port_get_buffer(port, nframes);
     if (c->is_input)
-        process_input(c, buffer);
+        process_input(c, buffer, fc);
     else
-        process_output(c, buffer, nframes);
+        process_output(c, buffer, nframes, fc);
     return 0;
 }
 
@@ -176,14 +238,28 @@ int jm_disconnect(jm *c) {
     return port == NULL ? 0 : jack_port_disconnect(c->client, port);
 }
 
-/* Queue one message for the next cycle: 0, or -1 when the ring is full or it is too long. */
-int jm_send(jm *c, const uint8_t *data, int size) {
-    uint16_t n = (uint16_t)size;
-    if (size <= 0 || size > MAX_MESSAGE || jack_ringbuffer_write_space(c->ring) < sizeof n + n) return -1;
-    jack_ringbuffer_write(c->ring, (const char *)&n, sizeof n);
-    jack_ringbuffer_write(c->ring, (const char *)data, n);
+/* Hand one message over, due at `due_s` (CLOCK_MONOTONIC; 0 or past: the next cycle's start): 0,
+ * or -1 when the ring is full or it is too long. */
+int jm_send_at(jm *c, const uint8_t *data, int size, double due_s) {
+    out_header h = {due_s, (uint16_t)size};
+    if (size <= 0 || size > MAX_OUT || jack_ringbuffer_write_space(c->ring) < sizeof h + h.size) return -1;
+    atomic_fetch_add(&c->waiting, 1);
+    jack_ringbuffer_write(c->ring, (const char *)&h, sizeof h);
+    jack_ringbuffer_write(c->ring, (const char *)data, h.size);
     return 0;
 }
+
+int jm_send(jm *c, const uint8_t *data, int size) { return jm_send_at(c, data, size, 0.0); }
+
+/* How long before its due time a message must be handed over to go out at its frame: a period,
+ * and the sender's wake-up's margin. */
+double jm_lead_s(jm *c, double margin_s) {
+    jack_nframes_t rate = jack_get_sample_rate(c->client);
+    return (rate > 0 ? (double)jack_get_buffer_size(c->client) / rate : 0.0) + margin_s;
+}
+
+/* Messages handed over and not yet written. */
+unsigned jm_waiting(jm *c) { return atomic_load(&c->waiting); }
 
 /* The next received message: its size (copied into `data`, `*stamp` set), or 0 when none. */
 int jm_read(jm *c, uint8_t *data, int capacity, double *stamp) {
@@ -220,8 +296,15 @@ unsigned long jm_dropped(jm *c) { return atomic_load(&c->dropped); }
 
 int jm_shut_down(jm *c) { return atomic_load(&c->shut_down); }
 
-/* Deactivate (no callback runs after this returns), then close the client and free. */
+/* Write what waits (an output, a little while at most), deactivate (no callback runs after this
+ * returns), then close the client and free. */
 void jm_close(jm *c) {
+    if (c->active && !c->is_input && !atomic_load(&c->shut_down)) { /* what waits goes out first */
+        atomic_store(&c->flush, 1);
+        double deadline = now_s() + CLOSE_WAIT_S;
+        struct timespec ms = {0, 1000000};
+        while (atomic_load(&c->waiting) > 0 && now_s() < deadline) nanosleep(&ms, NULL);
+    }
     if (c->active) jack_deactivate(c->client);
     jack_client_close(c->client);
     jack_ringbuffer_free(c->ring);
