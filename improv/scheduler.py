@@ -3,9 +3,9 @@
 A heap of `Planned` ordered by (due time, order added), so a note's on precedes its off even at
 the same instant; one exception: a note-on yields to a note-off due within a microsecond that
 ends a note sounding now, so a voice ending as another starts never makes one too many sound.
-The thread waits on a `threading.Condition` until `spin_s` before the next due time (so `add`
-wakes it at once) and spins only that last fraction; deadlines are absolute seconds on the
-injected clock, so nothing drifts. A plan already due when added (a duet reaction, a thru echo)
+The thread waits on a `threading.Condition` until `spin_s` before the next due time (`add` wakes
+it only for an earlier one: a woken thread takes the GIL) and spins only that last fraction;
+deadlines are absolute seconds on the injected clock, so nothing drifts. A plan already due when added (a duet reaction, a thru echo)
 is sent by `add` itself, on the adding thread. Every send happens under the lock, so a cancel
 never races a note-on into a stuck note (why these choices, measured: docs/LIVE.md).
 
@@ -105,6 +105,7 @@ class Scheduler:
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._running = False
+        self._asleep_until = -math.inf  # the loop waits until then (-inf: it is not waiting)
 
     # ------------------------------------------------------------------ planning side
 
@@ -119,9 +120,11 @@ class Scheduler:
                     self._cancel(None if p.source == "*" else p.source, now, p.due_s)
                 else:
                     heapq.heappush(self._heap, (self.send_s(p.due_s, now), next(self._seq), p))
-            if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now() + self.out.lead_s():
+            lead = self.out.lead_s()
+            if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now() + lead:
                 self._send_due_guarded()
-            self._cond.notify()
+            if self._heap and self._heap[0][0] - lead < self._asleep_until:
+                self._cond.notify()  # only for an earlier wake-up: a thread woken for nothing takes the GIL
 
     def send_s(self, due_s: float, added_s: float) -> float:
         """When a plan due at `due_s`, added at `added_s`, goes out (see the module docstring)."""
@@ -210,10 +213,10 @@ class Scheduler:
             while self._running:
                 due = self._heap[0][0] - self.out.lead_s() if self._heap else None
                 wait = None if due is None else due - self.clock.now()
-                if wait is None:
-                    self._cond.wait()
-                elif wait > self.spin_s:
-                    self._cond.wait(wait - self.spin_s)
+                if wait is None or wait > self.spin_s:
+                    self._asleep_until = math.inf if due is None else due - self.spin_s
+                    self._cond.wait(None if wait is None else wait - self.spin_s)
+                    self._asleep_until = -math.inf
                 else:
                     while self.clock.now() < due:  # the last fraction of a millisecond
                         pass

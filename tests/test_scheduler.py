@@ -248,3 +248,24 @@ def test_a_cancelled_note_already_handed_over_gets_its_off_at_once():
     released = s.cancel("response", after_s=0.9995)
     assert [m.type for m in released] == ["note_off"] and [m.type for _, m in port.sent] == ["note_off"]
     assert s.pending() == 0  # (the port keeps the off behind its on: tests/test_jack_midi.py)
+
+
+def test_the_thread_is_woken_only_for_an_earlier_send():
+    """A plan already due is sent by `add` itself; waking the sending thread for it as well would
+    have it take the GIL from the engine between the thru echo and the reaction."""
+    clock = MonotonicClock()
+    _, port, s = rig(clock)
+    s.start()
+    try:
+        s.add([on(clock.now() + 10.0, 60)])
+        time.sleep(0.05)  # the thread waits for it
+        woken = []
+        notify = s._cond.notify
+        s._cond.notify = lambda *a: (woken.append(1), notify(*a))
+        for pitch in (61, 62, 63):
+            s.add([on(clock.now(), pitch)])  # a reaction: sent at once, on this thread
+        assert len(port.sent) == 3 and woken == []
+        s.add([on(clock.now() + 5.0, 64)])  # earlier than what the thread waits for
+        assert woken == [1]
+    finally:
+        s.stop()
