@@ -61,15 +61,8 @@ static int process(jack_nframes_t nframes, void *arg) {
     uint32_t order[PENDING], frame[PENDING], n = 0;
     for (uint32_t i = 0; i < npending; i++) { /* due this cycle: by frame, then as handed over */
         jack_nframes_t f = frame_of(fc, pending[i].due_s, nframes);
-        if (f >= nframes)
-            continue;
-        uint32_t k = n++;
-        for (; k > 0 && frame[k - 1] > f; k--) {
-            order[k] = order[k - 1];
-            frame[k] = frame[k - 1];
-        }
-        order[k] = i;
-        frame[k] = f;
+        if (f < nframes)
+            n = by_frame(order, frame, n, i, f);
     }
     uint32_t written = 0;
     for (; written < n; written++) {

@@ -41,4 +41,16 @@ static inline jack_nframes_t frame_of(frame_clock fc, double t_s, jack_nframes_t
     if (k >= nframes) return nframes;
     return (jack_nframes_t)k;
 }
+/* Add message `index`, written at `frame`, to this cycle's list (`order`, `frames`: `n` long, by
+ * frame and then as handed over, as jack_midi_event_write wants them); returns the new length. */
+static inline uint32_t by_frame(uint32_t *order, uint32_t *frames, uint32_t n, uint32_t index, jack_nframes_t frame) {
+    uint32_t k = n;
+    for (; k > 0 && frames[k - 1] > frame; k--) {
+        order[k] = order[k - 1];
+        frames[k] = frames[k - 1];
+    }
+    order[k] = index;
+    frames[k] = frame;
+    return n + 1;
+}
 #endif

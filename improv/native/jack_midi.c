@@ -135,14 +135,7 @@ static void process_output(jm *c, void *buffer, jack_nframes_t nframes, frame_cl
     for (uint32_t i = 0; i < c->npending; i++) { /* due this cycle: by frame, then as sent */
         jack_nframes_t f = frame_of(fc, c->pending[i].due, nframes);
         if (f >= nframes && !flush) continue;
-        if (f >= nframes) f = nframes - 1;
-        uint32_t k = n++;
-        for (; k > 0 && frame[k - 1] > f; k--) {
-            order[k] = order[k - 1];
-            frame[k] = frame[k - 1];
-        }
-        order[k] = i;
-        frame[k] = f;
+        n = by_frame(order, frame, n, i, f < nframes ? f : nframes - 1);
     }
     uint32_t written = 0;
     for (; written < n; written++) {
