@@ -155,8 +155,7 @@ class Scheduler:
             return sent
 
     def next_due_s(self) -> float | None:
-        """When the next plan goes to the port: its send time (`lead_s` before the plan's due
-        time), and the port's own lead before that."""
+        """When the next plan goes to the port: its send time less the port's own lead."""
         with self._cond:
             return self._heap[0][0] - self.out.lead_s() if self._heap else None
 
@@ -172,8 +171,7 @@ class Scheduler:
     # ------------------------------------------------------------------ sending side
 
     def run_pending(self, now_s: float | None = None) -> list[mido.Message]:
-        """Send everything due at or before `now_s` (and the port's lead; tests and the demo drive
-        this by hand)."""
+        """Send everything due by `now_s`, the port's lead ahead (tests and the demo drive this by hand)."""
         with self._cond:
             return self._send_due(self.clock.now() if now_s is None else now_s, stamp=now_s is None)
 
