@@ -52,7 +52,6 @@ def _load() -> Any:
             "jm_free": (None, [p]),
             "jm_connect": (ctypes.c_int, [p, c]),
             "jm_disconnect": (ctypes.c_int, [p]),
-            "jm_send": (ctypes.c_int, [p, c, ctypes.c_int]),
             "jm_send_at": (ctypes.c_int, [p, c, ctypes.c_int, ctypes.c_double]),
             "jm_lead_s": (ctypes.c_double, [p, ctypes.c_double]),
             "jm_waiting": (ctypes.c_uint, [p]),

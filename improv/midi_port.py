@@ -52,17 +52,12 @@ class OpenPort:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # send vs reconnect
 
     def send(self, msg: Any) -> None:
-        """Send a mido.Message (what `improv.midi_out.MidiOut` calls); raises on port errors."""
-        data = msg.bytes()
-        with self._lock:
-            if self.closed:
-                raise MidiPortError(f"MIDI port {self.own_name or self.name!r} is closed")
-            self.rt.send_message(data)
-            self.sent += 1
+        """Send a mido.Message now (what `improv.midi_out.MidiOut` calls); raises on port errors."""
+        self.send_at(msg, 0.0)
 
     def send_at(self, msg: Any, due_s: float) -> None:
         """Send at `due_s` where the client can (improv's JACK client: at that frame, handed over
-        `lead_s()` ahead); elsewhere now."""
+        `lead_s()` ahead; 0: now); elsewhere now. Raises on port errors."""
         data = msg.bytes()
         with self._lock:
             if self.closed:

@@ -122,7 +122,7 @@ class Scheduler:
                     heapq.heappush(self._heap, (self.send_s(p.due_s, now), next(self._seq), p))
             lead = self.out.lead_s()
             if self._thread is not None and self._heap and self._heap[0][0] <= self.clock.now() + lead:
-                self._send_due_guarded()
+                self._send_due_guarded(lead)
             if self._heap and self._heap[0][0] - lead < self._asleep_until:
                 self._cond.notify()  # only for an earlier wake-up: a thread woken for nothing takes the GIL
 
@@ -173,7 +173,7 @@ class Scheduler:
     def run_pending(self, now_s: float | None = None) -> list[mido.Message]:
         """Send everything due by `now_s`, the port's lead ahead (tests and the demo drive this by hand)."""
         with self._cond:
-            return self._send_due(self.clock.now() if now_s is None else now_s, stamp=now_s is None)
+            return self._send_due(self.clock.now() if now_s is None else now_s, now_s is None, self.out.lead_s())
 
     def start(self) -> None:
         if self._thread is not None:
@@ -209,7 +209,8 @@ class Scheduler:
     def _loop(self) -> None:
         with self._cond:
             while self._running:
-                due = self._heap[0][0] - self.out.lead_s() if self._heap else None
+                lead = self.out.lead_s()
+                due = self._heap[0][0] - lead if self._heap else None
                 wait = None if due is None else due - self.clock.now()
                 if wait is None or wait > self.spin_s:
                     self._asleep_until = math.inf if due is None else due - self.spin_s
@@ -218,19 +219,18 @@ class Scheduler:
                 else:
                     while self.clock.now() < due:  # the last fraction of a millisecond
                         pass
-                    self._send_due_guarded()
+                    self._send_due_guarded(lead)
 
-    def _send_due_guarded(self) -> None:
+    def _send_due_guarded(self, lead: float) -> None:
         try:
-            self._send_due(self.clock.now(), stamp=True)
+            self._send_due(self.clock.now(), True, lead)
         except Exception:  # noqa: BLE001 - keep sending; a bug here must not leave notes on
             log.exception("scheduler send failed")
 
-    def _send_due(self, now: float, stamp: bool) -> list[mido.Message]:
+    def _send_due(self, now: float, stamp: bool, lead: float) -> list[mido.Message]:
         """Send what is due by `now`, the port's lead ahead; a sample-accurate port's record
         says when it goes out (its send time, or now if late)."""
         sent: list[mido.Message] = []
-        lead = self.out.lead_s()
         while self._heap and self._heap[0][0] <= now + lead:
             send_s, p = self._pop_next()
             actual = self.clock.now() if stamp else now

@@ -242,8 +242,6 @@ int jm_send_at(jm *c, const uint8_t *data, int size, double due_s) {
     return 0;
 }
 
-int jm_send(jm *c, const uint8_t *data, int size) { return jm_send_at(c, data, size, 0.0); }
-
 /* How long before its due time a message must be handed over to go out at its frame: a period,
  * and the sender's wake-up's margin. */
 double jm_lead_s(jm *c, double margin_s) {
