@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: demo test setup setup-dev bench clean
 
-$(VENV)/.runtime: pyproject.toml setup.py improv/native/jack_midi.c improv/native/jack_api.h
+$(VENV)/.runtime: pyproject.toml setup.py $(wildcard improv/native/*.c improv/native/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@

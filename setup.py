@@ -11,7 +11,7 @@ if sys.platform.startswith("linux"):
     ext_modules.append(Extension(
         "improv._jack_midi",
         sources=["improv/native/jack_midi.c"],
-        depends=["improv/native/jack_api.h", "improv/native/jack_frames.h"],
+        depends=["improv/native/jack_api.h", "improv/native/jack_frames.h", "improv/native/jack_reflex.h"],
         extra_compile_args=["-O2", "-std=gnu11"],
         extra_link_args=["-l:libjack.so.0"],
         optional=True,

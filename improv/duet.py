@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from improv.clock import BeatTimeline
 from improv.context import Dialogue
@@ -36,6 +37,9 @@ from improv.phrase import GenEvent, PhraseGenerator
 from improv.reaction import Reaction
 from improv.replan_guard import ReplanGuard
 from improv.scheduler import Planned
+
+if TYPE_CHECKING:
+    from improv.reflex import Reflexed
 
 log = logging.getLogger(__name__)
 
@@ -82,27 +86,30 @@ class Duet:
     def after_note_on(self, ev: NoteOn) -> None:
         self.armed = True
 
-    def react(self, ev: NoteOn, ready: bool = False) -> list[Planned]:
+    def react(self, ev: NoteOn, ready: bool = False, reflexed: Reflexed | None = None) -> list[Planned]:
         """The player's note-on `ev`: one note due at its instant (see the module doc). With
         `ready`, before its re-plan and nothing else heard since the last tick: from the table
-        `prepare` left, if any. Else after its re-plan (`replan`), which the engine asks only if
-        the table gave none: chosen at the note."""
-        if not self.listener.settings.mode.duet_react:
+        `prepare` left, if any, or the note the reflex drew from it and played already
+        (`reflexed`, `improv.reflex`: taken whatever the settings say now). Else after its re-plan
+        (`replan`), which the engine asks only if the table gave none: chosen at the note."""
+        if not self.listener.settings.mode.duet_react and reflexed is None:
             return []
         if ready:
             self.listener.now = max(self.listener.now, ev.t_s)
-            return self._react_ready(ev)
+            return self._react_ready(ev, reflexed)
         if ev.pitch not in self.listener.held:
             return []
         return self._react(self.listener.now, ev.pitch, ev.velocity)
 
-    def _react_ready(self, ev: NoteOn) -> list[Planned]:
-        pitch = self.reaction.draw_ready(ev.pitch)
+    def _react_ready(self, ev: NoteOn, reflexed: Reflexed | None) -> list[Planned]:
+        pitch = self.reaction.draw_ready(ev.pitch) if reflexed is None else reflexed.pitch
         if pitch is None:
             return []
         now_s = self.listener.now
         self.prepared_reactions += 1
         beats, victim = self.clock.beats_at(now_s), self._ready_victim
+        if reflexed is not None:  # (a tick since may have prepared another)
+            victim = next((v for v in self.part.voices if v.pitch == reflexed.victim and v.on_s is not None), None)
         plans = []
         if victim is not None and (victim.off_beats is None or victim.off_beats > beats + 1e-9):
             plans.append(self._let_go(victim, beats, now_s))  # still sounding: it lets go, as prepared
@@ -123,6 +130,10 @@ class Duet:
                    self.performer.sampler.temperature, id(self.facts), id(self._ready_victim))
         self.reaction.prepare(context.mixed_logits, rules, tuple(sorted(self.listener.held)), tuple(sorted(avoid)),
                               together, version)
+        victim = self._ready_victim
+        until = math.inf if victim is None or victim.off_beats is None else self.clock.time_at(victim.off_beats)
+        self.reaction.arm(REACT_VELOCITY_SCALE, self.listener.settings.output.input_channel, self._channel,
+                          -1 if victim is None else victim.pitch, until)
 
     # ------------------------------------------------------------------ time
 
@@ -226,11 +237,12 @@ class Duet:
         self.reactions += 1
         return self.part.sound(pitch, velocity, beats, now_s)
 
-    def heard_something(self) -> None:
-        """An event or a tick begins: the reactions sent join the dialogue, and the table
-        prepared for what held before is stale."""
+    def heard_something(self, tick: bool = False) -> None:
+        """An event or a `tick` begins: the reactions sent join the dialogue, and the table
+        prepared for what held before is stale (the reflex keeps it through a tick, to answer a
+        note-on that comes meanwhile: `Reaction.invalidate`)."""
         self.hear_reactions()
-        self.reaction.invalidate()
+        self.reaction.invalidate(disarm=not tick)
 
     def hear_reactions(self) -> None:
         """The reactions sent since the last call join the dialogue (queued for the context: the

@@ -30,6 +30,7 @@ from improv.events import ClockTick, Continue, MidiParser, NoteOn, SongPosition,
 from improv.improviser import Improviser
 from improv.memory import SessionMemory
 from improv.midi_out import MidiOut, Port
+from improv.reflex import Reflex, Reflexed
 from improv.parts import LOOKAHEAD_S
 from improv.scheduler import Planned, Scheduler
 from improv.settings import Settings, TimeSettings
@@ -85,7 +86,7 @@ class Metronome:
 class Engine:
     def __init__(self, model, settings: Settings, clock: Clock, out: Port, *,
                  rng: np.random.Generator | None = None, memory: SessionMemory | None = None,
-                 more_models: Sequence = ()) -> None:
+                 more_models: Sequence = (), reflex: Reflex | None = None) -> None:
         self.settings = settings
         self.clock = clock
         now = clock.now()
@@ -96,6 +97,7 @@ class Engine:
         self.improviser = Improviser(model, settings, self.beat_clock, rng=rng, memory=memory,
                                      more_models=more_models)
         self.improviser.duet.guard.lead_s += self.out.lead_s()  # what a sample-accurate port holds is out of reach
+        self.reflex = self.improviser.duet.reaction.reflex = reflex  # the duet's reaction in the JACK cycle
         self.parser = MidiParser()
         self.metronome = Metronome(t, settings.mode.beats_per_bar) if t.metronome else None
         self.clock_sender = ClockSender(t.bpm, now) if t.send_clock else None
@@ -128,7 +130,8 @@ class Engine:
         the scheduler before this returns, none waiting for a model step: the thru echo, the duet's
         reaction (due at the event's time) from the table the last tick prepared, a re-plan's cut,
         and the reaction computed at the note if there was no table; the session memory learns the
-        event after them."""
+        event after them. What the reflex played for a note-on (`improv.reflex`) is taken as sent,
+        and released if nothing adopts it."""
         for ev in self.improviser.listener.admit(event):
             if self.player_tap is not None:
                 self.player_tap(ev)
@@ -138,8 +141,9 @@ class Engine:
             if isinstance(ev, NoteOn):
                 self.notes_in += 1  # every note-on that arrived; the improviser applies the channel filter
             self._add(self._guard(self.improviser.echo, ev))
-            reaction = self._guard(self.improviser.react, ev, True)
-            self._add(reaction)
+            reflexed = self._reflexed(ev)
+            reaction = self._guard(self.improviser.react, ev, True, reflexed)
+            self._add(reaction if reflexed is None else [] if reaction else [reflexed.release(ev.t_s)])
             self._add(self._guard(self.improviser.on_event, ev))
             if not reaction:  # no table to answer it from: chosen now, after the re-plan's cut
                 self._add(self._guard(self.improviser.react, ev))
@@ -167,6 +171,8 @@ class Engine:
 
     def tick(self, now_s: float | None = None) -> None:
         now = self.clock.now() if now_s is None else now_s
+        if self.reflex is not None:
+            self.reflex.release_stale(self.scheduler, now)
         self._check_clock(now)
         steps, t0 = self.improviser.model.steps, self.clock.now()
         plans = self._guard(self.improviser.on_tick, now)
@@ -174,8 +180,7 @@ class Engine:
         plans += self._periodic(now)
         self._add(plans)
         self._guard(self.improviser.learn)
-        if self.improviser.responses != self._answers_logged:
-            self._log_answers()
+        self._answers_logged = log_answers(self.improviser, self._answers_logged)
         if not self._threaded:
             self.scheduler.run_pending(now)
 
@@ -239,6 +244,8 @@ class Engine:
         self._closed = True
         self.improviser.switch.stop()
         now = self.clock.now()
+        if self.reflex is not None:  # what it played and nobody took: the panic below releases it
+            self.reflex.close(self.scheduler)
         try:
             self.scheduler.add(self.improviser.all_off(now))
         finally:
@@ -285,14 +292,11 @@ class Engine:
                         "again when it comes back", follower.lost_after_s)
             self._add(self.improviser.all_off(now, thru=False))
 
-    def _log_answers(self) -> None:
-        imp = self.improviser
-        new = list(imp.answers)[-min(imp.responses - self._answers_logged, len(imp.answers)):]
-        for i, a in enumerate(new, start=imp.responses - len(new) + 1):
-            origin = "none" if a.grid_origin_s is None else f"{a.grid_origin_s:.6f} s"
-            log.info("answer %d: grid origin %s, phrase end %.6f s, starts %.6f s (beat %g), model %s",
-                     i, origin, a.phrase_end_s, a.start_s, a.start_beats, a.model)
-        self._answers_logged = imp.responses
+    def _reflexed(self, ev) -> Reflexed | None:
+        """What the reflex played for note-on `ev`, taken as sent (None: nothing, or no reflex)."""
+        if self.reflex is None or not isinstance(ev, NoteOn):
+            return None
+        return self.reflex.take(ev.t_s, ev.pitch, self.scheduler)
 
     def _periodic(self, now: float) -> list[Planned]:
         plans: list[Planned] = []
@@ -319,6 +323,16 @@ class Engine:
             self.scheduler.panic()
             raise ModelError(f"the model failed while playing ({type(err).__name__}: {err}); "
                              "all notes were released, check the model with `improv eval`") from err
+
+
+def log_answers(imp: Improviser, logged: int) -> int:
+    """Log the answers begun since the first `logged` (one line each); returns how many now."""
+    new = list(imp.answers)[-min(imp.responses - logged, len(imp.answers)):] if imp.responses != logged else []
+    for i, a in enumerate(new, start=imp.responses - len(new) + 1):
+        origin = "none" if a.grid_origin_s is None else f"{a.grid_origin_s:.6f} s"
+        log.info("answer %d: grid origin %s, phrase end %.6f s, starts %.6f s (beat %g), model %s",
+                 i, origin, a.phrase_end_s, a.start_s, a.start_beats, a.model)
+    return imp.responses
 
 
 def _q(values: list[float], q: float) -> float | None:

@@ -150,12 +150,12 @@ class Improviser:
             self.select_model(event.program)
         return []
 
-    def react(self, event, ready: bool = False) -> list[Planned]:
+    def react(self, event, ready: bool = False, reflexed=None) -> list[Planned]:
         """Duet: a player's note-on gets one note due at its instant (`Duet.react`), `ready`
-        (before `on_event`) or not (after)."""
+        (before `on_event`) or not (after); `reflexed`: the one the reflex played (`improv.reflex`)."""
         if self.mode != "duet" or not isinstance(event, NoteOn) or not self.listens_to(event.channel):
             return []
-        return self.duet.react(event, ready)
+        return self.duet.react(event, ready, reflexed)
 
     def _player_on(self, ev: NoteOn) -> list[Planned]:
         now = self.listener.now
@@ -255,7 +255,7 @@ class Improviser:
     def on_tick(self, now_s: float) -> list[Planned]:
         self.listener.now = max(self.listener.now, now_s)
         now = self.listener.now
-        self.duet.heard_something()
+        self.duet.heard_something(tick=True)
         primed = self.switch.poll()
         plans = self._take_over(primed, now) if primed is not None else []
         self.dialogue.heard_until(self.clock.beats_at(now))

@@ -17,6 +17,7 @@ builds it where there is a C compiler and libjack.so.0; elsewhere improv stays o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import importlib.util
@@ -63,6 +64,12 @@ def _load() -> Any:
             "jm_dropped": (ctypes.c_ulong, [p]),
             "jm_shut_down": (ctypes.c_int, [p]),
             "jm_close": (None, [p]),
+            "jm_reflex_link": (ctypes.c_int, [p, p]),
+            "jm_reflex_arm": (None, [p, p]),
+            "jm_reflex_disarm": (None, []),
+            "jm_reflex_fired": (ctypes.c_int, [p]),
+            "jm_reflex_peek": (ctypes.c_int, [p]),
+            "jm_reads": (ctypes.c_ulong, [p]),
         }
         for name, (restype, argtypes) in sigs.items():
             fn = getattr(lib, name)
@@ -251,6 +258,27 @@ class JackMidiClient:
 
     def client_name(self) -> str:
         return self._call(lambda h: self._lib.jm_client_name(h).decode(), closed="")
+
+    # ------------------------------------------------------------------ the duet's reflex (improv.reflex)
+
+    def reflex_link(self, output: JackMidiClient | None) -> int:
+        """This input's note-ons answered through `output` (None: by nobody) from now on; on a
+        realtime server JACK runs `output` after this client in each cycle (a connection between
+        their "reflex" ports). 1: so ordered; 0: not (a non-realtime server: the answer leaves a
+        cycle later); -1: the connection failed."""
+        with self._lock, output._lock if output is not None else contextlib.nullcontext():
+            if self._handle is None or output is not None and output._handle is None:
+                return -1
+            return int(self._lib.jm_reflex_link(self._handle, output._handle if output is not None else None))
+
+    def reflex_arm(self, table: Any) -> None:
+        """Arm the reflex with `table` (a ctypes structure; None: the one armed last) for the next
+        note-on after the messages read so far."""
+        self._call(lambda h: self._lib.jm_reflex_arm(h, None if table is None else ctypes.byref(table)))
+
+    def reads(self) -> int:
+        """Messages `read` has taken from the ring (the reflex's count)."""
+        return int(self._call(self._lib.jm_reads, closed=0))
 
     def _register(self, name: str) -> None:
         result = self._call(lambda h: self._lib.jm_register(h, name.encode()), closed=-1)

@@ -96,20 +96,24 @@ class MidiOut:
         """How far ahead of their due time the port wants sends (0: it has no due times)."""
         return self._lead() if self._lead is not None else 0.0
 
-    def note_on(self, pitch: int, velocity: int, channel: int | None = None, at_s: float = 0.0) -> list[mido.Message]:
+    def note_on(self, pitch: int, velocity: int, channel: int | None = None, at_s: float = 0.0,
+                send: bool = True) -> list[mido.Message]:
+        """(`send` False: another sender sent it, the duet's reflex; tracked all the same.)"""
         ch = self.channel_default if channel is None else channel
         sent = []
-        if self.tracker.on(ch, pitch):
+        if self.tracker.on(ch, pitch) and send:
             sent.append(self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0), at_s))
-        sent.append(self._send(mido.Message("note_on", channel=ch, note=pitch, velocity=max(1, min(127, velocity))),
-                               at_s))
+        msg = mido.Message("note_on", channel=ch, note=pitch, velocity=max(1, min(127, velocity)))
+        sent.append(self._send(msg, at_s) if send else msg)
         return sent
 
-    def note_off(self, pitch: int, channel: int | None = None, at_s: float = 0.0) -> list[mido.Message]:
+    def note_off(self, pitch: int, channel: int | None = None, at_s: float = 0.0,
+                 send: bool = True) -> list[mido.Message]:
         ch = self.channel_default if channel is None else channel
         if not self.tracker.off(ch, pitch):
             return []
-        return [self._send(mido.Message("note_off", channel=ch, note=pitch, velocity=0), at_s)]
+        msg = mido.Message("note_off", channel=ch, note=pitch, velocity=0)
+        return [self._send(msg, at_s) if send else msg]
 
     def release(self, pitch: int, channel: int | None = None) -> list[mido.Message]:
         """Silence a pitch now, whoever holds it (all holders let go)."""

@@ -7,8 +7,9 @@ key; else any note the mask allows), so the model picks, of the notes it expects
 sounds with the player's (`improv.consonance`). `choose` does all of that at the note. `prepare`,
 between events, does the masks, the softmax, the nucleus and the cumulative weights ahead for
 each of the 12 pitch classes a key may strike; the note-on then costs one uniform draw and one
-search (`draw_ready`). Another event or a tick since makes the table stale (`invalidate`), and
-the note takes the slow way.
+search (`draw_ready`), or on JACK none at all (`arm`: the reflex draws from the same table in
+the JACK cycle, `improv.reflex`). Another event or a tick since makes the table stale (`invalidate`),
+and the note takes the slow way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Reaction:
     def __init__(self, performer) -> None:
         self.performer = performer
         self.ready = False  # `draw_ready` may answer the next note-on
+        self.tables = 0  # tables prepared so far (a new one each time something changed)
+        self.reflex = None  # improv.reflex.Reflex where there is one (improv's JACK clients)
         self._key: tuple | None = None  # what the table was prepared from
         self._facts, self._size = None, -1
         self._fit()
@@ -46,8 +49,27 @@ class Reaction:
         self._key = None
         self.ready = False
 
-    def invalidate(self) -> None:
+    def invalidate(self, disarm: bool = True) -> None:
+        """The table is stale; the reflex's too, unless `disarm` is False: a tick, whose few
+        milliseconds a note-on is better answered at once from the table before it than after
+        it from the one after it (`prepare` replaces the table the reflex holds at its end)."""
         self.ready = False
+        if self.reflex is not None and disarm:
+            self.reflex.disarm()
+
+    def arm(self, velocity_scale: float, input_channel: int | None, channel: int, victim: int,
+            victim_until_s: float) -> None:
+        """With a reflex (`improv.reflex`, on JACK): the table `prepare` left is drawn from in the
+        JACK cycle of the next note-on (on `input_channel`, 1..16 or None: any), answered on
+        `channel` at the player's velocity x `velocity_scale`, after letting `victim` go (-1: none)
+        if the note-on comes before `victim_until_s`."""
+        if self.reflex is None:
+            return
+        if not self.ready:
+            self.reflex.disarm()
+            return
+        listen = None if input_channel is None else input_channel - 1
+        self.reflex.arm(self, velocity_scale, listen, channel, victim, victim_until_s, self.performer.sampler.rng)
 
     def choose(self, logits: np.ndarray, rules: MaskRules, held: Collection[int], avoid: Collection[int],
                together: int, struck: int) -> int | None:
@@ -75,7 +97,13 @@ class Reaction:
             return
         self._consonant_rows(mask, held)
         np.cumsum(self._rows * self._weights, axis=1, out=self._cum)
+        self.tables += 1
         self.ready = True
+
+    def table(self) -> tuple[np.ndarray, object]:
+        """The prepared table as `draw_ready` searches it: ((12, V) cumulative weights, row c for a
+        key of pitch class c struck; the token facts)."""
+        return self._cum, self._facts
 
     def draw_ready(self, struck: int) -> int | None:
         """The note for key `struck` from the prepared table (spent by this call), or None: the

@@ -84,6 +84,16 @@ class TimingStats:
     max_ms: float
 
 
+def timing_stats(records: list[SendRecord], dropped: int, late_ms: float) -> TimingStats:
+    """Lateness of the sends `records` (ms, none counted early) and how many came `late_ms` late."""
+    lateness = sorted(max(0.0, (r.actual_s - r.planned_s) * 1000) for r in records)
+    if not lateness:
+        return TimingStats(0, 0, dropped, 0.0, 0.0, 0.0)
+    pick = lambda q: lateness[min(len(lateness) - 1, int(q * len(lateness)))]  # noqa: E731
+    late = sum(1 for x in lateness if x > late_ms)
+    return TimingStats(len(lateness), late, dropped, pick(0.5), pick(0.99), lateness[-1])
+
+
 SAME_INSTANT_S = 1e-6  # plans this close are simultaneous (float rounding of beats -> seconds)
 
 
@@ -163,10 +173,12 @@ class Scheduler:
         with self._cond:
             return sum(1 for *_, p in self._heap if source is None or p.source == source)
 
-    def sounding(self, source: str) -> list[tuple[int, int]]:
-        """(channel, pitch) this source holds now."""
+    def sent_elsewhere(self, planned: Iterable[Planned], at_s: float) -> None:
+        """Plans another sender sent at `at_s` (the duet's reflex, `improv.reflex`): held,
+        tracked and recorded as if sent here."""
         with self._cond:
-            return [(ch, pitch) for _, ch, pitch in self._holds.get(source, [])]
+            for p in planned:
+                self._record(at_s, at_s, self._send_one(p, at_s, send=False), p.source)
 
     # ------------------------------------------------------------------ sending side
 
@@ -199,12 +211,7 @@ class Scheduler:
         self._thread = None
 
     def stats(self, late_ms: float = 1.0) -> TimingStats:
-        lateness = sorted(max(0.0, (r.actual_s - r.planned_s) * 1000) for r in list(self.records))
-        if not lateness:
-            return TimingStats(0, 0, self.dropped, 0.0, 0.0, 0.0)
-        pick = lambda q: lateness[min(len(lateness) - 1, int(q * len(lateness)))]  # noqa: E731
-        late = sum(1 for x in lateness if x > late_ms)
-        return TimingStats(len(lateness), late, self.dropped, pick(0.5), pick(0.99), lateness[-1])
+        return timing_stats(list(self.records), self.dropped, late_ms)
 
     def _loop(self) -> None:
         with self._cond:
@@ -271,15 +278,15 @@ class Scheduler:
                     log.exception("send record hook failed; no longer calling it")
                     self.on_record = None
 
-    def _send_one(self, p: Planned, send_s: float) -> list[mido.Message]:
+    def _send_one(self, p: Planned, send_s: float, send: bool = True) -> list[mido.Message]:
         if p.kind == "on":
             self._holds.setdefault(p.source, []).append((p.due_s, p.channel, p.pitch))
             self.notes_sent += 1
-            return self.out.note_on(p.pitch, p.velocity, p.channel, at_s=send_s)
+            return self.out.note_on(p.pitch, p.velocity, p.channel, at_s=send_s, send=send)
         if p.kind == "off":
             if not self._unhold(p.source, p.channel, p.pitch):
                 return []  # this source does not hold it (its note-on was dropped or cancelled)
-            return self.out.note_off(p.pitch, p.channel, at_s=send_s)
+            return self.out.note_off(p.pitch, p.channel, at_s=send_s, send=send)
         if p.kind in _REALTIME:
             return self.out.realtime(p.kind, at_s=send_s)
         log.warning("unknown plan kind %r ignored", p.kind)

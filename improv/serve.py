@@ -155,6 +155,7 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
     from improv.output_watch import OutputWatch
     from improv.port_watch import PortWatch
     from improv.record import Take
+    from improv.reflex import Reflex
     from improv.view import make_view
 
     start_s, backend = options.start_s, options.backend
@@ -169,7 +170,7 @@ def _serve(step_models: list[Any], settings: Any, options: ServeOptions, stop: t
                 out_watch.check_start()
         midi_in = MidiInput(in_port.rt)
         engine = Engine(step_models[0], settings, MonotonicClock(), out_port, memory=memory,
-                        more_models=step_models[1:])
+                        more_models=step_models[1:], reflex=Reflex.between(in_port.rt, out_port))
         log.info("start-up: engine built at %.3f s", process_age_s(start_s))
         daemon = Daemon(engine, midi_in, take=Take() if options.record else None, in_name=in_port.name,
                         out_name=out_port.name, backend=backend, model_name=step_models[0].name)

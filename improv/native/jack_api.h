@@ -38,6 +38,7 @@ void *jack_port_get_buffer(jack_port_t *, jack_nframes_t);
 jack_nframes_t jack_last_frame_time(const jack_client_t *);
 jack_nframes_t jack_get_sample_rate(jack_client_t *);
 jack_nframes_t jack_get_buffer_size(jack_client_t *);
+int jack_is_realtime(jack_client_t *);
 int jack_connect(jack_client_t *, const char *source, const char *destination);
 int jack_port_disconnect(jack_client_t *, jack_port_t *);
 const char **jack_get_ports(jack_client_t *, const char *name_pattern, const char *type_pattern,

@@ -13,7 +13,8 @@
  * on), any message of its channel for a channel-wide one (All Notes Off, sustain), or another
  * system message. Closing writes what waits, then deactivates the client, so no callback runs
  * while the port goes away. A cycle counter shows whether JACK runs the client at all (a client
- * the server never runs hears and sends nothing).
+ * the server never runs hears and sends nothing). The duet's reflex (jack_reflex.h) answers a
+ * note-on from the input's callback through the output's.
  *
  * Built by setup.py as improv._jack_midi against libjack.so.0 (no -dev headers needed), loaded
  * with ctypes by improv/jack_midi.py; importing it as a module gives an empty one.
@@ -30,12 +31,14 @@
 
 #include "jack_api.h"
 #include "jack_frames.h"
+#include "jack_reflex.h"
 
 #define RING_BYTES 65536
 #define MAX_MESSAGE 1024 /* longer messages (a sysex dump) are dropped and counted */
 #define MAX_OUT 16        /* an output's longest message (improv sends notes, CCs, clock) */
 #define PENDING 1024      /* an output's messages handed over and not yet due */
 #define CLOSE_WAIT_S 0.2  /* closing waits this long at most for what is handed over to go out */
+#define REFLEX_STALE_S 0.1 /* a reflex note this late is dropped (see take_handed_over) */
 
 typedef struct {
     double stamp;
@@ -66,6 +69,8 @@ typedef struct jm {
     atomic_int ignore; /* input: bit 0 sysex, bit 1 timing (clock), bit 2 active sensing */
     atomic_int flush;  /* output, closing: write everything handed over, due or not */
     atomic_uint waiting; /* output: messages handed over and not yet written */
+    atomic_ulong seen, read; /* input: messages put in the ring, and read from it (the reflex's count) */
+    jack_port_t *_Atomic order; /* the reflex's "reflex" port: an input's out, an output's in (jm_reflex_link) */
     pending_t pending[PENDING]; /* output: the process thread's own */
     uint32_t npending;
 } jm;
@@ -92,8 +97,11 @@ static void process_input(jm *c, void *buffer, frame_clock fc) {
             atomic_fetch_add(&c->dropped, 1);
             continue;
         }
+        unsigned long seen = atomic_load(&c->seen);
+        reflex_hear(c, seen, ev.buffer, ev.size, h.stamp); /* its record before the message */
         jack_ringbuffer_write(c->ring, (const char *)&h, sizeof h);
         jack_ringbuffer_write(c->ring, (const char *)ev.buffer, ev.size);
+        atomic_store(&c->seen, seen + 1);
         wrote = 1;
     }
     if (wrote) sem_post(&c->ready);
@@ -109,26 +117,41 @@ static int follows(const pending_t *later, const pending_t *earlier) {
     return 1;
 }
 
-/* Move what the sender handed over from the ring to the pending list, ordered by the rule. */
-static void take_handed_over(jm *c) {
+/* The message just copied to the end of the pending list joins it, after those it must follow. */
+static void add_pending(jm *c, uint16_t size, double due) {
+    pending_t *p = &c->pending[c->npending];
+    p->size = size;
+    p->due = due;
+    for (uint32_t i = 0; i < c->npending; i++)
+        if (c->pending[i].due > p->due && follows(p, &c->pending[i])) p->due = c->pending[i].due;
+    c->npending++;
+}
+
+/* Move what the reflex played (jack_reflex.h), then what the sender handed over, from their rings
+ * to the pending list: the reflex's notes answer a note the engine had not read, so nothing the
+ * engine handed over since can be meant to precede them. A reflex note left from before this
+ * output was linked (the engine has taken it as sent and may have ended it since) is dropped. */
+static void take_handed_over(jm *c, double now) {
+    reflex_note note;
+    while (c->npending < PENDING && reflex_take_note(c, &note)) {
+        if (note.due < now - REFLEX_STALE_S) continue;
+        memcpy(c->pending[c->npending].data, note.data, sizeof note.data);
+        atomic_fetch_add(&c->waiting, 1);
+        add_pending(c, sizeof note.data, note.due);
+    }
     out_header h;
     while (c->npending < PENDING && jack_ringbuffer_read_space(c->ring) >= sizeof h) {
         jack_ringbuffer_peek(c->ring, (char *)&h, sizeof h);
         if (jack_ringbuffer_read_space(c->ring) < sizeof h + h.size) break;
         jack_ringbuffer_read_advance(c->ring, sizeof h);
-        pending_t *p = &c->pending[c->npending];
-        jack_ringbuffer_read(c->ring, (char *)p->data, h.size);
-        p->size = h.size;
-        p->due = h.due;
-        for (uint32_t i = 0; i < c->npending; i++)
-            if (c->pending[i].due > p->due && follows(p, &c->pending[i])) p->due = c->pending[i].due;
-        c->npending++;
+        jack_ringbuffer_read(c->ring, (char *)c->pending[c->npending].data, h.size);
+        add_pending(c, h.size, h.due);
     }
 }
 
 static void process_output(jm *c, void *buffer, jack_nframes_t nframes, frame_clock fc) {
     jack_midi_clear_buffer(buffer);
-    take_handed_over(c);
+    take_handed_over(c, fc.start_s);
     if (c->npending == 0) return;
     int flush = atomic_load(&c->flush);
     uint32_t order[PENDING], frame[PENDING], n = 0;
@@ -157,6 +180,8 @@ static int process(jack_nframes_t nframes, void *arg) {
     jack_port_t *port = atomic_load(&c->port);
     if (port == NULL) return 0;
     void *buffer = jack_port_get_buffer(port, nframes);
+    jack_port_t *order = atomic_load(&c->order);
+    if (order != NULL && c->is_input) jack_midi_clear_buffer(jack_port_get_buffer(order, nframes)); /* never written */
     if (c->is_input)
         process_input(c, buffer, fc);
     else
@@ -257,6 +282,7 @@ int jm_read(jm *c, uint8_t *data, int capacity, double *stamp) {
     in_header h;
     if (jack_ringbuffer_read_space(c->ring) < sizeof h) return 0;
     jack_ringbuffer_read(c->ring, (char *)&h, sizeof h);
+    atomic_fetch_add(&c->read, 1);
     if (h.size > capacity) {
         jack_ringbuffer_read_advance(c->ring, h.size);
         atomic_fetch_add(&c->dropped, 1);
@@ -287,9 +313,70 @@ unsigned long jm_dropped(jm *c) { return atomic_load(&c->dropped); }
 
 int jm_shut_down(jm *c) { return atomic_load(&c->shut_down); }
 
+/* The client's "reflex" port (an input client's MIDI out, an output client's MIDI in), registered
+ * once; NULL if JACK refuses it. */
+static jack_port_t *order_port(jm *c) {
+    jack_port_t *port = atomic_load(&c->order);
+    if (port == NULL) {
+        port = jack_port_register(c->client, "reflex", JACK_DEFAULT_MIDI_TYPE,
+                                  c->is_input ? JackPortIsOutput : JackPortIsInput, 0);
+        atomic_store(&c->order, port);
+    }
+    return port;
+}
+
+/* The reflex (jack_reflex.h) from input `in` to output `out` (NULL: none) from now on. On a
+ * realtime server, a connection from the input client's "reflex" port to the output client's,
+ * which carries nothing, makes JACK run the output client after the input client in every cycle
+ * (unconnected, the output client, fed by no one, runs first): the reflex's note then leaves in
+ * the cycle of the note-on it answers. Not on a non-realtime server, where the longer chain of
+ * clients misses the cycle more often and JACK drops what they send (docs/TIMING.md): there the
+ * note leaves at the next cycle's start. 1: ordered; 0: not (a non-realtime server, or no
+ * output); -1: the connection failed. */
+int jm_reflex_link(jm *in, jm *out) {
+    reflex_disarm();
+    atomic_store(&reflex.in, in);
+    atomic_store(&reflex.out, out);
+    if (out == NULL || !jack_is_realtime(in->client)) return 0;
+    jack_port_t *from = order_port(in), *to = order_port(out);
+    if (from == NULL || to == NULL) return -1;
+    int result = jack_connect(in->client, jack_port_name(from), jack_port_name(to));
+    return result == 0 || result == EEXIST ? 1 : -1;
+}
+
+/* Arm the reflex with `table` (NULL: the one armed last) for the first note-on after the
+ * messages `in` has read so far. */
+void jm_reflex_arm(jm *in, const reflex_table *table) { reflex_arm(table, atomic_load(&in->read)); }
+
+void jm_reflex_disarm(void) { reflex_disarm(); }
+
+/* The oldest record of a reflex the engine has not taken (1, copied into `fired`), or 0. */
+int jm_reflex_fired(reflex_fired *fired) {
+    unsigned head = atomic_load(&reflex.fired_head), tail = atomic_load(&reflex.fired_tail);
+    if (head == tail) return 0;
+    *fired = reflex.fired[tail % REFLEX_RING];
+    atomic_store(&reflex.fired_tail, tail + 1);
+    return 1;
+}
+
+/* The record `jm_reflex_fired` would return next, left in place (1), or 0. */
+int jm_reflex_peek(reflex_fired *fired) {
+    unsigned head = atomic_load(&reflex.fired_head), tail = atomic_load(&reflex.fired_tail);
+    if (head == tail) return 0;
+    *fired = reflex.fired[tail % REFLEX_RING];
+    return 1;
+}
+
+/* Messages the input `in` has read. */
+unsigned long jm_reads(jm *c) { return atomic_load(&c->read); }
+
 /* Write what waits (an output, a little while at most), deactivate (no callback runs after this
  * returns), then close the client and free. */
 void jm_close(jm *c) {
+    const void *linked = c;
+    if (atomic_compare_exchange_strong(&reflex.in, &linked, NULL)) reflex_disarm();
+    linked = c;
+    atomic_compare_exchange_strong(&reflex.out, &linked, NULL);
     if (c->active && !c->is_input && !atomic_load(&c->shut_down)) { /* what waits goes out first */
         atomic_store(&c->flush, 1);
         double deadline = now_s() + CLOSE_WAIT_S;
