@@ -6,7 +6,9 @@ is multiplied by the probability it gave that token, then a small share `SHARE` 
 so the mix is never much worse than the better of the two and can switch back quickly. One weight
 pair per depth of the memory's match (how many tokens of context it recognised): the memory is
 trusted where the player repeats material and the prior where the player plays something new to
-the session. A fixed weight (`memory_weight`) overrides it (the "follow the player" CC).
+the session. A fixed weight (`memory_weight`) overrides it (the "follow the player" CC). The mix
+runs for each of the player's tokens: improv/native/memory_mix.c computes it where setup.py built
+it, the numpy here otherwise (the same numbers).
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+try:
+    from improv import _memory_mix as native
+except ImportError:  # not built (setup.py's extensions are optional): the numpy below
+    native = None
 
 SHARE = 0.01  # fixed share per update: a floor under either weight, and the speed of switching back
 FLOOR = 1e-12
@@ -44,6 +51,11 @@ class Blend:
         w = self.model_weight(depth)
         if w >= 1.0:
             return logits
+        if len(self._logits) != len(logits):
+            self._p, self._logits = np.empty(len(logits)), np.empty(len(logits))
+        if native is not None:
+            native.blend(self._logits, logits, p_memory, w, FLOOR)
+            return self._logits
         p = self._softmax(logits)
         p *= w
         p += (1.0 - w) * p_memory
@@ -61,8 +73,6 @@ class Blend:
         self._model_w[depth] = (1.0 - SHARE) * w + SHARE * 0.5
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
-        if len(self._p) != len(logits):
-            self._p, self._logits = np.empty(len(logits)), np.empty(len(logits))
         p = self._p
         np.subtract(logits, logits.max(), out=p)
         np.exp(p, out=p)

@@ -9,8 +9,10 @@ an interval from the melody's last note (the top note of the latest onset before
 heard once is recognised, and offered, at any transposition, in a line or on top of chords (docs/LISTENING.md: the relative table earns its place). Old material fades:
 every count halves every `half_life_tokens` tokens (one global scale, renormalised now and then,
 when faint contexts are dropped), and at most `max_contexts` contexts are kept per table. An
-update is O(order); a prediction O(order x continuations) into reused buffers. `save` / `load`:
-plain JSON with a format version and the vocabulary.
+update is O(order); a prediction O(order x continuations) into reused buffers, computed by
+improv/native/memory_mix.c where setup.py built it (the player's every token waits for it), by the
+Python here otherwise, the same numbers. `save` / `load`: plain JSON with a format version and the
+vocabulary.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ import numpy as np
 
 from improv.errors import ModelError
 from improv.tokens import split_name
+
+try:
+    from improv import _memory_mix as native
+except ImportError:  # not built (setup.py's extensions are optional): the Python below
+    native = None
 
 FORMAT, FORMAT_VERSION = "improv-session-memory", 1
 RESCALE_AT = 1e12  # the global scale is folded into the counts when it grows past this
@@ -69,6 +76,9 @@ class Counts:
 
     def predict(self, ctx: Sequence[int]) -> tuple[np.ndarray, int]:
         p = self._p
+        if native is not None:
+            return p, native.witten_bell(p, self.unigram, self.unigram_total, self.unigram_types, self._scale,
+                                         self.table, ctx, self.order)
         if self.unigram_total <= 0.0:
             p.fill(1.0 / self.size)
             return p, 0
@@ -193,6 +203,8 @@ class SessionMemory:
         self._shift = self._kind == 3
         self._kind[self._shift] = 0  # (a shift is its own interval form)
         self._pitch = np.array([v if v is not None else 0 for _, v in parts])  # (V,)
+        # the same as Python lists, for the per-token work (a numpy scalar costs ~0.1 us to read)
+        self._kinds, self._pitches, self._shifts = self._kind.tolist(), self._pitch.tolist(), self._shift.tolist()
         self.absolute = Counts(self.size, order, half_life_tokens, max_contexts)
         self.relative = Counts(self.size + 2 * INTERVALS, order, half_life_tokens, max_contexts)
         self.cursor = Cursor()  # what was heard last
@@ -223,16 +235,16 @@ class SessionMemory:
             ctx.append(value)
             if len(ctx) >= self.order:
                 del ctx[0]
-        if self._kind[token] == 1:
-            cursor.group_top = max(cursor.group_top, int(self._pitch[token]))
-        elif self._shift[token] and cursor.group_top >= 0:  # time moves: that onset's top note is the reference
+        if self._kinds[token] == 1:
+            cursor.group_top = max(cursor.group_top, self._pitches[token])
+        elif self._shifts[token] and cursor.group_top >= 0:  # time moves: that onset's top note is the reference
             cursor.ref_pitch, cursor.group_top = cursor.group_top, -1
 
     def _relative_id(self, token: int, ref_pitch: int) -> int:
-        kind = int(self._kind[token])  # (Python ints: a context key may outgrow 64 bits)
+        kind = self._kinds[token]  # (Python ints: a context key may outgrow 64 bits)
         if kind == 0:
             return token
-        interval = max(-INTERVAL_MAX, min(INTERVAL_MAX, int(self._pitch[token]) - ref_pitch))
+        interval = max(-INTERVAL_MAX, min(INTERVAL_MAX, self._pitches[token] - ref_pitch))
         return self.size + (kind - 1) * INTERVALS + interval + INTERVAL_MAX
 
     # ------------------------------------------------------------------ predicting
@@ -243,6 +255,9 @@ class SessionMemory:
         c = self.cursor if cursor is None else cursor
         p_abs, d_abs = self.absolute.predict(c.tokens)
         p_rel, d_rel = self.relative.predict(c.relative)
+        if native is not None:
+            native.intervals(self._p, p_abs, p_rel, self._relative_ids(c.ref_pitch))
+            return self._p, max(d_abs, d_rel)
         rel = p_rel[self._relative_ids(c.ref_pitch)]  # (V,) each token's interval form
         rel *= 0.5 / rel.sum()
         np.multiply(p_abs, 0.5, out=self._p)
