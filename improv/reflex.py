@@ -168,6 +168,8 @@ class Reflex:
     def release_stale(self, scheduler: Scheduler, now_s: float) -> None:
         """Between events: release what the reflex played for messages read and handled, which
         nobody took."""
+        if not self._lib.jm_reflex_peek(ctypes.byref(self._fired)):
+            return  # (the usual case, at every tick: no lock taken)
         reads = self.midi_in.reads()
         while self._lib.jm_reflex_peek(ctypes.byref(self._fired)) and self._fired.seq < reads:
             self._release(scheduler, self._pop(), now_s)

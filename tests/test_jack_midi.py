@@ -18,13 +18,19 @@ from improv import jack_midi
 pytestmark = pytest.mark.jack
 
 
-@pytest.fixture
-def loop(jack_server, monkeypatch):
+def on_server(server, monkeypatch) -> None:
+    """improv's own JACK clients opened in this process from now on go to `server` (skipped
+    where the client is not built)."""
     if not jack_midi.available():
         pytest.skip("improv's JACK client is not built")
-    for key, value in jack_server.env.items():
+    for key, value in server.env.items():
         if key.startswith("JACK_"):
             monkeypatch.setitem(os.environ, key, value)
+
+
+@pytest.fixture
+def loop(jack_server, monkeypatch):
+    on_server(jack_server, monkeypatch)
     out = jack_midi.JackMidiClient("out", "jm out")
     out.open_virtual_port("jm out")
     inp = jack_midi.JackMidiClient("in", "jm in")

@@ -9,7 +9,6 @@ adopted by the duet, released when nothing adopts it, and by the panic at shutdo
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 
 from improv import jack_midi
 from improv.reflex import NOTES, Reflex, Table, _Fired
+from tests.test_jack_midi import on_server
 
 pytestmark = pytest.mark.jack
 
@@ -29,11 +29,7 @@ def wired(jack_server, monkeypatch):
 def wire(server, monkeypatch, expect_order: int = 0):
     """(player out, improv in, improv out, recorder in) on `server`: player -> improv in; improv
     out -> recorder; the reflex linked (ordered only on a realtime server: `expect_order`)."""
-    if not jack_midi.available():
-        pytest.skip("improv's JACK client is not built")
-    for key, value in server.env.items():
-        if key.startswith("JACK_"):
-            monkeypatch.setitem(os.environ, key, value)
+    on_server(server, monkeypatch)
     player = jack_midi.JackMidiClient("out", "rx player")
     player.open_virtual_port("rx player")
     improv_in = jack_midi.JackMidiClient("in", "rx in")

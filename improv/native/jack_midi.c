@@ -350,20 +350,18 @@ void jm_reflex_arm(jm *in, const reflex_table *table) { reflex_arm(table, atomic
 
 void jm_reflex_disarm(void) { reflex_disarm(); }
 
-/* The oldest record of a reflex the engine has not taken (1, copied into `fired`), or 0. */
-int jm_reflex_fired(reflex_fired *fired) {
-    unsigned head = atomic_load(&reflex.fired_head), tail = atomic_load(&reflex.fired_tail);
-    if (head == tail) return 0;
-    *fired = reflex.fired[tail % REFLEX_RING];
-    atomic_store(&reflex.fired_tail, tail + 1);
-    return 1;
-}
-
-/* The record `jm_reflex_fired` would return next, left in place (1), or 0. */
+/* The oldest record of a reflex the engine has not taken, left in place (1, copied into `fired`), or 0. */
 int jm_reflex_peek(reflex_fired *fired) {
     unsigned head = atomic_load(&reflex.fired_head), tail = atomic_load(&reflex.fired_tail);
     if (head == tail) return 0;
     *fired = reflex.fired[tail % REFLEX_RING];
+    return 1;
+}
+
+/* The same, taken. */
+int jm_reflex_fired(reflex_fired *fired) {
+    if (!jm_reflex_peek(fired)) return 0;
+    atomic_fetch_add(&reflex.fired_tail, 1);
     return 1;
 }
 
