@@ -143,7 +143,10 @@ class Engine:
             self._add(self._guard(self.improviser.echo, ev))
             reflexed = self._reflexed(ev)
             reaction = self._guard(self.improviser.react, ev, True, reflexed)
-            self._add(reaction if reflexed is None else [] if reaction else [reflexed.release(ev.t_s)])
+            if reflexed is None:
+                self._add(reaction)
+            elif not reaction:  # played by the reflex, adopted by nothing: released
+                self._add([reflexed.release(ev.t_s)])
             self._add(self._guard(self.improviser.on_event, ev))
             if not reaction:  # no table to answer it from: chosen now, after the re-plan's cut
                 self._add(self._guard(self.improviser.react, ev))

@@ -200,11 +200,11 @@ class SessionMemory:
         parts = [split_name(n) for n in self.names]
         self._kind = np.array([{"ON": 1, "OFF": 2, "SHIFT": 3}.get(k, 0) if v is not None else 0
                                for k, v in parts])  # (V,)
-        self._shift = self._kind == 3
-        self._kind[self._shift] = 0  # (a shift is its own interval form)
+        shift = self._kind == 3
+        self._kind[shift] = 0  # (a shift is its own interval form)
         self._pitch = np.array([v if v is not None else 0 for _, v in parts])  # (V,)
         # the same as Python lists, for the per-token work (a numpy scalar costs ~0.1 us to read)
-        self._kinds, self._pitches, self._shifts = self._kind.tolist(), self._pitch.tolist(), self._shift.tolist()
+        self._kinds, self._pitches, self._shifts = self._kind.tolist(), self._pitch.tolist(), shift.tolist()
         self.absolute = Counts(self.size, order, half_life_tokens, max_contexts)
         self.relative = Counts(self.size + 2 * INTERVALS, order, half_life_tokens, max_contexts)
         self.cursor = Cursor()  # what was heard last

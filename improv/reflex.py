@@ -57,7 +57,6 @@ class Reflexed:
     velocity: int
     channel: int
     victim: int
-    seq: int  # the note-on's place among the input's messages
 
     def plans(self) -> list[Planned]:
         """What it sent, as the scheduler's plans (sent already: `Scheduler.sent_elsewhere`)."""
@@ -177,9 +176,8 @@ class Reflex:
     def close(self, scheduler: Scheduler) -> None:
         """Disarm and unlink; what was played and not taken is taken as sent (to be released by
         the scheduler's panic)."""
-        self._armed = True
-        self.disarm()
-        self.midi_in.reflex_link(None)
+        self._armed = False
+        self.midi_in.reflex_link(None)  # (which disarms; a closed input was disarmed by its close)
         while self._lib.jm_reflex_peek(ctypes.byref(self._fired)):
             left = self._pop()
             scheduler.sent_elsewhere(left.plans(), left.t_s)
@@ -192,4 +190,4 @@ class Reflex:
     def _pop(self) -> Reflexed:
         self._lib.jm_reflex_fired(ctypes.byref(self._fired))
         f = self._fired
-        return Reflexed(f.stamp, f.struck, f.pitch, f.velocity, f.channel, f.victim, f.seq)
+        return Reflexed(f.stamp, f.struck, f.pitch, f.velocity, f.channel, f.victim)
