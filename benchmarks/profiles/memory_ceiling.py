@@ -1,0 +1,273 @@
+"""How much of a model's NLL a session memory can remove, the shipped one and stronger ones: second
+halves of held-out pieces (as `improv bench --only music` scores them) by the model alone, issue
+14's reference (a fixed 50/50 mix with the memory), improv's adaptive blend, that blend with an
+exact-repeat expert and with per-kind viewpoints added, and two per-token bounds (each token scored
+by whichever predictor gave it the most). The table in docs/LISTENING.md comes from
+
+    IMPROV_CACHE=~/cache .venv/bin/python -m benchmarks.profiles.memory_ceiling \
+        --case folk-lstm:oneills --case irish-lstm:oneills --case bach-lstm:oneills --case bach-lstm:bach
+
+The stronger memories here are experiments (Python, slow); improv ships only the first two tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import numpy as np
+
+from benchmarks.music import held_out_pieces
+from improv.blend import SHARE, Blend
+from improv.context import ModelContext, TimedModel
+from improv.memory import Counts, SessionMemory
+from improv.model_step import StepModel
+from improv.tokens import encode_notes
+
+MIN_MATCH = 6  # tokens (two notes of a line) the repeat expert needs before it predicts
+FLOOR = 1e-12
+
+
+def streams(model, pieces):
+    """Per piece: (tokens, (n, V) the model's log-probabilities before each, the second half's first index)."""
+    for piece in pieces:
+        context = ModelContext(TimedModel(model))
+        start = 1 if len(piece) and int(piece[0]) == context.bos else 0
+        tokens, logp = [], []
+        for i in range(start, len(piece)):
+            z = context.logits.astype(np.float64)
+            z -= z.max()
+            logp.append(z - math.log(np.exp(z).sum()))
+            tokens.append(int(piece[i]))
+            context.hear(int(piece[i]))
+        yield tokens, np.array(logp), max(0, len(piece) // 2 - start)
+
+
+class Repeat:
+    """The latest earlier occurrence of the last `MIN_MATCH` tokens, followed while it keeps
+    matching (a match model, as in PPM* and the PAQ compressors): it predicts one token."""
+
+    def __init__(self) -> None:
+        self.history: list[int] = []
+        self.seen: dict[tuple, int] = {}
+        self.at, self.length = -1, 0
+
+    @property
+    def predicted(self) -> int:
+        return self.history[self.at] if self.at >= 0 else -1
+
+    @property
+    def bucket(self) -> int:
+        return 0 if self.at < 0 else min(1 + int(math.log2(self.length)), 7)
+
+    def observe(self, token: int) -> None:
+        h = self.history
+        if self.at >= 0 and h[self.at] == token:
+            self.at, self.length = self.at + 1, self.length + 1
+        else:
+            self.at, self.length = -1, 0
+        h.append(token)
+        if len(h) < MIN_MATCH:
+            return
+        key = tuple(h[-MIN_MATCH:])
+        if self.at < 0 and key in self.seen:
+            self.at, self.length = self.seen[key], MIN_MATCH
+            back = self.at - 1 - self.length  # how far back the match goes
+            while self.length < 64 and back >= 0 and h[back] == h[-1 - self.length]:
+                self.length, back = self.length + 1, back - 1
+        self.seen[key] = len(h)
+
+
+class Viewpoints:
+    """The shipped memory, with its ON and SHIFT tokens' shares re-predicted half from a viewpoint
+    of their own (Conklin and Witten's multiple viewpoints): pitches from the previous pitches and
+    intervals alone, durations from the previous durations alone (the line's other tokens skipped)."""
+
+    def __init__(self, names, order: int, view_order: int = 5) -> None:
+        self.memory = SessionMemory(names, order, 4000.0)
+        kinds = [n.split("_")[0] for n in names]
+        self.on = np.flatnonzero([k == "ON" for k in kinds])
+        self.shift = np.flatnonzero([k == "SHIFT" for k in kinds])
+        self.pitch = np.array([int(names[t].split("_")[1]) for t in self.on])
+        self.shift_index = {int(t): i for i, t in enumerate(self.shift)}
+        self.on_index = {int(t): i for i, t in enumerate(self.on)}
+        self.pitches, self.intervals, self.rhythm = (Counts(n, view_order, 0, 10**6)
+                                                     for n in (128, 255, len(self.shift)))
+        self.ctx = ([], [], [])  # the previous pitches, intervals, durations (as ids)
+        self.last = 60
+
+    def predict(self) -> tuple[np.ndarray, int]:
+        p, depth = self.memory.predict()
+        p = p.copy()
+        on = self.pitches.predict(self.ctx[0])[0][self.pitch]
+        step = self.intervals.predict(self.ctx[1])[0][np.clip(self.pitch - self.last, -127, 127) + 127]
+        view = 0.5 * on / on.sum() + 0.5 * step / step.sum()
+        p[self.on] = 0.5 * p[self.on] + 0.5 * p[self.on].sum() * view
+        p[self.shift] = 0.5 * p[self.shift] + 0.5 * p[self.shift].sum() * self.rhythm.predict(self.ctx[2])[0]
+        return p, depth
+
+    def observe(self, token: int) -> None:
+        self.memory.observe(token)
+        if token in self.on_index:
+            pitch = int(self.pitch[self.on_index[token]])
+            step = max(-127, min(127, pitch - self.last)) + 127
+            for counts, ctx, value in ((self.pitches, self.ctx[0], pitch), (self.intervals, self.ctx[1], step)):
+                counts.observe(ctx, value, 1.0)
+                ctx.append(value)
+            self.last = pitch
+        elif token in self.shift_index:
+            self.rhythm.observe(self.ctx[2], self.shift_index[token], 1.0)
+            self.ctx[2].append(self.shift_index[token])
+
+
+class Mixture:
+    """improv's blend (a Bayesian mixture with a fixed share, one weight set per match depth) over
+    the model, a memory and, if `repeat`, the repeat expert (weights per depth and match length)."""
+
+    def __init__(self, names, order: int, memory=None, repeat: bool = False, fixed: float | None = None) -> None:
+        self.memory = memory or SessionMemory(names, order, 4000.0)
+        self.repeat = Repeat() if repeat else None
+        self.order, self.fixed, self.weights, self.hits = order, fixed, {}, {}
+
+    def _w(self, depth: int, bucket: int) -> np.ndarray:
+        if self.fixed is not None:
+            return np.array([1.0 - self.fixed, self.fixed, 0.0])
+        if (depth, bucket) not in self.weights:
+            model = np.interp(depth, [0, self.order], [0.9, 0.2])
+            self.weights[depth, bucket] = np.array([0.7 * model, 0.7 * (1 - model), 0.3]) if bucket else \
+                np.array([model, 1 - model, 0.0])
+        return self.weights[depth, bucket]
+
+    def score(self, logp: np.ndarray) -> np.ndarray:
+        p_memory, depth = self.memory.predict()
+        guess = self.repeat.predicted if self.repeat else -1
+        bucket = self.repeat.bucket if guess >= 0 else 0
+        w = self._w(depth, bucket)
+        p = w[0] * np.exp(logp) + w[1] * p_memory
+        if guess >= 0:
+            p[guess] += w[2]
+        self._seen = (np.exp(logp), p_memory.copy(), depth, guess, bucket)
+        return np.log(np.maximum(p, FLOOR))
+
+    def learn(self, token: int) -> None:
+        p_model, p_memory, depth, guess, bucket = self._seen
+        if self.fixed is None:
+            a = self._w(depth, bucket) * [p_model[token], p_memory[token], float(guess == token)]
+            if a.sum() > 0:
+                n = 3 if bucket else 2
+                a /= a.sum()
+                a[:n] = (1 - SHARE) * a[:n] + SHARE / n
+                self.weights[depth, bucket] = a
+        self.memory.observe(token)
+        if self.repeat:
+            self.repeat.observe(token)
+
+
+class Shipped:
+    """improv's own memory and blend, as `training.evaluate.adaptive_metrics` runs them."""
+
+    def __init__(self, names, order: int) -> None:
+        self.memory, self.blend = SessionMemory(names, order, 4000.0), Blend(order, None)
+
+    def score(self, logp: np.ndarray) -> np.ndarray:
+        p, depth = self.memory.predict()
+        self._logp = logp
+        return self.blend.mix(logp, p, depth).copy()
+
+    def learn(self, token: int) -> None:
+        p, depth = self.memory.prob(token)
+        self.blend.learn(self._logp, token, p, depth)
+        self.memory.observe(token)
+
+
+class Bound:
+    """Each token scored by whichever of the model, the memory (and the repeat expert, at its
+    hit rate so far for that match length) gave it the most: no mixture does better."""
+
+    def __init__(self, names, order: int, repeat: bool) -> None:
+        self.memory, self.repeat, self.hits = SessionMemory(names, order, 4000.0), Repeat() if repeat else None, {}
+
+    def score(self, logp: np.ndarray) -> np.ndarray:
+        p = np.maximum(np.exp(logp), self.memory.predict()[0])
+        if self.repeat and self.repeat.predicted >= 0:
+            hits, n = self.hits.get(self.repeat.bucket, (1, 2))
+            p[self.repeat.predicted] = max(p[self.repeat.predicted], hits / n)
+            self._guess = (self.repeat.predicted, self.repeat.bucket)
+        else:
+            self._guess = None
+        return np.log(np.maximum(p, FLOOR))  # (not normalised: per token, the best any gave)
+
+    def learn(self, token: int) -> None:
+        if self._guess:
+            guess, bucket = self._guess
+            hits, n = self.hits.get(bucket, (1, 2))
+            self.hits[bucket] = (hits + (guess == token), n + 1)
+        self.memory.observe(token)
+        if self.repeat:
+            self.repeat.observe(token)
+
+
+ROWS = {
+    "model alone": None,
+    "issue 14's reference: a fixed 50/50 mix, order 4": lambda v: Mixture(v, 4, fixed=0.5),
+    "improv's adaptive blend, order 4 (shipped)": lambda v: Shipped(v, 4),
+    "+ the repeat expert": lambda v: Mixture(v, 4, repeat=True),
+    "+ viewpoints": lambda v: Mixture(v, 4, memory=Viewpoints(v, 4)),
+    "+ both, order 6": lambda v: Mixture(v, 6, memory=Viewpoints(v, 6), repeat=True),
+    "bound: best of model and memory per token": lambda v: Bound(v, 4, False),
+    "bound: best of model, memory and repeat per token": lambda v: Bound(v, 4, True),
+}
+
+
+def second_half_nll(data, make) -> float:
+    total = count = 0.0
+    for tokens, logp, half in data:
+        scorer = make() if make else None
+        for i, token in enumerate(tokens):
+            z = scorer.score(logp[i]) if scorer else logp[i]
+            if i >= half:
+                total -= z[token]
+                count += 1
+            if scorer:
+                scorer.learn(token)
+    return total / count
+
+
+def repeat_coverage(data) -> tuple[float, float]:
+    """(the share of second-half tokens the repeat expert predicts, the share of those it gets right)."""
+    guessed = right = count = 0
+    for tokens, _, half in data:
+        repeat = Repeat()
+        for i, token in enumerate(tokens):
+            if i >= half:
+                count += 1
+                guessed += repeat.predicted >= 0
+                right += repeat.predicted == token
+            repeat.observe(token)
+    return guessed / count, right / max(guessed, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", required=True, help="MODEL:CORPUS, e.g. folk-lstm:oneills")
+    parser.add_argument("--pieces", type=int, default=15)
+    args = parser.parse_args(argv)
+    cache = os.environ.get("IMPROV_CACHE")
+    for case in args.case:
+        name, corpus = case.split(":")
+        model = StepModel.load(name)
+        pieces = [encode_notes(notes, model.vocab) for notes in held_out_pieces(corpus, args.pieces, cache)]
+        data = list(streams(model, pieces))
+        names = model.vocab.names
+        alone = second_half_nll(data, None)
+        print(f"{name} on {corpus} (NLL nats/token, adapt_gain)", flush=True)
+        for label, make in ROWS.items():
+            nll = second_half_nll(data, make and (lambda make=make: make(names)))
+            print(f"  {label:52s} {nll:.3f}  {1 - nll / alone:+.3f}", flush=True)
+        covered, right = repeat_coverage(data)
+        print(f"  the repeat expert predicts {covered:.0%} of the tokens, {right:.0%} of those right", flush=True)
+
+
+if __name__ == "__main__":
+    main()
