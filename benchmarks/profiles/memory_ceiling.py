@@ -12,18 +12,14 @@ The stronger memories here are experiments (Python, slow); improv ships only the
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 
 import numpy as np
 
-from benchmarks.music import held_out_pieces
+from benchmarks.profiles.memory_order import case_arguments, cases
 from improv.blend import SHARE, Blend
 from improv.context import ModelContext, TimedModel
 from improv.memory import Counts, SessionMemory
-from improv.model_step import StepModel
-from improv.tokens import encode_notes
 
 MIN_MATCH = 6  # tokens (two notes of a line) the repeat expert needs before it predicts
 FLOOR = 1e-12
@@ -249,15 +245,7 @@ def repeat_coverage(data) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", action="append", required=True, help="MODEL:CORPUS, e.g. folk-lstm:oneills")
-    parser.add_argument("--pieces", type=int, default=15)
-    args = parser.parse_args(argv)
-    cache = os.environ.get("IMPROV_CACHE")
-    for case in args.case:
-        name, corpus = case.split(":")
-        model = StepModel.load(name)
-        pieces = [encode_notes(notes, model.vocab) for notes in held_out_pieces(corpus, args.pieces, cache)]
+    for name, corpus, model, pieces in cases(case_arguments(__doc__.splitlines()[0]).parse_args(argv)):
         data = list(streams(model, pieces))
         names = model.vocab.names
         alone = second_half_nll(data, None)

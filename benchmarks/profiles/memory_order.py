@@ -19,17 +19,29 @@ from improv.tokens import encode_notes
 from training.evaluate import adaptive_metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def case_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line of the memory's profiles: --case MODEL:CORPUS (repeated) and --pieces."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--case", action="append", required=True, help="MODEL:CORPUS, e.g. folk-lstm:oneills")
-    parser.add_argument("--order", action="append", type=int, default=None, help="listen.order (1..8); repeat")
     parser.add_argument("--pieces", type=int, default=15)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cases(args):
+    """(model name, corpus, model, the corpus' held-out pieces as its tokens) for each --case."""
     cache = os.environ.get("IMPROV_CACHE")
     for case in args.case:
         name, corpus = case.split(":")
         model = StepModel.load(name)
-        pieces = [encode_notes(notes, model.vocab) for notes in held_out_pieces(corpus, args.pieces, cache)]
+        yield name, corpus, model, [encode_notes(notes, model.vocab)
+                                    for notes in held_out_pieces(corpus, args.pieces, cache)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = case_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--order", action="append", type=int, default=None, help="listen.order (1..8); repeat")
+    args = parser.parse_args(argv)
+    for name, corpus, model, pieces in cases(args):
         for order in args.order or [ListenSettings().order]:
             m = adaptive_metrics(model, pieces, ListenSettings(order=order))
             alone, mixed = m["nll_second_half"].nll, m["adapt_second_half"].nll
