@@ -1,13 +1,14 @@
 """How much of a model's NLL a session memory can remove, the shipped one and stronger ones: second
 halves of held-out pieces (as `improv bench --only music` scores them) by the model alone, issue
 14's reference (a fixed 50/50 mix with the memory), improv's adaptive blend, that blend with an
-exact-repeat expert and with per-kind viewpoints added, and two per-token bounds (each token scored
-by whichever predictor gave it the most). The table in docs/LISTENING.md comes from
+exact-repeat expert and with per-kind viewpoints added, three other mixtures, and two per-token
+bounds (each token scored by whichever predictor gave it the most). The table in
+docs/LISTENING.md comes from
 
     IMPROV_CACHE=~/cache .venv/bin/python -m benchmarks.profiles.memory_ceiling \
         --case folk-lstm:oneills --case irish-lstm:oneills --case bach-lstm:oneills --case bach-lstm:bach
 
-The stronger memories here are experiments (Python, slow); improv ships only the first two tables.
+Everything but `Shipped` is an experiment here (Python, slow); improv ships its own memory and blend.
 """
 
 from __future__ import annotations
@@ -121,19 +122,23 @@ class Mixture:
     """improv's blend (a Bayesian mixture with a fixed share, one weight set per match depth) over
     the model, a memory and, if `repeat`, the repeat expert (weights per depth and match length)."""
 
-    def __init__(self, names, order: int, memory=None, repeat: bool = False, fixed: float | None = None) -> None:
+    def __init__(self, names, order: int, memory=None, repeat: bool = False, fixed: float | None = None,
+                 by_kind: bool = False) -> None:
         self.memory = memory or SessionMemory(names, order, 4000.0)
         self.repeat = Repeat() if repeat else None
-        self.order, self.fixed, self.weights, self.hits = order, fixed, {}, {}
+        self.order, self.fixed, self.weights = order, fixed, {}
+        self.kinds = [n.split("_")[0] for n in names] if by_kind else None  # weights per previous token's kind too
+        self.previous = ""
 
     def _w(self, depth: int, bucket: int) -> np.ndarray:
         if self.fixed is not None:
             return np.array([1.0 - self.fixed, self.fixed, 0.0])
-        if (depth, bucket) not in self.weights:
+        key = (depth, bucket, self.previous)
+        if key not in self.weights:
             model = np.interp(depth, [0, self.order], [0.9, 0.2])
-            self.weights[depth, bucket] = np.array([0.7 * model, 0.7 * (1 - model), 0.3]) if bucket else \
+            self.weights[key] = np.array([0.7 * model, 0.7 * (1 - model), 0.3]) if bucket else \
                 np.array([model, 1 - model, 0.0])
-        return self.weights[depth, bucket]
+        return self.weights[key]
 
     def score(self, logp: np.ndarray) -> np.ndarray:
         p_memory, depth = self.memory.predict()
@@ -154,24 +159,71 @@ class Mixture:
                 n = 3 if bucket else 2
                 a /= a.sum()
                 a[:n] = (1 - SHARE) * a[:n] + SHARE / n
-                self.weights[depth, bucket] = a
+                self.weights[depth, bucket, self.previous] = a
         self.memory.observe(token)
         if self.repeat:
             self.repeat.observe(token)
+        if self.kinds:
+            self.previous = self.kinds[token]
+
+
+class Geometric:
+    """Logistic mixing (PAQ's mixer over whole distributions): log p = sum of w_i log p_i, normalised,
+    the weights per match depth and match length learned online by gradient on the log loss,
+    starting from the model alone."""
+
+    def __init__(self, names, order: int, rate: float = 0.03) -> None:
+        self.memory, self.repeat, self.rate = SessionMemory(names, order, 4000.0), Repeat(), rate
+        self.size, self.weights, self.hits = len(names), {}, {}
+
+    def score(self, logp: np.ndarray) -> np.ndarray:
+        p_memory, depth = self.memory.predict()
+        guess, bucket = self.repeat.predicted, self.repeat.bucket
+        repeat = np.zeros(self.size)
+        if guess >= 0:  # its hit rate so far at this match length, the rest spread evenly
+            hits, n = self.hits.get(bucket, (1, 2))
+            repeat[:] = math.log((1 - hits / n) / (self.size - 1))
+            repeat[guess] = math.log(hits / n)
+        x = np.stack([logp, np.log(np.maximum(p_memory, 1e-9)), repeat])  # (3, V)
+        w = self.weights.setdefault((depth, bucket), np.array([1.0, 0.0, 0.0]))
+        z = w @ x
+        z -= z.max()
+        z -= math.log(np.exp(z).sum())
+        self._seen = (x, z, (depth, bucket), guess, bucket)
+        return z
+
+    def learn(self, token: int) -> None:
+        x, z, key, guess, bucket = self._seen
+        self.weights[key] = self.weights[key] + self.rate * (x[:, token] - x @ np.exp(z))
+        if guess >= 0:
+            hits, n = self.hits.get(bucket, (1, 2))
+            self.hits[bucket] = (hits + (guess == token), n + 1)
+        self.memory.observe(token)
+        self.repeat.observe(token)
 
 
 class Shipped:
-    """improv's own memory and blend, as `training.evaluate.adaptive_metrics` runs them."""
+    """improv's own memory and blend, as `training.evaluate.adaptive_metrics` runs them; with
+    `bias_rate`, the model's log-probabilities first moved by a bias learned online (the simplest
+    dynamic evaluation: the output layer's bias alone)."""
 
-    def __init__(self, names, order: int) -> None:
+    def __init__(self, names, order: int, bias_rate: float = 0.0) -> None:
         self.memory, self.blend = SessionMemory(names, order, 4000.0), Blend(order, None)
+        self.bias, self.bias_rate = np.zeros(len(names)), bias_rate
 
     def score(self, logp: np.ndarray) -> np.ndarray:
+        if self.bias_rate:
+            logp = logp + self.bias
+            logp -= logp.max()
+            logp -= math.log(np.exp(logp).sum())
         p, depth = self.memory.predict()
         self._logp = logp
         return self.blend.mix(logp, p, depth).copy()
 
     def learn(self, token: int) -> None:
+        if self.bias_rate:
+            self.bias -= self.bias_rate * np.exp(self._logp)
+            self.bias[token] += self.bias_rate
         p, depth = self.memory.prob(token)
         self.blend.learn(self._logp, token, p, depth)
         self.memory.observe(token)
@@ -211,6 +263,9 @@ ROWS = {
     "+ the repeat expert": lambda v: Mixture(v, 4, repeat=True),
     "+ viewpoints": lambda v: Mixture(v, 4, memory=Viewpoints(v, 4)),
     "+ both, order 6": lambda v: Mixture(v, 6, memory=Viewpoints(v, 6), repeat=True),
+    "the blend's weights per previous token's kind too": lambda v: Mixture(v, 4, by_kind=True),
+    "an online bias on the model's logits, then the blend": lambda v: Shipped(v, 4, bias_rate=0.1),
+    "logistic mixing of model, memory and repeat": lambda v: Geometric(v, 4),
     "bound: best of model and memory per token": lambda v: Bound(v, 4, False),
     "bound: best of model, memory and repeat per token": lambda v: Bound(v, 4, True),
 }
