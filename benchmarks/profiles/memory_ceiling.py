@@ -43,12 +43,14 @@ def streams(model, pieces):
 
 class Repeat:
     """The latest earlier occurrence of the last `MIN_MATCH` tokens, followed while it keeps
-    matching (a match model, as in PPM* and the PAQ compressors): it predicts one token."""
+    matching (a match model, as in PPM* and the PAQ compressors): it predicts one token, right
+    `confidence` of the time (its hit rate so far at this match length)."""
 
     def __init__(self) -> None:
         self.history: list[int] = []
         self.seen: dict[tuple, int] = {}
         self.at, self.length = -1, 0
+        self.hits: dict[int, tuple[int, int]] = {}  # match length's bucket -> (hits + 1, guesses + 2)
 
     @property
     def predicted(self) -> int:
@@ -58,8 +60,16 @@ class Repeat:
     def bucket(self) -> int:
         return 0 if self.at < 0 else min(1 + int(math.log2(self.length)), 7)
 
+    @property
+    def confidence(self) -> float:
+        hits, n = self.hits.get(self.bucket, (1, 2))
+        return hits / n
+
     def observe(self, token: int) -> None:
         h = self.history
+        if self.at >= 0:
+            hits, n = self.hits.get(self.bucket, (1, 2))
+            self.hits[self.bucket] = (hits + (h[self.at] == token), n + 1)
         if self.at >= 0 and h[self.at] == token:
             self.at, self.length = self.at + 1, self.length + 1
         else:
@@ -174,30 +184,26 @@ class Geometric:
 
     def __init__(self, names, order: int, rate: float = 0.03) -> None:
         self.memory, self.repeat, self.rate = SessionMemory(names, order, 4000.0), Repeat(), rate
-        self.size, self.weights, self.hits = len(names), {}, {}
+        self.size, self.weights = len(names), {}
 
     def score(self, logp: np.ndarray) -> np.ndarray:
         p_memory, depth = self.memory.predict()
         guess, bucket = self.repeat.predicted, self.repeat.bucket
         repeat = np.zeros(self.size)
         if guess >= 0:  # its hit rate so far at this match length, the rest spread evenly
-            hits, n = self.hits.get(bucket, (1, 2))
-            repeat[:] = math.log((1 - hits / n) / (self.size - 1))
-            repeat[guess] = math.log(hits / n)
+            repeat[:] = math.log((1 - self.repeat.confidence) / (self.size - 1))
+            repeat[guess] = math.log(self.repeat.confidence)
         x = np.stack([logp, np.log(np.maximum(p_memory, 1e-9)), repeat])  # (3, V)
         w = self.weights.setdefault((depth, bucket), np.array([1.0, 0.0, 0.0]))
         z = w @ x
         z -= z.max()
         z -= math.log(np.exp(z).sum())
-        self._seen = (x, z, (depth, bucket), guess, bucket)
+        self._seen = (x, z, (depth, bucket))
         return z
 
     def learn(self, token: int) -> None:
-        x, z, key, guess, bucket = self._seen
+        x, z, key = self._seen
         self.weights[key] = self.weights[key] + self.rate * (x[:, token] - x @ np.exp(z))
-        if guess >= 0:
-            hits, n = self.hits.get(bucket, (1, 2))
-            self.hits[bucket] = (hits + (guess == token), n + 1)
         self.memory.observe(token)
         self.repeat.observe(token)
 
@@ -234,23 +240,16 @@ class Bound:
     hit rate so far for that match length) gave it the most: no mixture does better."""
 
     def __init__(self, names, order: int, repeat: bool) -> None:
-        self.memory, self.repeat, self.hits = SessionMemory(names, order, 4000.0), Repeat() if repeat else None, {}
+        self.memory, self.repeat = SessionMemory(names, order, 4000.0), Repeat() if repeat else None
 
     def score(self, logp: np.ndarray) -> np.ndarray:
         p = np.maximum(np.exp(logp), self.memory.predict()[0])
         if self.repeat and self.repeat.predicted >= 0:
-            hits, n = self.hits.get(self.repeat.bucket, (1, 2))
-            p[self.repeat.predicted] = max(p[self.repeat.predicted], hits / n)
-            self._guess = (self.repeat.predicted, self.repeat.bucket)
-        else:
-            self._guess = None
+            guess = self.repeat.predicted
+            p[guess] = max(p[guess], self.repeat.confidence)
         return np.log(np.maximum(p, FLOOR))  # (not normalised: per token, the best any gave)
 
     def learn(self, token: int) -> None:
-        if self._guess:
-            guess, bucket = self._guess
-            hits, n = self.hits.get(bucket, (1, 2))
-            self.hits[bucket] = (hits + (guess == token), n + 1)
         self.memory.observe(token)
         if self.repeat:
             self.repeat.observe(token)
