@@ -18,12 +18,19 @@ import math
 import numpy as np
 
 from benchmarks.profiles.memory_order import case_arguments, cases
-from improv.blend import SHARE, Blend
+from improv.blend import PRIOR_DEEP, PRIOR_SHALLOW, SHARE, Blend
 from improv.context import ModelContext, TimedModel
-from improv.memory import Counts, SessionMemory
+from improv.memory import INTERVAL_MAX, INTERVALS, Counts, SessionMemory
+from improv.settings import ListenSettings
+from improv.tokens import split_name
 
 MIN_MATCH = 6  # tokens (two notes of a line) the repeat expert needs before it predicts
 FLOOR = 1e-12
+
+
+def fresh_memory(names, order: int) -> SessionMemory:
+    """A fresh session memory as the bench's has it (the default forgetting)."""
+    return SessionMemory(names, order, ListenSettings().half_life_tokens)
 
 
 def streams(model, pieces):
@@ -92,15 +99,15 @@ class Viewpoints:
     intervals alone, durations from the previous durations alone (the line's other tokens skipped)."""
 
     def __init__(self, names, order: int, view_order: int = 5) -> None:
-        self.memory = SessionMemory(names, order, 4000.0)
-        kinds = [n.split("_")[0] for n in names]
-        self.on = np.flatnonzero([k == "ON" for k in kinds])
-        self.shift = np.flatnonzero([k == "SHIFT" for k in kinds])
-        self.pitch = np.array([int(names[t].split("_")[1]) for t in self.on])
+        self.memory = fresh_memory(names, order)
+        parts = [split_name(n) for n in names]
+        self.on = np.flatnonzero([k == "ON" and v is not None for k, v in parts])
+        self.shift = np.flatnonzero([k == "SHIFT" and v is not None for k, v in parts])
+        self.pitch = np.array([parts[t][1] for t in self.on])
         self.shift_index = {int(t): i for i, t in enumerate(self.shift)}
         self.on_index = {int(t): i for i, t in enumerate(self.on)}
         self.pitches, self.intervals, self.rhythm = (Counts(n, view_order, 0, 10**6)
-                                                     for n in (128, 255, len(self.shift)))
+                                                     for n in (128, INTERVALS, len(self.shift)))
         self.ctx = ([], [], [])  # the previous pitches, intervals, durations (as ids)
         self.last = 60
 
@@ -108,7 +115,8 @@ class Viewpoints:
         p, depth = self.memory.predict()
         p = p.copy()
         on = self.pitches.predict(self.ctx[0])[0][self.pitch]
-        step = self.intervals.predict(self.ctx[1])[0][np.clip(self.pitch - self.last, -127, 127) + 127]
+        interval = np.clip(self.pitch - self.last, -INTERVAL_MAX, INTERVAL_MAX) + INTERVAL_MAX
+        step = self.intervals.predict(self.ctx[1])[0][interval]
         view = 0.5 * on / on.sum() + 0.5 * step / step.sum()
         p[self.on] = 0.5 * p[self.on] + 0.5 * p[self.on].sum() * view
         p[self.shift] = 0.5 * p[self.shift] + 0.5 * p[self.shift].sum() * self.rhythm.predict(self.ctx[2])[0]
@@ -118,7 +126,7 @@ class Viewpoints:
         self.memory.observe(token)
         if token in self.on_index:
             pitch = int(self.pitch[self.on_index[token]])
-            step = max(-127, min(127, pitch - self.last)) + 127
+            step = max(-INTERVAL_MAX, min(INTERVAL_MAX, pitch - self.last)) + INTERVAL_MAX
             for counts, ctx, value in ((self.pitches, self.ctx[0], pitch), (self.intervals, self.ctx[1], step)):
                 counts.observe(ctx, value, 1.0)
                 ctx.append(value)
@@ -134,10 +142,10 @@ class Mixture:
 
     def __init__(self, names, order: int, memory=None, repeat: bool = False, fixed: float | None = None,
                  by_kind: bool = False) -> None:
-        self.memory = memory or SessionMemory(names, order, 4000.0)
+        self.memory = memory or fresh_memory(names, order)
         self.repeat = Repeat() if repeat else None
         self.order, self.fixed, self.weights = order, fixed, {}
-        self.kinds = [n.split("_")[0] for n in names] if by_kind else None  # weights per previous token's kind too
+        self.kinds = [split_name(n)[0] for n in names] if by_kind else None  # weights per previous token's kind too
         self.previous = ""
 
     def _w(self, depth: int, bucket: int) -> np.ndarray:
@@ -145,7 +153,7 @@ class Mixture:
             return np.array([1.0 - self.fixed, self.fixed, 0.0])
         key = (depth, bucket, self.previous)
         if key not in self.weights:
-            model = np.interp(depth, [0, self.order], [0.9, 0.2])
+            model = np.interp(depth, [0, self.order], [PRIOR_SHALLOW, PRIOR_DEEP])
             self.weights[key] = np.array([0.7 * model, 0.7 * (1 - model), 0.3]) if bucket else \
                 np.array([model, 1 - model, 0.0])
         return self.weights[key]
@@ -183,7 +191,7 @@ class Geometric:
     starting from the model alone."""
 
     def __init__(self, names, order: int, rate: float = 0.03) -> None:
-        self.memory, self.repeat, self.rate = SessionMemory(names, order, 4000.0), Repeat(), rate
+        self.memory, self.repeat, self.rate = fresh_memory(names, order), Repeat(), rate
         self.size, self.weights = len(names), {}
 
     def score(self, logp: np.ndarray) -> np.ndarray:
@@ -214,7 +222,7 @@ class Shipped:
     dynamic evaluation: the output layer's bias alone)."""
 
     def __init__(self, names, order: int, bias_rate: float = 0.0) -> None:
-        self.memory, self.blend = SessionMemory(names, order, 4000.0), Blend(order, None)
+        self.memory, self.blend = fresh_memory(names, order), Blend(order, None)
         self.bias, self.bias_rate = np.zeros(len(names)), bias_rate
 
     def score(self, logp: np.ndarray) -> np.ndarray:
@@ -240,7 +248,7 @@ class Bound:
     hit rate so far for that match length) gave it the most: no mixture does better."""
 
     def __init__(self, names, order: int, repeat: bool) -> None:
-        self.memory, self.repeat = SessionMemory(names, order, 4000.0), Repeat() if repeat else None
+        self.memory, self.repeat = fresh_memory(names, order), Repeat() if repeat else None
 
     def score(self, logp: np.ndarray) -> np.ndarray:
         p = np.maximum(np.exp(logp), self.memory.predict()[0])
